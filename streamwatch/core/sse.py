@@ -1,0 +1,257 @@
+"""Incremental Server-Sent Events decoder (WHATWG HTML §9.2.6), fed bytes, returning events.
+
+Spec: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+
+Two deliberate differences from a browser's EventSource:
+
+* At end of input the spec silently discards an undispatched block. For a monitor that leftover is
+  the evidence of a truncated stream, so :meth:`SSEDecoder.close` reports it as
+  :class:`TailDiscarded` (still without dispatching it).
+* A block (or a single line) that grows past :data:`MAX_EVENT_BYTES` is dropped and reported as
+  :class:`EventTooLarge`, and decoding resynchronises at the next blank line. Bad input never
+  raises; the decoder's memory never exceeds the cap plus one read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A single event larger than this is not a token delta but a runaway upstream (or an attack): a
+# stream that never sends a newline must not grow the proxy's memory. 1 MiB is far above the
+# largest real frames seen (multi-KiB tool-call arguments, base64 image chunks of ~100 KiB).
+MAX_EVENT_BYTES = 1 << 20
+
+_BOM = b"\xef\xbb\xbf"
+_CR = 0x0D
+_LF = 0x0A
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDispatched:
+    """A blank line ended a block whose data buffer was not empty (spec: "dispatch the event").
+
+    ``data`` has its final LF removed; ``last_event_id`` is the stream's last event ID at dispatch
+    (None until a valid ``id`` was committed); ``retry`` is a valid ``retry`` of this block, if any.
+    """
+
+    event: str
+    data: str
+    last_event_id: str | None
+    retry: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommentReceived:
+    """A line starting with ``:``; ``text`` has one leading space removed (keep-alives, pings)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventTooLarge:
+    """A block or line passed :data:`MAX_EVENT_BYTES`; it was discarded up to the next blank line."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TailDiscarded:
+    """Input ended inside a block: what a lenient parser would have dispatched at EOF.
+
+    ``event_type`` is the pending ``event`` field (None if unset), ``pending_data`` the data buffer
+    with its final LF removed, ``unterminated_last_line`` a final line with no line terminator.
+    """
+
+    event_type: str | None
+    pending_data: str
+    unterminated_last_line: str
+
+
+SSEEvent = MessageDispatched | CommentReceived | EventTooLarge | TailDiscarded
+
+
+def _is_retry(value: str) -> bool:
+    return value != "" and value.isascii() and value.isdigit()
+
+
+class SSEDecoder:
+    """Turns arbitrary byte chunks into SSE events; any split of the same bytes gives the same events.
+
+    Lines are split on bytes (CR, LF, CRLF) before decoding, never with ``str.splitlines`` (which
+    also breaks on U+2028 and friends); UTF-8 never contains 0x0A or 0x0D inside a code point, so a
+    complete line always decodes on its own. A CR ending one read and an LF starting the next are
+    one line terminator.
+    """
+
+    __slots__ = (
+        "_at_start",
+        "_block_bytes",
+        "_data",
+        "_event_type",
+        "_id_buffer",
+        "_last_event_id",
+        "_line",
+        "_retry",
+        "_skip_lf",
+        "_skipping",
+        "last_retry",
+    )
+
+    def __init__(self) -> None:
+        self._line = bytearray()  # the current, not yet terminated line
+        self._at_start = True  # no byte seen yet: a leading BOM may still arrive
+        self._skip_lf = False  # the previous read ended in CR
+        self._skipping = False  # dropping an oversize block until the next blank line
+        self._data: list[str] = []
+        self._event_type = ""
+        self._block_bytes = 0
+        self._retry: int | None = None
+        self._id_buffer: str | None = None
+        self._last_event_id: str | None = None
+        self.last_retry: int | None = None
+        """The stream's reconnection time: the last valid ``retry`` seen (spec: event source state)."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Decode one read; returns the events it completed (often none, sometimes many)."""
+        out: list[SSEEvent] = []
+        if not chunk:
+            return out
+        if self._at_start:
+            pending = bytes(self._line) + chunk
+            if len(pending) < len(_BOM) and _BOM.startswith(pending):
+                self._line[:] = pending  # could still become a BOM
+                return out
+            self._at_start = False
+            self._line.clear()
+            chunk = pending[3:] if pending.startswith(_BOM) else pending
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if not chunk:
+            return out
+        lines = chunk.splitlines(keepends=True)  # bytes.splitlines breaks on CR, LF, CRLF only
+        partial = b""
+        last = lines[-1]
+        if last[-1] not in (_CR, _LF):
+            partial = lines.pop()
+        elif last[-1] == _CR:
+            self._skip_lf = True
+        if lines:
+            line_buf = self._line
+            if line_buf:
+                line_buf += lines[0]
+                lines[0] = bytes(line_buf)
+                line_buf.clear()
+            for raw in lines:
+                self._process_line(raw, out)
+        if partial:
+            self._extend_partial(partial, out)
+        return out
+
+    def _extend_partial(self, part: bytes, out: list[SSEEvent]) -> None:
+        """Keep an unterminated line for the next read, unless it has passed the cap."""
+        line = self._line
+        if self._skipping:
+            if not line:
+                line += part[:1]  # dropped block: remember only that this line is not blank
+            return
+        line += part
+        if self._block_bytes + len(line) > MAX_EVENT_BYTES:
+            out.append(EventTooLarge(self._block_bytes + len(line)))
+            self._drop_block()
+            line.clear()
+
+    def _drop_block(self) -> None:
+        self._skipping = True
+        self._data = []
+        self._event_type = ""
+        self._retry = None
+        self._block_bytes = 0
+
+    def _strip_terminator(self, raw: bytes) -> bytes:
+        if raw.endswith(b"\r\n"):
+            return raw[:-2]
+        return raw[:-1]
+
+    def _process_line(self, raw: bytes, out: list[SSEEvent]) -> None:
+        line = self._strip_terminator(raw)
+        if not line:
+            if self._skipping:
+                self._skipping = False
+                return
+            self._dispatch(out)
+            return
+        if self._skipping:
+            return
+        self._block_bytes += len(raw)
+        if self._block_bytes > MAX_EVENT_BYTES:
+            out.append(EventTooLarge(self._block_bytes))
+            self._drop_block()
+            return
+        text = line.decode("utf-8", "replace")
+        self._process_field(text, out)
+
+    def _process_field(self, text: str, out: list[SSEEvent]) -> None:
+        colon = text.find(":")
+        if colon == 0:
+            comment = text[1:]
+            out.append(CommentReceived(comment[1:] if comment.startswith(" ") else comment))
+            return
+        if colon < 0:
+            name, value = text, ""
+        else:
+            name = text[:colon]
+            value = text[colon + 1 :]
+            if value.startswith(" "):
+                value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event_type = value
+        elif name == "id":
+            if "\x00" not in value:
+                self._id_buffer = value
+        elif name == "retry" and _is_retry(value):
+            self._retry = int(value)
+            self.last_retry = self._retry
+        # any other field name is ignored (spec: "Otherwise: The field is ignored.")
+
+    def _dispatch(self, out: list[SSEEvent]) -> None:
+        self._last_event_id = self._id_buffer
+        data, event_type, retry = self._data, self._event_type, self._retry
+        self._data = []
+        self._event_type = ""
+        self._retry = None
+        self._block_bytes = 0
+        if not data:
+            return  # an empty data buffer dispatches nothing (but the id above is committed)
+        out.append(MessageDispatched(event_type or "message", "\n".join(data), self._last_event_id, retry))
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The committed last event ID (None if no valid ``id`` was ever committed)."""
+        return self._last_event_id
+
+    def close(self) -> list[SSEEvent]:
+        """End of input: report (never dispatch) a block the stream left unfinished."""
+        out: list[SSEEvent] = []
+        line = bytes(self._line)
+        self._line.clear()
+        if self._at_start:
+            self._at_start = False
+            if line == _BOM[: len(line)]:
+                line = b""
+        unterminated = "" if self._skipping else line.decode("utf-8", "replace")
+        if self._data or self._event_type or (unterminated and not unterminated.startswith(":")):
+            out.append(
+                TailDiscarded(
+                    self._event_type or None,
+                    "\n".join(self._data),
+                    unterminated,
+                )
+            )
+        self._data = []
+        self._event_type = ""
+        self._skipping = False
+        return out
