@@ -1,0 +1,186 @@
+"""The one immutable record a stream leaves behind when it closes (metrics, span and log line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from streamwatch.core.events import Api, StallPhase
+
+
+class CloseCause(StrEnum):
+    """Why the proxy stopped feeding the analyzer."""
+
+    UPSTREAM_EOF = "upstream_eof"  # upstream ended the body cleanly
+    UPSTREAM_RESET = "upstream_reset"  # upstream transport failed mid-body
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # upstream was silent past the read timeout
+    CLIENT_ABORT = "client_abort"  # the client went away before upstream ended
+    SHUTDOWN = "shutdown"  # the drain deadline passed during a graceful shutdown
+
+
+class Outcome(StrEnum):
+    """Exactly one per stream; :func:`outcome_of` gives the precedence."""
+
+    ERROR_FRAME = "error_frame"
+    CLIENT_ABORT = "client_abort"
+    SHUTDOWN = "shutdown"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_RESET = "upstream_reset"
+    TRUNCATED = "truncated"
+    COMPLETED = "completed"
+
+
+_OUTCOME_OF_CAUSE = {
+    CloseCause.CLIENT_ABORT: Outcome.CLIENT_ABORT,
+    CloseCause.SHUTDOWN: Outcome.SHUTDOWN,
+    CloseCause.UPSTREAM_TIMEOUT: Outcome.UPSTREAM_TIMEOUT,
+    CloseCause.UPSTREAM_RESET: Outcome.UPSTREAM_RESET,
+}
+
+
+def outcome_of(*, error_frames: int, cause: CloseCause, terminal_seen: bool) -> Outcome:
+    """First that applies: error frame › client abort › shutdown › timeout › reset › truncated."""
+    if error_frames:
+        return Outcome.ERROR_FRAME
+    if cause is CloseCause.UPSTREAM_EOF:
+        return Outcome.COMPLETED if terminal_seen else Outcome.TRUNCATED
+    return _OUTCOME_OF_CAUSE[cause]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage as the stream itself reported it (None where the provider did not say)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    """One mid-stream error event: its SSE index, provider error type and (capped) message."""
+
+    event_index: int
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A streamed tool / function call. ``arguments`` is kept only when content capture is on."""
+
+    name: str | None
+    call_id: str | None
+    arguments_chars: int
+    arguments: str | None = None
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StallEpisode:
+    """A period of silence longer than the threshold; ``end_ns`` None if the stream ended stalled."""
+
+    phase: StallPhase
+    start_ns: int
+    end_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """Everything measured about one stream, final once the stream has closed.
+
+    Times are on the caller's monotonic clock in ns; durations are ns; None means "did not happen".
+    ``output_tokens`` comes from reported usage when present, else it is the number of output
+    events and ``output_tokens_estimated`` is True.
+    """
+
+    api: Api
+    request_model: str | None
+    response_model: str | None
+    response_id: str | None
+    outcome: Outcome
+    close_cause: CloseCause
+    t_request_ns: int
+    t_end_ns: int
+    ttfb_ns: int | None
+    ttft_ns: int | None
+    max_gap_ns: int | None
+    output_events: int
+    first_output_event_index: int | None
+    sse_events: int
+    body_bytes: int
+    usage: Usage | None
+    output_tokens: int
+    output_tokens_estimated: bool
+    tokens_per_second: float | None
+    finish_reasons: tuple[str, ...]
+    terminal_frame: str | None
+    error_frames: tuple[ErrorFrame, ...]
+    stalls: tuple[StallEpisode, ...]
+    malformed_frames: int
+    oversize_events: int
+    undispatched_tail: bool
+    text_chars: int
+    reasoning_chars: int
+    refusal_chars: int
+    tool_calls: tuple[ToolCall, ...]
+    captured_text: str | None = None
+    analysis_failed: bool = False
+
+    @property
+    def duration_ns(self) -> int:
+        """``t_request`` to stream end."""
+        return self.t_end_ns - self.t_request_ns
+
+    @property
+    def model(self) -> str | None:
+        """The response model, else the request model (the ``model`` label's source)."""
+        return self.response_model or self.request_model
+
+
+def unanalyzed_record(
+    *,
+    api: Api,
+    request_model: str | None,
+    t_request_ns: int,
+    t_end_ns: int,
+    cause: CloseCause,
+    body_bytes: int,
+) -> StreamRecord:
+    """The record of a stream whose analysis failed: transport facts only, flagged."""
+    return StreamRecord(
+        api=api,
+        request_model=request_model,
+        response_model=None,
+        response_id=None,
+        outcome=_OUTCOME_OF_CAUSE.get(cause, Outcome.COMPLETED),
+        close_cause=cause,
+        t_request_ns=t_request_ns,
+        t_end_ns=t_end_ns,
+        ttfb_ns=None,
+        ttft_ns=None,
+        max_gap_ns=None,
+        output_events=0,
+        first_output_event_index=None,
+        sse_events=0,
+        body_bytes=body_bytes,
+        usage=None,
+        output_tokens=0,
+        output_tokens_estimated=True,
+        tokens_per_second=None,
+        finish_reasons=(),
+        terminal_frame=None,
+        error_frames=(),
+        stalls=(),
+        malformed_frames=0,
+        oversize_events=0,
+        undispatched_tail=False,
+        text_chars=0,
+        reasoning_chars=0,
+        refusal_chars=0,
+        tool_calls=(),
+        analysis_failed=True,
+    )
