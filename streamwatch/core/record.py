@@ -39,7 +39,7 @@ _OUTCOME_OF_CAUSE = {
 
 
 def outcome_of(*, error_frames: int, cause: CloseCause, terminal_seen: bool) -> Outcome:
-    """First that applies: error frame › client abort › shutdown › timeout › reset › truncated."""
+    """First that applies: error frame > client abort > shutdown > timeout > reset > truncated."""
     if error_frames:
         return Outcome.ERROR_FRAME
     if cause is CloseCause.UPSTREAM_EOF:

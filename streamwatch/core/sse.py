@@ -226,7 +226,9 @@ class SSEDecoder:
         self._block_bytes = 0
         if not data:
             return  # an empty data buffer dispatches nothing (but the id above is committed)
-        out.append(MessageDispatched(event_type or "message", "\n".join(data), self._last_event_id, retry))
+        out.append(
+            MessageDispatched(event_type or "message", "\n".join(data), self._last_event_id, retry)
+        )
 
     @property
     def last_event_id(self) -> str | None:

@@ -1,0 +1,306 @@
+"""Per-stream analyzer: bytes and timestamps in, live events and one final record out.
+
+The proxy calls :meth:`StreamAnalyzer.feed` after writing each upstream read to the client,
+:meth:`StreamAnalyzer.poll` from its watchdog to detect stalls while a stream hangs, and
+:meth:`StreamAnalyzer.close` exactly once. Definitions (TTFB, TTFT, gap, stall, outcome) are those
+of DESIGN.md; all times are the caller's monotonic nanoseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamwatch.core.events import (
+    Api,
+    ErrorFrameReceived,
+    FirstByteReceived,
+    FirstTokenReceived,
+    MalformedFrameReceived,
+    OutputReceived,
+    OversizeEventDropped,
+    StallEnded,
+    StallPhase,
+    StallStarted,
+    StreamEvent,
+    TerminalFrameReceived,
+)
+from streamwatch.core.protocols.anthropic import AnthropicMessages
+from streamwatch.core.protocols.base import Frame, GenericSSE, Interpreter, Reading
+from streamwatch.core.protocols.openai_chat import OpenAIChat
+from streamwatch.core.protocols.openai_responses import OpenAIResponses
+from streamwatch.core.record import CloseCause, StallEpisode, StreamRecord, outcome_of
+from streamwatch.core.sse import EventTooLarge, MessageDispatched, SSEDecoder, TailDiscarded
+
+NS_PER_S = 1_000_000_000
+
+_INTERPRETERS: dict[Api, Interpreter] = {
+    Api.OPENAI_CHAT: OpenAIChat(),
+    Api.OPENAI_RESPONSES: OpenAIResponses(),
+    Api.ANTHROPIC_MESSAGES: AnthropicMessages(),
+    Api.SSE: GenericSSE(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzerConfig:
+    """Thresholds and content policy shared by every stream of a proxy."""
+
+    stall_threshold_ns: int = 10 * NS_PER_S
+    """Silence between output events longer than this is a stall (DESIGN.md default 10 s)."""
+    first_token_stall_threshold_ns: int = 60 * NS_PER_S
+    """Before the first output event reasoning models think for long: a separate, larger threshold."""
+    capture_content: bool = False
+    """Keep completion text and tool arguments (off by default: no content in telemetry)."""
+    capture_limit_chars: int = 4096
+    """Cap on captured text when capture is on."""
+
+
+class StreamAnalyzer:
+    """Measures one SSE response. Never raises on remote input; any chunking gives the same result."""
+
+    __slots__ = (
+        "_closed",
+        "_config",
+        "_decoder",
+        "_first_output_index",
+        "_interpreter",
+        "_oversize",
+        "_reading",
+        "_stall_phase",
+        "_stall_since",
+        "_stalls",
+        "_tail",
+        "api",
+        "body_bytes",
+        "max_gap_ns",
+        "output_events",
+        "request_model",
+        "sse_events",
+        "t_first_byte_ns",
+        "t_first_output_ns",
+        "t_last_output_ns",
+        "t_request_ns",
+    )
+
+    def __init__(
+        self,
+        api: Api,
+        t_request_ns: int,
+        *,
+        request_model: str | None = None,
+        config: AnalyzerConfig | None = None,
+    ) -> None:
+        self._config = config or AnalyzerConfig()
+        self._decoder = SSEDecoder()
+        self._interpreter = _INTERPRETERS[api]
+        self._reading = Reading(
+            capture_content=self._config.capture_content,
+            capture_limit_chars=self._config.capture_limit_chars,
+        )
+        self._stall_since: int | None = None
+        self._stall_phase = StallPhase.BEFORE_FIRST_TOKEN
+        self._stalls: list[StallEpisode] = []
+        self._first_output_index: int | None = None
+        self._oversize = 0
+        self._tail = False
+        self._closed = False
+        self.api = api
+        self.request_model = request_model
+        self.t_request_ns = t_request_ns
+        self.t_first_byte_ns: int | None = None
+        self.t_first_output_ns: int | None = None
+        self.t_last_output_ns: int | None = None
+        self.max_gap_ns: int | None = None
+        self.output_events = 0
+        self.sse_events = 0
+        self.body_bytes = 0
+
+    # -- live view (watchdog, /debug/streams) --------------------------------------------------
+
+    @property
+    def model(self) -> str | None:
+        """Response model as soon as the stream names it, else the request model."""
+        return self._reading.model or self.request_model
+
+    @property
+    def response_id(self) -> str | None:
+        return self._reading.response_id
+
+    @property
+    def stalled_since_ns(self) -> int | None:
+        """When the current stall episode's silence began; None if the stream is not stalled."""
+        return self._stall_since
+
+    def silence_ns(self, now_ns: int) -> int:
+        """Time since the last output event (or since the request, before the first one)."""
+        return now_ns - self._silence_start()
+
+    def _silence_start(self) -> int:
+        last = self.t_last_output_ns
+        return self.t_request_ns if last is None else last
+
+    def _watching(self) -> bool:
+        """Stalls are only possible while output is still owed (no terminal or error frame yet)."""
+        reading = self._reading
+        return not self._closed and reading.terminal_frame is None and not reading.error_frames
+
+    def _threshold(self) -> tuple[int, StallPhase]:
+        if self.t_first_output_ns is None:
+            return self._config.first_token_stall_threshold_ns, StallPhase.BEFORE_FIRST_TOKEN
+        return self._config.stall_threshold_ns, StallPhase.MID_STREAM
+
+    def poll(self, now_ns: int) -> list[StreamEvent]:
+        """Watchdog tick: a :class:`StallStarted` the first time silence passes the threshold."""
+        if self._stall_since is not None or not self._watching():
+            return []
+        since = self._silence_start()
+        threshold, phase = self._threshold()
+        if now_ns - since <= threshold:
+            return []
+        self._stall_since, self._stall_phase = since, phase
+        return [StallStarted(now_ns, since, phase)]
+
+    def _settle_stall(self, at_ns: int, events: list[StreamEvent], *, ended: bool = True) -> None:
+        """Output (or the end) arrived: end the open episode, or count one the watchdog missed."""
+        if self._stall_since is None:
+            if not self._watching():
+                return
+            since = self._silence_start()
+            threshold, phase = self._threshold()
+            if at_ns - since <= threshold:
+                return
+            events.append(StallStarted(at_ns, since, phase))
+            self._stall_since, self._stall_phase = since, phase
+        since, phase = self._stall_since, self._stall_phase
+        events.append(StallEnded(at_ns, since, phase))
+        self._stalls.append(StallEpisode(phase, since, at_ns if ended else None))
+        self._stall_since = None
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def feed(self, chunk: bytes, at_ns: int) -> list[StreamEvent]:
+        """Analyze one upstream read that has already been forwarded to the client."""
+        events: list[StreamEvent] = []
+        if not chunk:
+            return events
+        if self.t_first_byte_ns is None:
+            self.t_first_byte_ns = at_ns
+            events.append(FirstByteReceived(at_ns, at_ns - self.t_request_ns))
+        self.body_bytes += len(chunk)
+        for item in self._decoder.feed(chunk):
+            if type(item) is MessageDispatched:
+                self._on_message(item, at_ns, events)
+            elif type(item) is EventTooLarge:
+                self._oversize += 1
+                events.append(OversizeEventDropped(at_ns, item.size))
+        return events
+
+    def _on_message(
+        self, message: MessageDispatched, at_ns: int, events: list[StreamEvent]
+    ) -> None:
+        index = self.sse_events
+        self.sse_events = index + 1
+        reading = self._reading
+        errors_before = len(reading.error_frames)
+        frame = self._interpreter.read(message, index, reading)
+        if not frame:
+            return
+        if frame & Frame.OUTPUT:
+            self._on_output(index, at_ns, events)
+        if frame & Frame.MALFORMED:
+            events.append(MalformedFrameReceived(at_ns, index, reading.last_malformed))
+        if frame & (Frame.ERROR | Frame.TERMINAL):
+            self._settle_stall(at_ns, events)
+            events.extend(
+                ErrorFrameReceived(at_ns, e.event_index, e.error_type, e.message)
+                for e in reading.error_frames[errors_before:]
+            )
+            if frame & Frame.TERMINAL and reading.terminal_frame is not None:
+                events.append(TerminalFrameReceived(at_ns, reading.terminal_frame))
+
+    def _on_output(self, index: int, at_ns: int, events: list[StreamEvent]) -> None:
+        if self._watching():
+            self._settle_stall(at_ns, events)
+        self.output_events += 1
+        last = self.t_last_output_ns
+        self.t_last_output_ns = at_ns
+        if last is None:
+            self.t_first_output_ns = at_ns
+            self._first_output_index = index
+            events.append(FirstTokenReceived(at_ns, at_ns - self.t_request_ns))
+            events.append(OutputReceived(at_ns, None))
+            return
+        gap = at_ns - last
+        if self.max_gap_ns is None or gap > self.max_gap_ns:
+            self.max_gap_ns = gap
+        events.append(OutputReceived(at_ns, gap))
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self, at_ns: int, cause: CloseCause) -> tuple[list[StreamEvent], StreamRecord]:
+        """End the stream (exactly once): final stall bookkeeping and the immutable record."""
+        events: list[StreamEvent] = []
+        for item in self._decoder.close():
+            if isinstance(item, TailDiscarded):
+                self._tail = True
+        # A stall still open at the end is closed without an end time ("ended stalled"); silence the
+        # watchdog had not polled yet is counted now, so counts never depend on the tick rate.
+        self._settle_stall(at_ns, events, ended=self._stall_since is None)
+        self._closed = True
+        return events, self._record(at_ns, cause)
+
+    def _record(self, at_ns: int, cause: CloseCause) -> StreamRecord:
+        reading = self._reading
+        usage = reading.usage
+        reported = usage.output_tokens if usage is not None else None
+        output_tokens = self.output_events if reported is None else reported
+        return StreamRecord(
+            api=self.api,
+            request_model=self.request_model,
+            response_model=reading.model,
+            response_id=reading.response_id,
+            outcome=outcome_of(
+                error_frames=len(reading.error_frames),
+                cause=cause,
+                terminal_seen=reading.terminal_frame is not None,
+            ),
+            close_cause=cause,
+            t_request_ns=self.t_request_ns,
+            t_end_ns=at_ns,
+            ttfb_ns=None
+            if self.t_first_byte_ns is None
+            else self.t_first_byte_ns - self.t_request_ns,
+            ttft_ns=(
+                None
+                if self.t_first_output_ns is None
+                else self.t_first_output_ns - self.t_request_ns
+            ),
+            max_gap_ns=self.max_gap_ns,
+            output_events=self.output_events,
+            first_output_event_index=self._first_output_index,
+            sse_events=self.sse_events,
+            body_bytes=self.body_bytes,
+            usage=usage,
+            output_tokens=output_tokens,
+            output_tokens_estimated=reported is None,
+            tokens_per_second=self._tokens_per_second(output_tokens),
+            finish_reasons=tuple(reading.finish_reasons[k] for k in sorted(reading.finish_reasons)),
+            terminal_frame=reading.terminal_frame,
+            error_frames=tuple(reading.error_frames),
+            stalls=tuple(self._stalls),
+            malformed_frames=reading.malformed_frames,
+            oversize_events=self._oversize,
+            undispatched_tail=self._tail,
+            text_chars=reading.text_chars,
+            reasoning_chars=reading.reasoning_chars,
+            refusal_chars=reading.refusal_chars,
+            tool_calls=reading.tool_calls(),
+            captured_text=reading.captured_text(),
+        )
+
+    def _tokens_per_second(self, output_tokens: int) -> float | None:
+        """Decode rate ``(tokens - 1) / (t_last - t_first)``; needs two output events."""
+        first, last = self.t_first_output_ns, self.t_last_output_ns
+        if self.output_events < 2 or first is None or last is None or last <= first:
+            return None
+        return (output_tokens - 1) * NS_PER_S / (last - first)

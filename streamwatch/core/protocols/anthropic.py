@@ -1,0 +1,107 @@
+"""Anthropic Messages streams (``/v1/messages``).
+
+``message_start`` (model, id, input usage), content blocks (``text_delta``, ``thinking_delta``,
+``input_json_delta``), ``message_delta`` (``stop_reason`` and cumulative usage), ``message_stop``.
+Errors are ``event: error``, or relays that drop the event line and send only a payload of type
+``error`` (see corpus ERROR_FRAMES.md §3). ``ping`` events are not parsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from streamwatch.core.protocols.base import (
+    Frame,
+    Reading,
+    as_dict,
+    as_int,
+    as_str,
+    error_fields,
+    load_object,
+)
+from streamwatch.core.record import Usage
+from streamwatch.core.sse import MessageDispatched
+
+_TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+
+
+def _merge_usage(current: Usage | None, usage: dict[str, Any]) -> Usage:
+    """``message_delta`` usage overrides ``message_start`` field by field (output is cumulative)."""
+    base = current or Usage()
+    thinking = as_int(as_dict(usage.get("output_tokens_details")).get("thinking_tokens"))
+    fields = {
+        "input_tokens": as_int(usage.get("input_tokens")),
+        "output_tokens": as_int(usage.get("output_tokens")),
+        "cached_input_tokens": as_int(usage.get("cache_read_input_tokens")),
+        "cache_creation_input_tokens": as_int(usage.get("cache_creation_input_tokens")),
+        "reasoning_tokens": thinking,
+    }
+    return replace(base, **{k: v for k, v in fields.items() if v is not None})
+
+
+class AnthropicMessages:
+    """Interpreter for Anthropic Messages events."""
+
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+        if message.event == "ping":
+            return Frame.NONE
+        payload = load_object(message.data, reading)
+        if payload is None:
+            return Frame.MALFORMED
+        kind = as_str(payload.get("type")) or message.event
+        if kind == "content_block_delta":
+            return self._delta(payload, reading)
+        if kind == "content_block_start":
+            block = as_dict(payload.get("content_block"))
+            if block.get("type") in _TOOL_BLOCKS:
+                name = as_str(block.get("name"))
+                key = as_int(payload.get("index")) or 0
+                reading.tool_call(key, name=name, call_id=as_str(block.get("id")))
+                return Frame.OUTPUT if name else Frame.NONE
+            return Frame.NONE
+        if kind == "message_delta":
+            stop = as_str(as_dict(payload.get("delta")).get("stop_reason"))
+            if stop:
+                reading.finish_reasons[0] = stop
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                reading.usage = _merge_usage(reading.usage, usage)
+            return Frame.NONE
+        if kind == "message_start":
+            msg = as_dict(payload.get("message"))
+            reading.model = as_str(msg.get("model")) or reading.model
+            reading.response_id = as_str(msg.get("id")) or reading.response_id
+            usage = msg.get("usage")
+            if isinstance(usage, dict):
+                reading.usage = _merge_usage(reading.usage, usage)
+            return Frame.NONE
+        if kind == "message_stop":
+            reading.terminal_frame = "message_stop"
+            return Frame.TERMINAL
+        if kind == "error" or message.event == "error":
+            error_type, text = error_fields(payload.get("error"))
+            reading.error(index, error_type, text)
+            return Frame.ERROR
+        return Frame.NONE
+
+    @staticmethod
+    def _delta(payload: dict[str, Any], reading: Reading) -> Frame:
+        delta = as_dict(payload.get("delta"))
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            if isinstance(text, str) and text:
+                reading.add_text(text)
+                return Frame.OUTPUT
+        elif kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            if isinstance(thinking, str) and thinking:
+                reading.reasoning_chars += len(thinking)
+                return Frame.OUTPUT
+        elif kind == "input_json_delta":
+            fragment = delta.get("partial_json")
+            if isinstance(fragment, str) and fragment:
+                reading.tool_arguments(as_int(payload.get("index")) or 0, fragment)
+                return Frame.OUTPUT
+        return Frame.NONE

@@ -1,0 +1,132 @@
+"""OpenAI Responses API streams (``/v1/responses``).
+
+Named events whose ``event`` equals the payload ``type``, ended by one of ``response.completed``,
+``response.incomplete`` or ``response.failed``. Error frames are ``error`` events (flat or with a
+nested ``error`` object) and ``response.failed`` (see corpus ERROR_FRAMES.md §2). Only events we
+interpret are parsed: the ``*.done`` events repeat the whole text and would double the JSON cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamwatch.core.protocols.base import (
+    Frame,
+    Reading,
+    as_dict,
+    as_int,
+    as_str,
+    error_fields,
+    load_object,
+)
+from streamwatch.core.record import Usage
+from streamwatch.core.sse import MessageDispatched
+
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_TEXT = "response.output_text.delta"
+_REFUSAL = "response.refusal.delta"
+_REASONING = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
+_ARGUMENTS = "response.function_call_arguments.delta"
+_ITEM_ADDED = "response.output_item.added"
+_STARTED = frozenset({"response.created", "response.in_progress"})
+_INTERPRETED = frozenset(
+    {_TEXT, _REFUSAL, _ARGUMENTS, _ITEM_ADDED, "error", "message"}
+    | _REASONING
+    | _STARTED
+    | TERMINAL_EVENTS
+)
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    output = as_dict(usage.get("output_tokens_details"))
+    cached = as_dict(usage.get("input_tokens_details"))
+    return Usage(
+        input_tokens=as_int(usage.get("input_tokens")),
+        output_tokens=as_int(usage.get("output_tokens")),
+        reasoning_tokens=as_int(output.get("reasoning_tokens")),
+        cached_input_tokens=as_int(cached.get("cached_tokens")),
+        total_tokens=as_int(usage.get("total_tokens")),
+    )
+
+
+class OpenAIResponses:
+    """Interpreter for Responses API events."""
+
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+        if message.event not in _INTERPRETED:
+            return Frame.NONE
+        payload = load_object(message.data, reading)
+        if payload is None:
+            return Frame.MALFORMED
+        kind = as_str(payload.get("type")) or message.event
+        if kind == _TEXT:
+            return self._delta(payload, reading.add_text)
+        if kind in _REASONING:
+            return self._delta(payload, lambda d: self._count_reasoning(reading, d))
+        if kind == _REFUSAL:
+            return self._delta(payload, lambda d: self._count_refusal(reading, d))
+        if kind == _ARGUMENTS:
+            key = as_str(payload.get("item_id")) or str(as_int(payload.get("output_index")))
+            return self._delta(payload, lambda d: reading.tool_arguments(key, d))
+        if kind == _ITEM_ADDED:
+            return self._item_added(payload, reading)
+        if kind == "error":
+            nested = payload.get("error")
+            if nested:
+                error_type, text = error_fields(nested)
+            else:
+                error_type = as_str(payload.get("code")) or "error"
+                text = as_str(payload.get("message")) or ""
+            reading.error(index, error_type, text)
+            return Frame.ERROR
+        if kind in _STARTED or kind in TERMINAL_EVENTS:
+            return self._response(kind, as_dict(payload.get("response")), index, reading)
+        return Frame.NONE
+
+    @staticmethod
+    def _delta(payload: dict[str, Any], sink: Any) -> Frame:
+        delta = payload.get("delta")
+        if isinstance(delta, str) and delta:
+            sink(delta)
+            return Frame.OUTPUT
+        return Frame.NONE
+
+    @staticmethod
+    def _count_reasoning(reading: Reading, delta: str) -> None:
+        reading.reasoning_chars += len(delta)
+
+    @staticmethod
+    def _count_refusal(reading: Reading, delta: str) -> None:
+        reading.refusal_chars += len(delta)
+
+    @staticmethod
+    def _item_added(payload: dict[str, Any], reading: Reading) -> Frame:
+        item = as_dict(payload.get("item"))
+        if item.get("type") != "function_call":
+            return Frame.NONE
+        key = as_str(item.get("id")) or str(as_int(payload.get("output_index")))
+        name = as_str(item.get("name"))
+        reading.tool_call(key, name=name, call_id=as_str(item.get("call_id")))
+        arguments = item.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            reading.tool_arguments(key, arguments)
+        return Frame.OUTPUT if name else Frame.NONE
+
+    @staticmethod
+    def _response(kind: str, response: dict[str, Any], index: int, reading: Reading) -> Frame:
+        reading.model = as_str(response.get("model")) or reading.model
+        reading.response_id = as_str(response.get("id")) or reading.response_id
+        if kind not in TERMINAL_EVENTS:
+            return Frame.NONE
+        reading.terminal_frame = kind
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            reading.usage = _usage(usage)
+        status = as_str(response.get("status")) or kind.removeprefix("response.")
+        reason = as_str(as_dict(response.get("incomplete_details")).get("reason"))
+        reading.finish_reasons[0] = f"{status}:{reason}" if reason else status
+        if kind != "response.failed":
+            return Frame.TERMINAL
+        error_type, text = error_fields(response.get("error"))
+        reading.error(index, error_type if response.get("error") else "failed", text)
+        return Frame.TERMINAL | Frame.ERROR
