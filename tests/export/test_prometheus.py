@@ -1,0 +1,381 @@
+"""The Prometheus metric set: contract names and labels, live and end-of-stream counting, bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from streamwatch.core.events import Api, StallPhase
+from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
+from streamwatch.export import prometheus as pm
+from streamwatch.export.prometheus import (
+    ERROR_TYPES,
+    FINISH_REASONS,
+    METRIC_TYPES,
+    Metrics,
+    ModelLabels,
+    normalise_error_type,
+    normalise_finish_reason,
+)
+
+ROUTE = "default"
+API = Api.OPENAI_CHAT.value
+MODEL = "gpt-4o"
+LABELS = {"route": ROUTE, "api": API, "model": MODEL}
+
+
+def make_record(**changes: object) -> StreamRecord:
+    """A completed OpenAI chat record with usage, changed as the test needs."""
+    base = dataclasses.replace(
+        unanalyzed_record(
+            api=Api.OPENAI_CHAT,
+            request_model=MODEL,
+            t_request_ns=1_000_000_000,
+            t_end_ns=3_500_000_000,
+            cause=CloseCause.UPSTREAM_EOF,
+            body_bytes=100,
+        ),
+        outcome=Outcome.COMPLETED,
+        analysis_failed=False,
+        response_model=MODEL,
+        output_events=10,
+        output_tokens=10,
+        output_tokens_estimated=False,
+        tokens_per_second=42.0,
+        finish_reasons=("stop",),
+        usage=Usage(input_tokens=7, output_tokens=10, reasoning_tokens=3, cached_input_tokens=2),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(registry)
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+class TestDeclarations:
+    """Every contract metric is registered under its name, type, help sentence and base unit."""
+
+    def test_every_contract_metric_is_registered_with_its_type(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """The registry's metric families match METRIC_TYPES exactly."""
+        metrics.open_stream(ROUTE, API, MODEL).close(make_record())
+        metrics.request_finished(ROUTE, API, MODEL, 200)
+        families = {}
+        for family in registry.collect():
+            name = family.name + ("_total" if family.type == "counter" else "")
+            families[name] = family
+        assert {n: f.type for n, f in families.items()} == dict(METRIC_TYPES)
+        for family in families.values():
+            assert family.documentation.endswith("."), family.name
+            assert family.documentation[0].isupper(), family.name
+
+    def test_build_info_carries_the_version(self, registry: CollectorRegistry) -> None:
+        """build_info is 1 with the package version."""
+        Metrics(registry, version="9.9.9")
+        assert value(registry, "streamwatch_build_info", version="9.9.9") == 1
+
+    def test_buckets_cover_llm_ranges(self) -> None:
+        """Latency buckets reach 300 s, gaps 120 s, tokens/s 5000, duration 1 h."""
+        assert pm.LATENCY_BUCKETS[0] == 0.005
+        assert pm.LATENCY_BUCKETS[-1] >= 300
+        assert pm.GAP_BUCKETS[0] == 0.001
+        assert pm.GAP_BUCKETS[-1] >= 120
+        assert pm.TOKENS_PER_SECOND_BUCKETS[0] == 1
+        assert pm.TOKENS_PER_SECOND_BUCKETS[-1] == 5000
+        assert pm.DURATION_BUCKETS[-1] >= 3600
+        for buckets in (pm.LATENCY_BUCKETS, pm.GAP_BUCKETS, pm.DURATION_BUCKETS):
+            assert list(buckets) == sorted(set(buckets))
+
+    def test_a_slow_ttft_lands_in_a_finite_bucket(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """A 200 s reasoning-model TTFT is below the 300 s bucket, not only in +Inf."""
+        metrics.observe_ttft(ROUTE, API, MODEL, 200.0)
+        name = "streamwatch_time_to_first_token_seconds_bucket"
+        assert value(registry, name, **LABELS, le="180.0") == 0
+        assert value(registry, name, **LABELS, le="300.0") == 1
+
+
+class TestPreinitialisation:
+    """Known label values exist at zero so rate() sees them before the first event."""
+
+    def test_route_series_start_at_zero(self, registry: CollectorRegistry) -> None:
+        """Upstream error kinds and gauges exist for configured routes before any traffic."""
+        Metrics(registry, routes=("default", "anthropic"))
+        for route in ("default", "anthropic"):
+            for kind in ("connect", "timeout", "protocol"):
+                assert value(registry, pm.UPSTREAM_ERRORS_TOTAL, route=route, kind=kind) == 0
+            assert value(registry, pm.STREAMS_ACTIVE, route=route, api=API) == 0
+            assert value(registry, pm.STREAMS_STALLED, route=route, api=API) == 0
+
+    def test_outcomes_and_phases_start_at_zero_with_the_first_stream(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """The first stream of a (route, api, model) creates every outcome and stall phase."""
+        metrics.open_stream(ROUTE, API, MODEL)
+        for outcome in Outcome:
+            assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome=outcome.value) == 0
+        for phase in StallPhase:
+            assert value(registry, pm.STALLS_TOTAL, **LABELS, phase=phase.value) == 0
+
+
+class TestLiveObservations:
+    """The per-event methods move the live metrics at once, before the stream ends."""
+
+    def test_first_byte_first_token_and_gaps(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """TTFB, TTFT, gaps and output events are observed per call."""
+        s = metrics.open_stream(ROUTE, API, MODEL)
+        s.on_first_byte(0.2)
+        s.on_first_token(0.5)
+        s.on_output(None)
+        s.on_output(0.0)
+        s.on_output(0.03)
+        assert value(registry, "streamwatch_time_to_first_byte_seconds_sum", **LABELS) == 0.2
+        assert value(registry, "streamwatch_time_to_first_token_seconds_count", **LABELS) == 1
+        assert value(registry, "streamwatch_inter_chunk_gap_seconds_count", **LABELS) == 2
+        assert value(registry, "streamwatch_inter_chunk_gap_seconds_sum", **LABELS) == 0.03
+        assert value(registry, pm.OUTPUT_EVENTS_TOTAL, **LABELS) == 3
+
+    def test_active_and_stalled_gauges_follow_the_stream(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """Open/stall raise the gauges; stall end and close lower them, even if closed stalled."""
+        a = metrics.open_stream(ROUTE, API, MODEL)
+        b = metrics.open_stream(ROUTE, API, "other-model")
+        assert value(registry, pm.STREAMS_ACTIVE, route=ROUTE, api=API) == 2
+        a.on_stall_started(StallPhase.BEFORE_FIRST_TOKEN)
+        b.on_stall_started(StallPhase.MID_STREAM)
+        assert value(registry, pm.STREAMS_STALLED, route=ROUTE, api=API) == 2
+        a.on_stall_ended()
+        assert value(registry, pm.STREAMS_STALLED, route=ROUTE, api=API) == 1
+        b.close(None)
+        b.close(None)  # idempotent
+        a.close(make_record())
+        assert value(registry, pm.STREAMS_STALLED, route=ROUTE, api=API) == 0
+        assert value(registry, pm.STREAMS_ACTIVE, route=ROUTE, api=API) == 0
+        assert value(registry, pm.STALLS_TOTAL, **LABELS, phase=StallPhase.BEFORE_FIRST_TOKEN) == 1
+
+    def test_error_frames_are_counted_live_by_bounded_type(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """Known types keep their name, image errors collapse, unknown become other."""
+        s = metrics.open_stream(ROUTE, API, MODEL)
+        s.on_error_frame("overloaded_error")
+        s.on_error_frame("invalid_image_format")
+        s.on_error_frame("user 1234 quota blown")
+        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="overloaded_error") == 1
+        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="image_error") == 1
+        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="other") == 1
+
+    def test_close_does_not_count_error_frames_again(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """Error frames in the record are not re-counted at the end (they were counted live)."""
+        s = metrics.open_stream(ROUTE, API, MODEL)
+        s.on_error_frame("server_error")
+        record = make_record(
+            outcome=Outcome.ERROR_FRAME,
+            error_frames=(pm_error_frame(),),
+        )
+        s.close(record)
+        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="server_error") == 1
+        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="error_frame") == 1
+
+    def test_exemplar_carries_the_trace_id(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """With a trace id the OpenMetrics exposition carries it as an exemplar."""
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        metrics.observe_ttft(ROUTE, API, MODEL, 7.0, trace_id)
+        s = metrics.open_stream(ROUTE, API, MODEL)
+        s.on_output(0.2)  # no trace id: no exemplar, no error
+        text = generate_openmetrics(registry).decode()
+        assert f'# {{trace_id="{trace_id}"}} 7.0' in text
+        assert "trace_id" not in generate_latest(registry).decode()
+
+    def test_analysis_errors_by_stage(self, registry: CollectorRegistry, metrics: Metrics) -> None:
+        """Malformed, oversize and analyzer faults count under their stage."""
+        s = metrics.open_stream(ROUTE, API, MODEL)
+        s.on_malformed_frame()
+        s.on_oversize_event()
+        s.on_analysis_failed()
+        s.on_analysis_failed()
+        for stage, n in (("malformed_frame", 1), ("oversize_event", 1), ("analyzer", 2)):
+            assert value(registry, pm.ANALYSIS_ERRORS_TOTAL, route=ROUTE, api=API, stage=stage) == n
+
+    def test_upstream_errors_and_requests(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """Upstream errors count by kind (unknown kinds as other); requests by status code."""
+        metrics.upstream_error(ROUTE, "connect")
+        metrics.upstream_error(ROUTE, "dns-weirdness")
+        metrics.request_finished(ROUTE, API, MODEL, 502)
+        assert value(registry, pm.UPSTREAM_ERRORS_TOTAL, route=ROUTE, kind="connect") == 1
+        assert value(registry, pm.UPSTREAM_ERRORS_TOTAL, route=ROUTE, kind="other") == 1
+        assert value(registry, pm.REQUESTS_TOTAL, **LABELS, code="502") == 1
+
+
+def pm_error_frame() -> object:
+    from streamwatch.core.record import ErrorFrame
+
+    return ErrorFrame(event_index=3, error_type="server_error", message="boom")
+
+
+class TestEndOfStream:
+    """record_stream / close count what is only known once the stream has ended."""
+
+    def test_completed_stream(self, registry: CollectorRegistry, metrics: Metrics) -> None:
+        """Outcome, finish reason, reported tokens, tokens/s and duration are recorded once."""
+        metrics.record_stream(ROUTE, make_record(), "4bf92f3577b34da6a3ce929d0e0e4736")
+        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="completed") == 1
+        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="truncated") == 0
+        assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="stop") == 1
+        for kind, n in (("input", 7), ("output", 10), ("reasoning", 3), ("cached_input", 2)):
+            assert value(registry, pm.TOKENS_TOTAL, **LABELS, type=kind) == n
+        assert value(registry, "streamwatch_output_tokens_per_second_sum", **LABELS) == 42.0
+        assert value(registry, "streamwatch_stream_duration_seconds_sum", **LABELS) == 2.5
+
+    def test_estimated_tokens_are_not_counted(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """Without reported usage tokens_total stays at zero and tokens/s is skipped when None."""
+        metrics.record_stream(
+            ROUTE,
+            make_record(usage=None, output_tokens_estimated=True, tokens_per_second=None),
+        )
+        assert value(registry, pm.TOKENS_TOTAL, **LABELS, type="output") == 0
+        assert value(registry, "streamwatch_output_tokens_per_second_count", **LABELS) == 0
+
+    def test_unknown_finish_reason_and_truncation(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """An unknown finish reason counts as other; a truncation counts under its outcome."""
+        metrics.record_stream(
+            ROUTE, make_record(outcome=Outcome.TRUNCATED, finish_reasons=("STOP", "weird"))
+        )
+        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="truncated") == 1
+        assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="stop") == 1
+        assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="other") == 1
+
+    def test_response_model_moves_end_metrics_to_its_label(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """A stream opened under the request model is recorded under the response model."""
+        s = metrics.open_stream(ROUTE, API, "gpt-4o-latest")
+        s.close(make_record(response_model="gpt-4o-2024-08-06"))
+        labels = {**LABELS, "model": "gpt-4o-2024-08-06"}
+        assert value(registry, pm.STREAMS_TOTAL, **labels, outcome="completed") == 1
+
+
+class TestModelLabels:
+    """The model label stays bounded: allowlist or first-N, sanitised, others become other."""
+
+    def test_allowlist(self) -> None:
+        """Only allowlisted models keep their names."""
+        labels = ModelLabels(allowlist=("gpt-4o", "claude-sonnet-4-5"))
+        assert labels("gpt-4o") == "gpt-4o"
+        assert labels("gpt-5") == "other"
+        assert labels(None) == "unknown"
+        assert labels("") == "unknown"
+
+    def test_first_n_distinct(self) -> None:
+        """Without an allowlist the first max_models distinct names are kept."""
+        labels = ModelLabels(max_models=2)
+        assert [labels(m) for m in ("a", "b", "a", "c", "b")] == ["a", "b", "a", "other", "b"]
+
+    def test_sanitised_and_capped(self) -> None:
+        """Unusual characters become _ and values are cut to 64 characters."""
+        labels = ModelLabels()
+        assert labels('evil"}\nmodel') == "evil___model"
+        assert len(labels("m" * 500)) == 64
+
+    def test_metrics_use_the_bound(self, registry: CollectorRegistry) -> None:
+        """Past the cap, streams are counted under model=other."""
+        metrics = Metrics(registry, max_models=1)
+        metrics.record_stream(ROUTE, make_record(response_model="first"))
+        metrics.record_stream(ROUTE, make_record(response_model="second"))
+        labels = {**LABELS, "model": "other"}
+        assert value(registry, pm.STREAMS_TOTAL, **labels, outcome="completed") == 1
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        allow=st.lists(
+            st.text(alphabet=string.ascii_letters + "-.", min_size=1), min_size=1, max_size=5
+        ),
+        inputs=st.lists(st.text(max_size=200), max_size=50),
+    )
+    def test_output_is_allowlisted_or_other(self, allow: list[str], inputs: list[str]) -> None:
+        """With an allowlist every output is an allowlisted name, other or unknown."""
+        labels = ModelLabels(allowlist=allow)
+        for raw in inputs:
+            out = labels(raw)
+            assert out in {*allow, "other", "unknown"}
+            assert len(out) <= 64
+
+    @settings(max_examples=10, deadline=None)
+    @given(seed=st.integers(0, 2**32), alphabet=st.text(min_size=1, max_size=40))
+    def test_cardinality_is_bounded(self, seed: int, alphabet: str) -> None:
+        """10,000 random names produce at most max_models + 2 label values, each ≤ 64 chars."""
+        labels = ModelLabels(max_models=50)
+        rnd = random.Random(seed)
+        inputs = ["".join(rnd.choices(alphabet, k=rnd.randint(0, 120))) for _ in range(10_000)]
+        outputs = {labels(raw) for raw in inputs}
+        assert len(outputs) <= 52
+        assert all(len(o) <= 64 for o in outputs)
+        assert len(labels.known) <= 50
+
+
+class TestNormalisers:
+    """finish_reason and error_type map any string into their bounded sets."""
+
+    @given(st.text(max_size=100))
+    def test_finish_reason_is_bounded(self, raw: str) -> None:
+        """Any string maps into the known finish reasons or other."""
+        assert normalise_finish_reason(raw) in FINISH_REASONS | {"other"}
+
+    @given(st.text(max_size=100))
+    def test_error_type_is_bounded(self, raw: str) -> None:
+        """Any string maps into the known error types or other."""
+        assert normalise_error_type(raw) in ERROR_TYPES | {"other"}
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [("end_turn", "end_turn"), ("STOP", "stop"), (" length ", "length"), ("done", "other")],
+    )
+    def test_finish_reason_examples(self, raw: str, expected: str) -> None:
+        """Known reasons are case-folded; unknown ones are other."""
+        assert normalise_finish_reason(raw) == expected
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("overloaded_error", "overloaded_error"),
+            ("server_is_overloaded", "server_is_overloaded"),
+            ("context_length_exceeded", "context_length_exceeded"),
+            ("image_too_large", "image_error"),
+            ("", "other"),
+        ],
+    )
+    def test_error_type_examples(self, raw: str, expected: str) -> None:
+        """Corpus error types keep their names; the image family collapses."""
+        assert normalise_error_type(raw) == expected
