@@ -1,0 +1,642 @@
+"""What one simulated LLM response looks like, byte for byte, and when each byte is due.
+
+Pure and deterministic: no I/O and no clock. A `Scenario` plus its seed always yields the same
+`Step`s, so a test can compare a client's parse with `plan(scenario)` and a benchmark can replay the
+exact stream. Wall-clock values (`created`, per-chunk send timestamps) come from the caller: the
+scenario carries `created`, and a timestamped `Send` says where the server inserts the send time.
+
+Payload shapes follow recorded provider streams (OpenAI Chat Completions and Responses, Anthropic
+Messages); the mid-stream error frames are the ones listed in the corpus' ERROR_FRAMES.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+Api = Literal["openai_chat", "openai_responses", "anthropic_messages"]
+APIS: tuple[Api, ...] = ("openai_chat", "openai_responses", "anthropic_messages")
+
+# Top-level JSON field that carries the send time (monotonic ns) of a timestamped output event.
+# SDK models accept unknown fields, so clients parse stamped streams unchanged.
+TIMESTAMP_FIELD = "sim_sent_ns"
+
+_WORDS = (
+    "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "streams", "of",
+    "tokens", "arrive", "at", "a", "steady", "pace", "through", "the", "proxy", "and", "every",
+    "gap", "between", "them", "is", "measured", "counted", "and", "kept", "in", "a", "histogram",
+    "so", "that", "slow", "models", "stalls", "and", "truncations", "show", "up", "on", "the",
+    "dashboard",
+)  # fmt: skip
+
+_OPENAI_SERVER_ERROR: dict[str, str | None] = {
+    "message": "The server had an error while processing your request. Sorry about that!",
+    "type": "server_error",
+    "param": None,
+    "code": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """Everything that decides one response; interruption indexes count output events sent."""
+
+    api: Api
+    model: str
+    output_tokens: int = 20  # text (or tool-argument) deltas in a complete answer
+    reasoning: bool = False
+    reasoning_tokens: int = 16  # reasoning deltas (or, for OpenAI chat, reported tokens only)
+    tool_call: bool = False
+    tool_name: str = "get_weather"
+    ttft_s: float = 0.0  # from the start of the body to the first output event
+    gap_mean_s: float = 0.0
+    gap_jitter_s: float = 0.0  # gaps are uniform in mean ± jitter, never negative
+    stall_after: int | None = None  # extra `stall_s` pause after this many output events
+    stall_s: float = 0.0
+    error_after: int | None = None  # provider error frame, then a clean end of the body
+    truncate_after: int | None = None  # clean end of the body without the terminal frame
+    reset_after: int | None = None  # transport reset mid-body
+    max_tokens: int | None = None  # the request's output budget; a smaller answer is cut
+    include_usage: bool = True  # OpenAI chat only: the request's stream_options.include_usage
+    timestamps: bool = False
+    input_tokens: int = 12
+    cached_tokens: int = 0
+    created: int = 0  # unix seconds, supplied by the caller
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.api not in APIS:
+            raise ValueError(f"unknown api {self.api!r}")
+        for name in ("output_tokens", "reasoning_tokens", "input_tokens", "cached_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in ("ttft_s", "gap_mean_s", "gap_jitter_s", "stall_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+    @property
+    def cut(self) -> bool:
+        """Whether the answer is cut by the output budget (finish_reason `length` and friends)."""
+        return self.max_tokens is not None and self.max_tokens < self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The content a scenario streams, for building frames and for checking what clients parsed."""
+
+    reasoning: tuple[str, ...]  # reasoning deltas (empty for OpenAI chat: hidden, only counted)
+    text: tuple[str, ...]  # text deltas (empty for a tool call)
+    tool_arguments: tuple[str, ...]  # argument deltas (empty unless a tool call)
+    reasoning_token_count: int  # reasoning tokens reported in usage
+    ids: dict[str, str]
+
+    @property
+    def output_token_count(self) -> int:
+        """Output tokens reported in usage: visible deltas plus reasoning tokens."""
+        return len(self.text) + len(self.tool_arguments) + self.reasoning_token_count
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Wait `delay_s` after the previous step, then write `data` as one write."""
+
+    delay_s: float
+    data: bytes
+    stamp_at: int | None = None  # offset where the server inserts the send time in decimal ns
+
+    def render(self, sent_ns: int) -> bytes:
+        """The bytes to write, with the send time inserted when this event is timestamped."""
+        if self.stamp_at is None:
+            return self.data
+        return self.data[: self.stamp_at] + str(sent_ns).encode() + self.data[self.stamp_at :]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Wait `delay_s`, then end the response body cleanly (a truncation if no terminal frame)."""
+
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Wait `delay_s`, then abort the TCP connection mid-body (RST, no end of chunked body)."""
+
+    delay_s: float = 0.0
+
+
+Step = Send | Close | Reset
+
+
+def _rng(scenario: Scenario, purpose: str) -> random.Random:
+    """A seeded generator per purpose, so timing settings never change the generated content."""
+    return random.Random(f"{scenario.seed}:{purpose}")  # noqa: S311 - simulation, not crypto
+
+
+def _token(rng: random.Random, alphabet: str, length: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(length))
+
+
+_ALNUM = string.ascii_letters + string.digits
+_HEX = "0123456789abcdef"
+
+
+def plan(scenario: Scenario) -> Plan:
+    """The deterministic content of a scenario (independent of timing and interruptions)."""
+    rng = _rng(scenario, "content")
+    count = min(scenario.output_tokens, scenario.max_tokens or scenario.output_tokens)
+    words = [rng.choice(_WORDS) for _ in range(max(count, 1))]
+    text: tuple[str, ...] = ()
+    arguments: tuple[str, ...] = ()
+    if scenario.tool_call:
+        # {"query":"w1 w2 ..."} in `count` deltas (at least five); a budget cut drops the closing
+        # '"}', leaving the partial JSON a real cut leaves.
+        n_words = max(count - 4, 1)
+        pieces = ['{"', "query", '":"', words[0], *(" " + w for w in words[1:n_words]), '"}']
+        arguments = tuple(pieces[:-1] if scenario.cut else pieces)
+    else:
+        text = tuple(w if i == 0 else " " + w for i, w in enumerate(words[:count]))
+    reasoning: tuple[str, ...] = ()
+    reasoning_count = 0
+    if scenario.reasoning:
+        reasoning_count = scenario.reasoning_tokens
+        if scenario.api != "openai_chat":
+            thoughts = [rng.choice(_WORDS) for _ in range(reasoning_count)]
+            reasoning = tuple(w if i == 0 else " " + w for i, w in enumerate(thoughts))
+    ids = {
+        "chat": "chatcmpl-" + _token(rng, _ALNUM, 29),
+        "fingerprint": "fp_" + _token(rng, _HEX, 10),
+        "response": "resp_" + _token(rng, _HEX, 50),
+        "message": "msg_" + _token(rng, _HEX, 50),
+        "reasoning": "rs_" + _token(rng, _HEX, 50),
+        "function": "fc_" + _token(rng, _HEX, 50),
+        "call": "call_" + _token(rng, _ALNUM, 24),
+        "anthropic_message": "msg_01" + _token(rng, _ALNUM, 22),
+        "tool_use": "toolu_01" + _token(rng, _ALNUM, 22),
+        "signature": base64.b64encode(rng.randbytes(96)).decode(),
+    }
+    return Plan(reasoning, text, arguments, reasoning_count, ids)
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """One SSE event as the renderer produced it; `output` frames are the ones timed and counted."""
+
+    data: bytes
+    output: bool = False
+    stamp_at: int | None = None
+
+
+def _dumps(payload: Any) -> bytes:
+    return orjson.dumps(payload)
+
+
+def _frame(
+    event: str | None, payload: dict[str, Any], *, output: bool = False, stamp: bool = False
+) -> _Frame:
+    head = b"" if event is None else b"event: " + event.encode() + b"\n"
+    body = _dumps(payload)
+    if not (output and stamp):
+        return _Frame(head + b"data: " + body + b"\n\n", output)
+    prefix = head + b"data: " + body[:-1] + b',"' + TIMESTAMP_FIELD.encode() + b'":'
+    return _Frame(prefix + b"}\n\n", output, len(prefix))
+
+
+class _Chat:
+    """OpenAI Chat Completions chunks, as in the recorded gpt-4o / gpt-5 streams."""
+
+    def __init__(self, scenario: Scenario, content: Plan) -> None:
+        self.s = scenario
+        self.p = content
+
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, *, output: bool = False
+    ) -> _Frame:
+        payload: dict[str, Any] = {
+            "id": self.p.ids["chat"],
+            "object": "chat.completion.chunk",
+            "created": self.s.created,
+            "model": self.s.model,
+            "system_fingerprint": self.p.ids["fingerprint"],
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.s.include_usage:
+            payload["usage"] = None
+        return _frame(None, payload, output=output, stamp=self.s.timestamps)
+
+    def _finish_reason(self) -> str:
+        if self.s.cut:
+            return "length"
+        return "tool_calls" if self.s.tool_call else "stop"
+
+    def usage(self) -> dict[str, Any]:
+        output = self.p.output_token_count
+        return {
+            "prompt_tokens": self.s.input_tokens,
+            "completion_tokens": output,
+            "total_tokens": self.s.input_tokens + output,
+            "prompt_tokens_details": {"cached_tokens": self.s.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": self.p.reasoning_token_count,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def frames(self) -> Iterator[_Frame]:
+        if self.s.tool_call:
+            call = {
+                "index": 0,
+                "id": self.p.ids["call"],
+                "type": "function",
+                "function": {"name": self.s.tool_name, "arguments": ""},
+            }
+            role = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+            yield self._chunk(role)
+            for piece in self.p.tool_arguments:
+                args = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                yield self._chunk(args, output=True)
+        else:
+            yield self._chunk({"role": "assistant", "content": "", "refusal": None})
+            for piece in self.p.text:
+                yield self._chunk({"content": piece}, output=True)
+        yield self._chunk({}, self._finish_reason())
+        if self.s.include_usage:
+            usage = _dumps(
+                {
+                    "id": self.p.ids["chat"],
+                    "object": "chat.completion.chunk",
+                    "created": self.s.created,
+                    "model": self.s.model,
+                    "system_fingerprint": self.p.ids["fingerprint"],
+                    "choices": [],
+                    "usage": self.usage(),
+                }
+            )
+            yield _Frame(b"data: " + usage + b"\n\n")
+        yield _Frame(b"data: [DONE]\n\n")
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        # Spaced JSON exactly as in ERROR_FRAMES.md (the API does not emit it compactly).
+        return b"data: " + json.dumps({"error": _OPENAI_SERVER_ERROR}).encode() + b"\n\n"
+
+    def body(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if self.s.tool_call else "".join(self.p.text),
+            "refusal": None,
+            "annotations": [],
+        }
+        if self.s.tool_call:
+            function = {"name": self.s.tool_name, "arguments": "".join(self.p.tool_arguments)}
+            message["tool_calls"] = [
+                {"id": self.p.ids["call"], "type": "function", "function": function}
+            ]
+        return {
+            "id": self.p.ids["chat"],
+            "object": "chat.completion",
+            "created": self.s.created,
+            "model": self.s.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self._finish_reason(),
+                }
+            ],
+            "usage": self.usage(),
+            "service_tier": "default",
+            "system_fingerprint": self.p.ids["fingerprint"],
+        }
+
+
+class _Responses:
+    """OpenAI Responses API events: `event:` equals `type`, every payload has `sequence_number`."""
+
+    def __init__(self, scenario: Scenario, content: Plan) -> None:
+        self.s = scenario
+        self.p = content
+        self.seq = 0
+
+    def _event(self, kind: str, fields: dict[str, Any], *, output: bool = False) -> _Frame:
+        payload = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return _frame(kind, payload, output=output, stamp=self.s.timestamps)
+
+    def _items(self) -> list[dict[str, Any]]:
+        """The finished output items, in output order."""
+        status = "incomplete" if self.s.cut else "completed"
+        items: list[dict[str, Any]] = []
+        if self.s.reasoning:
+            summary = [{"type": "summary_text", "text": "".join(self.p.reasoning)}]
+            items.append({"id": self.p.ids["reasoning"], "type": "reasoning", "summary": summary})
+        if self.s.tool_call:
+            items.append(
+                {
+                    "id": self.p.ids["function"],
+                    "type": "function_call",
+                    "status": status,
+                    "arguments": "".join(self.p.tool_arguments),
+                    "call_id": self.p.ids["call"],
+                    "name": self.s.tool_name,
+                }
+            )
+        else:
+            part = {
+                "type": "output_text",
+                "annotations": [],
+                "logprobs": [],
+                "text": "".join(self.p.text),
+            }
+            items.append(
+                {
+                    "id": self.p.ids["message"],
+                    "type": "message",
+                    "status": status,
+                    "content": [part],
+                    "role": "assistant",
+                }
+            )
+        return items
+
+    def response(self, status: str) -> dict[str, Any]:
+        done = status != "in_progress"
+        output = self.p.output_token_count
+        usage = {
+            "input_tokens": self.s.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.s.cached_tokens},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": self.p.reasoning_token_count},
+            "total_tokens": self.s.input_tokens + output,
+        }
+        return {
+            "id": self.p.ids["response"],
+            "object": "response",
+            "created_at": self.s.created,
+            "status": status,
+            "background": False,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"}
+            if status == "incomplete"
+            else None,
+            "instructions": None,
+            "max_output_tokens": self.s.max_tokens,
+            "max_tool_calls": None,
+            "model": self.s.model,
+            "output": self._items() if done else [],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "prompt_cache_key": None,
+            "prompt_cache_retention": None,
+            "reasoning": {"effort": "medium" if self.s.reasoning else None, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "default" if done else "auto",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage if done else None,
+            "user": None,
+            "metadata": {},
+        }
+
+    def frames(self) -> Iterator[_Frame]:
+        yield self._event("response.created", {"response": self.response("in_progress")})
+        yield self._event("response.in_progress", {"response": self.response("in_progress")})
+        for index, item in enumerate(self._items()):
+            if item["type"] == "reasoning":
+                yield from self._reasoning(index, item)
+            elif item["type"] == "function_call":
+                yield from self._function_call(index, item)
+            else:
+                yield from self._message(index, item)
+        terminal = "incomplete" if self.s.cut else "completed"
+        yield self._event(f"response.{terminal}", {"response": self.response(terminal)})
+
+    def _reasoning(self, index: int, item: dict[str, Any]) -> Iterator[_Frame]:
+        where = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+        text = item["summary"][0]["text"]
+        yield self._event(
+            "response.output_item.added", {"output_index": index, "item": {**item, "summary": []}}
+        )
+        part = {"type": "summary_text", "text": ""}
+        yield self._event("response.reasoning_summary_part.added", {**where, "part": part})
+        for piece in self.p.reasoning:
+            yield self._event(
+                "response.reasoning_summary_text.delta", {**where, "delta": piece}, output=True
+            )
+        yield self._event("response.reasoning_summary_text.done", {**where, "text": text})
+        part = {"type": "summary_text", "text": text}
+        yield self._event("response.reasoning_summary_part.done", {**where, "part": part})
+        yield self._event("response.output_item.done", {"output_index": index, "item": item})
+
+    def _function_call(self, index: int, item: dict[str, Any]) -> Iterator[_Frame]:
+        where = {"item_id": item["id"], "output_index": index}
+        added = {**item, "status": "in_progress", "arguments": ""}
+        yield self._event("response.output_item.added", {"output_index": index, "item": added})
+        for piece in self.p.tool_arguments:
+            yield self._event(
+                "response.function_call_arguments.delta", {**where, "delta": piece}, output=True
+            )
+        yield self._event(
+            "response.function_call_arguments.done", {**where, "arguments": item["arguments"]}
+        )
+        yield self._event("response.output_item.done", {"output_index": index, "item": item})
+
+    def _message(self, index: int, item: dict[str, Any]) -> Iterator[_Frame]:
+        where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        part = item["content"][0]
+        added = {**item, "status": "in_progress", "content": []}
+        yield self._event("response.output_item.added", {"output_index": index, "item": added})
+        yield self._event("response.content_part.added", {**where, "part": {**part, "text": ""}})
+        for piece in self.p.text:
+            delta = {**where, "delta": piece, "logprobs": []}
+            yield self._event("response.output_text.delta", delta, output=True)
+        yield self._event(
+            "response.output_text.done", {**where, "text": part["text"], "logprobs": []}
+        )
+        yield self._event("response.content_part.done", {**where, "part": part})
+        yield self._event("response.output_item.done", {"output_index": index, "item": item})
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        payload = {
+            "type": "error",
+            "code": "server_error",
+            "message": _OPENAI_SERVER_ERROR["message"],
+            "param": None,
+            "sequence_number": sequence_number,
+        }
+        return b"event: error\ndata: " + _dumps(payload) + b"\n\n"
+
+    def body(self) -> dict[str, Any]:
+        return self.response("incomplete" if self.s.cut else "completed")
+
+
+class _Messages:
+    """Anthropic Messages events: thinking, text or tool_use blocks, ping after the first start."""
+
+    def __init__(self, scenario: Scenario, content: Plan) -> None:
+        self.s = scenario
+        self.p = content
+
+    def _event(self, kind: str, fields: dict[str, Any], *, output: bool = False) -> _Frame:
+        return _frame(kind, {"type": kind, **fields}, output=output, stamp=self.s.timestamps)
+
+    def _stop_reason(self) -> str:
+        if self.s.cut:
+            return "max_tokens"
+        return "tool_use" if self.s.tool_call else "end_turn"
+
+    def _blocks(self) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = []
+        if self.s.reasoning:
+            thinking = "".join(self.p.reasoning)
+            blocks.append(
+                {"type": "thinking", "thinking": thinking, "signature": self.p.ids["signature"]}
+            )
+        if self.s.tool_call:
+            arguments = "".join(self.p.tool_arguments)
+            # A budget cut leaves partial JSON; the finished message then carries no parsed input.
+            tool_input = {} if self.s.cut else json.loads(arguments)
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": self.p.ids["tool_use"],
+                    "name": self.s.tool_name,
+                    "input": tool_input,
+                }
+            )
+        else:
+            blocks.append({"type": "text", "text": "".join(self.p.text)})
+        return blocks
+
+    def _message(self, content: list[dict[str, Any]], output_tokens: int) -> dict[str, Any]:
+        return {
+            "id": self.p.ids["anthropic_message"],
+            "type": "message",
+            "role": "assistant",
+            "model": self.s.model,
+            "content": content,
+            "stop_reason": None if not content else self._stop_reason(),
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.s.input_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": self.s.cached_tokens,
+                "output_tokens": output_tokens,
+            },
+        }
+
+    def frames(self) -> Iterator[_Frame]:
+        yield self._event("message_start", {"message": self._message([], 1)})
+        for index, block in enumerate(self._blocks()):
+            if block["type"] == "thinking":
+                start: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
+                deltas = [
+                    ({"type": "thinking_delta", "thinking": p}, True) for p in self.p.reasoning
+                ]
+                deltas.append(({"type": "signature_delta", "signature": block["signature"]}, False))
+            elif block["type"] == "tool_use":
+                start = {**block, "input": {}}
+                deltas = [({"type": "input_json_delta", "partial_json": ""}, False)]
+                deltas += [
+                    ({"type": "input_json_delta", "partial_json": p}, True)
+                    for p in self.p.tool_arguments
+                ]
+            else:
+                start = {"type": "text", "text": ""}
+                deltas = [({"type": "text_delta", "text": p}, True) for p in self.p.text]
+            yield self._event("content_block_start", {"index": index, "content_block": start})
+            if index == 0:
+                yield _Frame(b'event: ping\ndata: {"type": "ping"}\n\n')
+            for delta, output in deltas:
+                yield self._event(
+                    "content_block_delta", {"index": index, "delta": delta}, output=output
+                )
+            yield self._event("content_block_stop", {"index": index})
+        stop = {"stop_reason": self._stop_reason(), "stop_sequence": None}
+        usage = {"output_tokens": self.p.output_token_count}
+        yield self._event("message_delta", {"delta": stop, "usage": usage})
+        yield self._event("message_stop", {})
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        payload = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return b"event: error\ndata: " + _dumps(payload) + b"\n\n"
+
+    def body(self) -> dict[str, Any]:
+        return self._message(self._blocks(), self.p.output_token_count)
+
+
+def _renderer(scenario: Scenario) -> _Chat | _Responses | _Messages:
+    content = plan(scenario)
+    if scenario.api == "openai_chat":
+        return _Chat(scenario, content)
+    if scenario.api == "openai_responses":
+        return _Responses(scenario, content)
+    return _Messages(scenario, content)
+
+
+def steps(scenario: Scenario) -> Iterator[Step]:
+    """The stream as timed writes, ending in exactly one `Close` or `Reset`.
+
+    Non-output events go out right after the event before them; output event k waits `ttft_s`
+    (k = 0) or one jittered gap, plus `stall_s` when k == `stall_after`. An interruption index k
+    takes effect just before output event k, or, for k at or beyond the last one, right after the
+    last output event (before the closing events). The earliest interruption wins; on a tie the
+    error frame beats the truncation, which beats the reset.
+    """
+    timing = _rng(scenario, "timing")
+    renderer = _renderer(scenario)
+    frames = list(renderer.frames())
+    outputs = [i for i, frame in enumerate(frames) if frame.output]
+    after_last = outputs[-1] + 1 if outputs else len(frames) - 1
+
+    def position(after: int | None) -> int:
+        if after is None:
+            return len(frames)
+        return outputs[after] if after < len(outputs) else after_last
+
+    stop_at, action = min(
+        (position(scenario.error_after), 0),
+        (position(scenario.truncate_after), 1),
+        (position(scenario.reset_after), 2),
+    )
+    delay = scenario.ttft_s
+    sent = 0
+    for frame in frames[:stop_at]:
+        if not frame.output:
+            yield Send(0.0, frame.data)
+            continue
+        if sent == scenario.stall_after:
+            delay += scenario.stall_s
+        yield Send(delay, frame.data, frame.stamp_at)
+        sent += 1
+        jitter = scenario.gap_jitter_s
+        delay = max(scenario.gap_mean_s + (timing.uniform(-jitter, jitter) if jitter else 0.0), 0.0)
+    if stop_at == len(frames):
+        yield Close()
+    elif action == 0:
+        yield Send(delay, renderer.error_frame(stop_at))
+        yield Close()
+    elif action == 1:
+        yield Close(delay)
+    else:
+        yield Reset(delay)
+
+
+def response_body(scenario: Scenario) -> bytes:
+    """The non-streaming JSON response for the same content."""
+    return _dumps(_renderer(scenario).body())
