@@ -23,6 +23,7 @@ import orjson
 
 Api = Literal["openai_chat", "openai_responses", "anthropic_messages"]
 APIS: tuple[Api, ...] = ("openai_chat", "openai_responses", "anthropic_messages")
+Interruption = Literal["error", "truncate", "reset"]
 
 # Top-level JSON field that carries the send time (monotonic ns) of a timestamped output event.
 # SDK models accept unknown fields, so clients parse stamped streams unchanged.
@@ -80,6 +81,21 @@ class Scenario:
         for name in ("ttft_s", "gap_mean_s", "gap_jitter_s", "stall_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+
+    @property
+    def interruption(self) -> tuple[Interruption, int] | None:
+        """The interruption that ends the stream early and its index: the earliest one set; on a
+        tie the error frame beats the truncation, which beats the reset."""
+        kinds: tuple[tuple[Interruption, int | None], ...] = (
+            ("error", self.error_after),
+            ("truncate", self.truncate_after),
+            ("reset", self.reset_after),
+        )
+        candidates = [(after, rank) for rank, (_, after) in enumerate(kinds) if after is not None]
+        if not candidates:
+            return None
+        after, rank = min(candidates)
+        return kinds[rank][0], after
 
     @property
     def cut(self) -> bool:
@@ -604,16 +620,12 @@ def steps(scenario: Scenario) -> Iterator[Step]:
     outputs = [i for i, frame in enumerate(frames) if frame.output]
     after_last = outputs[-1] + 1 if outputs else len(frames) - 1
 
-    def position(after: int | None) -> int:
-        if after is None:
-            return len(frames)
-        return outputs[after] if after < len(outputs) else after_last
-
-    stop_at, action = min(
-        (position(scenario.error_after), 0),
-        (position(scenario.truncate_after), 1),
-        (position(scenario.reset_after), 2),
-    )
+    interruption = scenario.interruption
+    if interruption is None:
+        stop_at = len(frames)
+    else:
+        after = interruption[1]
+        stop_at = outputs[after] if after < len(outputs) else after_last
     delay = scenario.ttft_s
     sent = 0
     for frame in frames[:stop_at]:
@@ -626,12 +638,12 @@ def steps(scenario: Scenario) -> Iterator[Step]:
         sent += 1
         jitter = scenario.gap_jitter_s
         delay = max(scenario.gap_mean_s + (timing.uniform(-jitter, jitter) if jitter else 0.0), 0.0)
-    if stop_at == len(frames):
+    if interruption is None:
         yield Close()
-    elif action == 0:
+    elif interruption[0] == "error":
         yield Send(delay, renderer.error_frame(stop_at))
         yield Close()
-    elif action == 1:
+    elif interruption[0] == "truncate":
         yield Close(delay)
     else:
         yield Reset(delay)
