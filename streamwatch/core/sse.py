@@ -160,7 +160,7 @@ class SSEDecoder:
         if self._block_bytes + len(line) > MAX_EVENT_BYTES:
             out.append(EventTooLarge(self._block_bytes + len(line)))
             self._drop_block()
-            line.clear()
+            del line[1:]  # keep one byte: this line is not blank, even if its terminator comes next
 
     def _drop_block(self) -> None:
         self._skipping = True
