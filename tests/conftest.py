@@ -1,0 +1,36 @@
+"""Shared test configuration: where the shared corpus lives, and the hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# `ci` (default) keeps the suite fast on two cores; `HYPOTHESIS_PROFILE=nightly` digs deeper.
+settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile("nightly", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def find_corpus() -> Path:
+    """The corpus directory: ``$STREAMWATCH_CORPUS``, else ``../shared/corpus`` from the repo root."""
+    configured = os.environ.get("STREAMWATCH_CORPUS")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "corpus"
+
+
+def corpus_or_skip() -> Path:
+    """The corpus directory, or skip the calling test with the reason and the way to fix it."""
+    path = find_corpus()
+    if not (path / "sse-spec" / "cases.json").is_file():
+        pytest.skip(f"corpus not found at {path}; set STREAMWATCH_CORPUS")
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The shared corpus directory (the test is skipped with a reason when it is absent)."""
+    return corpus_or_skip()

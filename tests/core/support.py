@@ -1,0 +1,89 @@
+"""Helpers shared by the core tests: chunking the same bytes many ways, and corpus parameters."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+
+from tests.conftest import find_corpus
+
+FIXTURE_STREAMS = Path(__file__).resolve().parent.parent / "fixtures" / "streams"
+
+
+def fixed(raw: bytes, size: int) -> list[bytes]:
+    """``raw`` in reads of ``size`` bytes (the last one shorter)."""
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def at_cuts(raw: bytes, cuts: list[int]) -> list[bytes]:
+    """``raw`` split at the given offsets (any order, duplicates allowed: empty reads are legal)."""
+    bounds = [0, *sorted(cuts), len(raw)]
+    return [raw[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def sse_events(raw: bytes) -> Iterator[bytes]:
+    """``raw`` split after each blank line: one SSE event per read, as real upstreams send them."""
+    start, i, line_empty = 0, 0, True
+    while i < len(raw):
+        byte = raw[i]
+        i += 1
+        if byte not in (0x0A, 0x0D):
+            line_empty = False
+            continue
+        if byte == 0x0D and raw[i : i + 1] == b"\n":
+            i += 1
+        if line_empty:
+            yield raw[start:i]
+            start = i
+        line_empty = True
+    if start < len(raw):
+        yield raw[start:]
+
+
+def cuts_for(raw: bytes) -> st.SearchStrategy[list[int]]:
+    """Up to 24 cut points anywhere in ``raw``, biased towards many small reads."""
+    return st.lists(st.integers(0, len(raw)), max_size=24)
+
+
+CHUNKINGS: dict[str, Callable[[bytes], list[bytes]]] = {
+    "whole": lambda raw: [raw],
+    "1-byte": lambda raw: fixed(raw, 1),
+    "2-bytes": lambda raw: fixed(raw, 2),
+    "7-bytes": lambda raw: fixed(raw, 7),
+    "64-bytes": lambda raw: fixed(raw, 64),
+    "1KiB": lambda raw: fixed(raw, 1024),
+    "per-event": lambda raw: list(sse_events(raw)),
+}
+
+
+def corpus_params(load: Callable[[Path], list[Any]], ids: Callable[[Any], str]) -> list[Any]:
+    """Parameters from the corpus, or one skipped parameter saying where it was looked for."""
+    root = find_corpus()
+    try:
+        items = load(root)
+    except FileNotFoundError:
+        items = []
+    if not items:
+        reason = f"corpus not found at {root}; set STREAMWATCH_CORPUS"
+        return [pytest.param(None, id="no-corpus", marks=pytest.mark.skip(reason=reason))]
+    return [pytest.param(item, id=ids(item)) for item in items]
+
+
+def load_sse_cases(root: Path) -> list[dict[str, Any]]:
+    return list(json.loads((root / "sse-spec" / "cases.json").read_text("utf-8")))
+
+
+def load_llm_streams(root: Path) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """(provider/name, raw body, expected) for every stream of ``llm-streams``."""
+    out = []
+    for expected_path in sorted((root / "llm-streams").glob("*/*.expected.json")):
+        expected = json.loads(expected_path.read_text("utf-8"))
+        raw = (expected_path.parent / expected["file"]).read_bytes()
+        out.append((f"{expected_path.parent.name}/{expected['file']}", raw, expected))
+    return out
