@@ -227,7 +227,7 @@ class StreamAnalyzer:
         if last is None:
             self.t_first_output_ns = at_ns
             self._first_output_index = index
-            events.append(FirstTokenReceived(at_ns, at_ns - self.t_request_ns))
+            events.append(FirstTokenReceived(at_ns, at_ns - self.t_request_ns, self.model))
             events.append(OutputReceived(at_ns, None))
             return
         gap = at_ns - last

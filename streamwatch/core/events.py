@@ -37,10 +37,11 @@ class FirstByteReceived:
 
 @dataclass(frozen=True, slots=True)
 class FirstTokenReceived:
-    """The first output event arrived (TTFT = ``ttft_ns``)."""
+    """The first output event arrived (TTFT = ``ttft_ns``); ``model`` as the stream named it."""
 
     at_ns: int
     ttft_ns: int
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,17 @@ class StallEnded:
     phase: StallPhase
 
 
+@dataclass(frozen=True, slots=True)
+class AnalysisStopped:
+    """The analyzer (or a sink) raised on this stream: analysis stopped, the bytes kept flowing.
+
+    Emitted by the proxy's tap, never by the analyzer itself; ``stage`` names where it failed.
+    """
+
+    at_ns: int
+    stage: str
+
+
 StreamEvent = (
     FirstByteReceived
     | FirstTokenReceived
@@ -117,4 +129,5 @@ StreamEvent = (
     | OversizeEventDropped
     | StallStarted
     | StallEnded
+    | AnalysisStopped
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
 from streamwatch.core.events import Api
@@ -35,13 +37,27 @@ def select_api(path: str, content_type: str | None) -> Api | None:
     return Api.SSE
 
 
-def request_model(body: bytes) -> str | None:
-    """The ``model`` a JSON request body asks for, if it is readable (never raises)."""
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a JSON request body says about the stream it asks for (None where it does not say)."""
+
+    model: str | None = None
+    stream: bool | None = None
+
+
+def read_request(body: bytes) -> RequestFacts:
+    """``model`` and ``stream`` from a JSON request body; unreadable bodies give no facts."""
     if not body:
-        return None
+        return RequestFacts()
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
-    model = obj.get("model") if isinstance(obj, dict) else None
-    return model if isinstance(model, str) and model else None
+        return RequestFacts()
+    if not isinstance(obj, dict):
+        return RequestFacts()
+    model = obj.get("model")
+    stream = obj.get("stream")
+    return RequestFacts(
+        model=model if isinstance(model, str) and model else None,
+        stream=stream if isinstance(stream, bool) else None,
+    )

@@ -1,0 +1,75 @@
+"""``streamwatch serve | demo | simulate``: the entry point, the only place that configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from streamwatch import __version__
+from streamwatch.config import ConfigError, Settings, add_arguments, load_settings
+from streamwatch.export.logs import configure_logging
+
+
+def _install_uvloop() -> None:
+    """uvloop when available: a cheaper event loop on the per-chunk hot path."""
+    try:
+        import uvloop  # noqa: PLC0415 (optional speed-up)
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _quiet_created_series() -> None:
+    """Drop prometheus-client's ``*_created`` samples: they double /metrics and no panel uses them."""
+    import prometheus_client  # noqa: PLC0415
+
+    prometheus_client.disable_created_metrics()
+
+
+def _serve(settings: Settings) -> int:
+    from streamwatch.proxy.app import serve  # noqa: PLC0415 (keeps --help fast)
+
+    configure_logging(settings.log_format, settings.log_level)
+    _quiet_created_series()
+    _install_uvloop()
+    return asyncio.run(serve(settings))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "simulate":
+        from streamwatch.simulator.__main__ import main as simulate  # noqa: PLC0415
+
+        return simulate(args_list[1:])
+    parser = argparse.ArgumentParser(
+        prog="streamwatch",
+        description="Transparent reverse proxy that measures LLM token streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="proxy to an upstream gateway and measure streams")
+    add_arguments(serve)
+    demo = commands.add_parser(
+        "demo", help="run the built-in simulated upstream behind the proxy and drive traffic"
+    )
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (60)")
+    demo.add_argument("--concurrency", type=int, default=8, help="parallel client streams (8)")
+    demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy listener (127.0.0.1:8080)")
+    demo.add_argument("--admin-listen", default="127.0.0.1:9464", help="admin listener")
+    demo.add_argument("--seed", type=int, default=None, help="replay the same traffic mix")
+    commands.add_parser("simulate", help="run only the simulated upstream (see simulate --help)")
+    args = parser.parse_args(args_list)
+    if args.command == "serve":
+        try:
+            settings = load_settings(args, os.environ)
+        except ConfigError as exc:
+            parser.exit(2, f"streamwatch: configuration error: {exc}\n")
+        return _serve(settings)
+    from streamwatch.demo import run_demo  # noqa: PLC0415
+
+    _install_uvloop()
+    return run_demo(args)

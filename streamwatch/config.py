@@ -1,0 +1,267 @@
+"""Settings for ``streamwatch serve``: flags, then ``STREAMWATCH_*`` variables, then a routes file.
+
+Every option has one name used three ways (``--stall-threshold``, ``STREAMWATCH_STALL_THRESHOLD``,
+``stall_threshold:`` in the file), and a bad value stops start-up with an error naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yarl import URL
+
+ENV_PREFIX = "STREAMWATCH_"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the option and every way to set it."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        flag = "--" + option.replace("_", "-")
+        env = ENV_PREFIX + option.upper()
+        super().__init__(f"{flag} ({env}): {problem}")
+        self.option = option
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A named upstream; requests whose path starts with ``prefix`` go to ``upstream``."""
+
+    name: str
+    upstream: URL
+    prefix: str = "/"
+    strip_prefix: bool = False
+
+    def target(self, raw_target: str) -> URL:
+        """The upstream URL: the configured origin and base path, then the request target as sent.
+
+        Built by concatenation onto the configured base only (encoded, never re-parsed as a URL
+        reference), so no request field (absolute-form target, Host, X-Forwarded-Host, ``//host``
+        paths) can change the destination.
+        """
+        if self.strip_prefix and self.prefix != "/":
+            raw_target = raw_target[len(self.prefix.rstrip("/")) :]
+            if not raw_target.startswith("/"):
+                raw_target = "/" + raw_target
+        base = self.upstream.raw_path.rstrip("/")
+        return URL(str(self.upstream.origin()) + base + raw_target, encoded=True)
+
+
+def _parse_listen(option: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(option, f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (explicit listen default)
+
+
+def _parse_upstream(option: str, value: str) -> URL:
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(option, f"expected an http:// or https:// URL, got {value!r}")
+    if url.query_string or url.fragment:
+        raise ConfigError(option, "must not carry a query string or fragment")
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``serve`` needs, validated. Durations in seconds, sizes in bytes."""
+
+    routes: tuple[Route, ...]
+    listen: tuple[str, int] = ("0.0.0.0", 8080)  # noqa: S104 (a sidecar serves its pod)
+    admin_listen: tuple[str, int] = ("127.0.0.1", 9464)
+    stall_threshold: float = 10.0
+    first_token_stall_threshold: float = 60.0
+    watchdog_interval: float = 0.25
+    connect_timeout: float = 10.0
+    upstream_idle_timeout: float = 900.0
+    drain_timeout: float = 30.0
+    max_streams: int = 1024
+    max_request_body: int = 64 << 20
+    model_allowlist: tuple[str, ...] = ()
+    max_models: int = 50
+    capture_content: bool = False
+    capture_limit: int = 4096
+    log_format: str = "auto"
+    log_level: str = "info"
+    workers: int = 1
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def route_for(self, path: str) -> Route | None:
+        """The route with the longest prefix matching ``path``."""
+        best: Route | None = None
+        for route in self.routes:
+            prefix = route.prefix.rstrip("/")
+            if (path == prefix or path.startswith(prefix + "/") or prefix == "") and (
+                best is None or len(route.prefix) > len(best.prefix)
+            ):
+                best = route
+        return best
+
+
+def _positive(option: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(option, f"expected a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(option, f"must be a positive number, got {value!r}")
+    return number
+
+
+def _count(option: str, value: str, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(option, f"expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(option, f"must be at least {minimum}, got {number}")
+    return number
+
+
+def _bool(option: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(option, f"expected true or false, got {value!r}")
+
+
+def _choice(option: str, value: str, choices: Sequence[str]) -> str:
+    lowered = value.strip().lower()
+    if lowered not in choices:
+        raise ConfigError(option, f"expected one of {', '.join(choices)}, got {value!r}")
+    return lowered
+
+
+_OPTIONS: dict[str, str] = {
+    "upstream": "Upstream base URL (the gateway), e.g. http://127.0.0.1:4000.",
+    "config": "YAML file with several named routes (path prefix -> upstream) and any option below.",
+    "listen": "Proxy listener HOST:PORT (default 0.0.0.0:8080).",
+    "admin_listen": "Admin listener for /metrics, /healthz, /readyz, /debug/streams (127.0.0.1:9464).",
+    "stall_threshold": "Seconds without output, after the first token, that make a stall (10).",
+    "first_token_stall_threshold": "Seconds before the first token that make a stall (60).",
+    "watchdog_interval": "Seconds between live stall checks of open streams (0.25).",
+    "connect_timeout": "Seconds to connect to upstream before answering 504 (10).",
+    "upstream_idle_timeout": "Seconds of upstream silence before a stream is cut; keep it above "
+    "the gateway's and load balancer's idle timeouts (900).",
+    "drain_timeout": "Seconds open streams may run after SIGTERM before they are aborted (30).",
+    "max_streams": "Concurrent proxied requests; more are refused with a fast 503 (1024).",
+    "max_request_body": "Largest request body in bytes; larger get 413 (67108864).",
+    "model_allowlist": "Comma-separated models that keep their own metric label; others are "
+    "'other'. Empty: the first --max-models seen.",
+    "max_models": "Distinct model label values when no allowlist is set (50).",
+    "capture_content": "Record completion text in spans and logs (off: no content in telemetry).",
+    "capture_limit": "Characters of captured content kept per stream (4096).",
+    "log_format": "auto (console on a TTY, else JSON), json or console.",
+    "log_level": "debug, info, warning or error (info).",
+    "workers": "Proxy processes sharing the port with SO_REUSEPORT (1).",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register every option as ``--flag``; values are parsed later by :func:`load_settings`."""
+    for name, text in _OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=text)
+
+
+def _convert(name: str, raw: object) -> Any:
+    value = raw
+    if name in ("listen", "admin_listen"):
+        return _parse_listen(name, str(value))
+    if name in (
+        "stall_threshold",
+        "first_token_stall_threshold",
+        "watchdog_interval",
+        "connect_timeout",
+        "upstream_idle_timeout",
+        "drain_timeout",
+    ):
+        return _positive(name, str(value))
+    if name in ("max_streams", "max_request_body", "capture_limit", "workers"):
+        return _count(name, str(value))
+    if name == "max_models":
+        return _count(name, str(value), minimum=0)
+    if name == "capture_content":
+        return value if isinstance(value, bool) else _bool(name, str(value))
+    if name == "model_allowlist":
+        items = value if isinstance(value, list) else str(value).split(",")
+        return tuple(str(m).strip() for m in items if str(m).strip())
+    if name == "log_format":
+        return _choice(name, str(value), ("auto", "json", "console"))
+    if name == "log_level":
+        return _choice(name, str(value), ("debug", "info", "warning", "error"))
+    raise ConfigError(name, "unknown option")
+
+
+def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("config", f"{path}: 'routes' must be a non-empty list")
+    routes: list[Route] = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError("config", f"{path}: routes[{i}] must be a mapping")
+        name = str(entry.get("name", "")).strip()
+        if not name or name in names or len(name) > 64:
+            raise ConfigError("config", f"{path}: routes[{i}].name must be unique, 1-64 chars")
+        names.add(name)
+        prefix = str(entry.get("prefix", "/"))
+        if not prefix.startswith("/"):
+            raise ConfigError("config", f"{path}: routes[{i}].prefix must start with '/'")
+        upstream = _parse_upstream("config", str(entry.get("upstream", "")))
+        strip = entry.get("strip_prefix", False)
+        if not isinstance(strip, bool):
+            raise ConfigError("config", f"{path}: routes[{i}].strip_prefix must be true or false")
+        routes.append(Route(name, upstream, prefix, strip))
+    return tuple(routes)
+
+
+def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Merge flags over ``STREAMWATCH_*`` variables over the config file; validate everything."""
+    raw: dict[str, object] = {}
+    config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    routes: tuple[Route, ...] = ()
+    if config_path:
+        path = Path(config_path)
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError("config", f"cannot read {path}: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigError("config", f"{path}: expected a mapping at the top level")
+        for key, value in document.items():
+            if key == "routes":
+                routes = _routes_from_file(path, value)
+            elif key in _OPTIONS and key not in ("config", "upstream"):
+                raw[key] = value
+            elif key != "upstream":
+                raise ConfigError("config", f"{path}: unknown option {key!r}")
+            else:
+                raw["upstream"] = value
+    for name in _OPTIONS:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value is not None and name != "config":
+            raw[name] = env_value
+    for name in _OPTIONS:
+        flag_value = getattr(args, name, None)
+        if flag_value is not None and name != "config":
+            raw[name] = flag_value
+    upstream = raw.pop("upstream", None)
+    if upstream:
+        default = Route("default", _parse_upstream("upstream", str(upstream)))
+        routes = (*routes, default) if all(r.prefix != "/" for r in routes) else routes
+    if not routes:
+        raise ConfigError(
+            "upstream", "no upstream configured: pass --upstream URL or --config FILE"
+        )
+    known = {f.name for f in fields(Settings)}
+    values = {name: _convert(name, value) for name, value in raw.items() if name in known}
+    return Settings(routes=routes, **values)

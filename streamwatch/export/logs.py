@@ -1,0 +1,141 @@
+"""One canonical structlog line per stream (``stream.completed``, ``stream.truncated``, ...).
+
+JSON by default (console rendering on a TTY). Lines carry numbers, ids and bounded names only: no
+headers, no bodies, no URLs with queries, no completion text unless content capture is enabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+from streamwatch.core.events import Api, StreamEvent
+from streamwatch.core.record import StreamRecord
+from streamwatch.proxy.observe import Exchange, Watcher
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default).decode()
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog once, in the entry point (never at import time)."""
+    out = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer()
+        if console
+        else structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _s(ns: int | None) -> float | None:
+    return None if ns is None else round(ns / 1e9, 6)
+
+
+def stream_fields(record: StreamRecord) -> dict[str, Any]:
+    """Every number of a stream record, flattened for one log line."""
+    usage = record.usage
+    fields: dict[str, Any] = {
+        "api": record.api.value,
+        "model": record.model,
+        "request_model": record.request_model,
+        "response_id": record.response_id,
+        "outcome": record.outcome.value,
+        "close_cause": record.close_cause.value,
+        "duration_s": _s(record.duration_ns),
+        "ttfb_s": _s(record.ttfb_ns),
+        "ttft_s": _s(record.ttft_ns),
+        "max_gap_s": _s(record.max_gap_ns),
+        "output_events": record.output_events,
+        "output_tokens": record.output_tokens,
+        "output_tokens_estimated": record.output_tokens_estimated,
+        "tokens_per_second": (
+            None if record.tokens_per_second is None else round(record.tokens_per_second, 3)
+        ),
+        "input_tokens": usage.input_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "cached_input_tokens": usage.cached_input_tokens if usage else None,
+        "finish_reasons": list(record.finish_reasons),
+        "terminal_frame": record.terminal_frame,
+        "error_frames": [e.error_type for e in record.error_frames],
+        "stalls": len(record.stalls),
+        "stalled_s": round(
+            sum(((s.end_ns or record.t_end_ns) - s.start_ns) for s in record.stalls) / 1e9, 6
+        ),
+        "sse_events": record.sse_events,
+        "body_bytes": record.body_bytes,
+        "malformed_frames": record.malformed_frames,
+        "oversize_events": record.oversize_events,
+        "undispatched_tail": record.undispatched_tail,
+        "tool_calls": len(record.tool_calls),
+        "analysis_failed": record.analysis_failed,
+    }
+    if record.captured_text is not None:
+        fields["completion"] = record.captured_text
+    return fields
+
+
+class _LogWatcher:
+    __slots__ = ("_exchange", "_log", "_status")
+
+    def __init__(self, exchange: Exchange, logger: Any) -> None:
+        self._exchange = exchange
+        self._log = logger
+        self._status: int | None = None
+
+    def inject(self, headers: object) -> None:
+        return None
+
+    def response(self, status: int, api: Api | None) -> None:
+        self._status = status
+
+    def event(self, event: StreamEvent) -> None:
+        return None
+
+    def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
+        ex = self._exchange
+        common = {
+            "request_id": ex.request_id,
+            "route": ex.route,
+            "method": ex.method,
+            "path": ex.path,
+            "status": ex.status,
+            "trace_id": ex.trace_id,
+        }
+        if record is not None:
+            self._log.info(f"stream.{record.outcome.value}", **common, **stream_fields(record))
+        elif error_kind is not None:
+            self._log.warning("upstream.failed", **common, kind=error_kind)
+        else:
+            duration = _s(time.monotonic_ns() - ex.t_request_ns)
+            self._log.info("request.completed", **common, duration_s=duration)
+
+
+class LogObserver:
+    """Logs one line per request: ``stream.<outcome>`` for streams, else ``request.completed``."""
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("streamwatch.stream")
+
+    def watch(self, exchange: Exchange) -> Watcher:
+        return _LogWatcher(exchange, self._log)

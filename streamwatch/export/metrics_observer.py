@@ -1,0 +1,91 @@
+"""Feeds :mod:`streamwatch.export.prometheus` from the proxy's per-request callbacks."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict
+
+from streamwatch.core.events import (
+    AnalysisStopped,
+    Api,
+    ErrorFrameReceived,
+    FirstByteReceived,
+    FirstTokenReceived,
+    MalformedFrameReceived,
+    OutputReceived,
+    OversizeEventDropped,
+    StallEnded,
+    StallStarted,
+    StreamEvent,
+)
+from streamwatch.core.record import StreamRecord
+from streamwatch.export.prometheus import Metrics, StreamMetrics
+from streamwatch.proxy.observe import Exchange, Watcher
+
+_NON_LLM = "other"  # api label of requests to paths that are not an LLM API (e.g. /v1/models)
+
+
+class _MetricsWatcher:
+    __slots__ = ("_exchange", "_metrics", "_stream")
+
+    def __init__(self, metrics: Metrics, exchange: Exchange) -> None:
+        self._metrics = metrics
+        self._exchange = exchange
+        self._stream: StreamMetrics | None = None
+
+    def inject(self, headers: CIMultiDict[str]) -> None:
+        return None
+
+    def response(self, status: int, api: Api | None) -> None:
+        if api is not None:
+            ex = self._exchange
+            self._stream = self._metrics.open_stream(ex.route, api.value, ex.request_model)
+            self._stream.trace_id = ex.trace_id
+
+    def event(self, event: StreamEvent) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        match event:
+            case OutputReceived(gap_ns=gap):
+                stream.on_output(None if gap is None else gap / 1e9)
+            case FirstTokenReceived(ttft_ns=ttft, model=model):
+                if model and model != self._exchange.request_model:
+                    stream.set_model(model)  # count the stream under the model that answered
+                stream.trace_id = self._exchange.trace_id
+                stream.on_first_token(ttft / 1e9)
+            case FirstByteReceived(ttfb_ns=ttfb):
+                stream.on_first_byte(ttfb / 1e9)
+            case ErrorFrameReceived(error_type=error_type):
+                stream.on_error_frame(error_type)
+            case StallStarted(phase=phase):
+                stream.on_stall_started(phase)
+            case StallEnded():
+                stream.on_stall_ended()
+            case MalformedFrameReceived():
+                stream.on_malformed_frame()
+            case OversizeEventDropped():
+                stream.on_oversize_event()
+            case AnalysisStopped():
+                stream.on_analysis_failed()
+            case _:
+                pass
+
+    def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
+        ex = self._exchange
+        if error_kind is not None:
+            self._metrics.upstream_error(ex.route, error_kind)
+        api = record.api.value if record else (ex.api.value if ex.api else _NON_LLM)
+        model = record.model if record else ex.request_model
+        self._metrics.request_finished(ex.route, api, model, ex.status or 0)
+        if self._stream is not None:
+            self._stream.close(record)
+
+
+class MetricsObserver:
+    """Counts every request and measures every analyzed stream, live."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def watch(self, exchange: Exchange) -> Watcher:
+        return _MetricsWatcher(self.metrics, exchange)

@@ -1,0 +1,220 @@
+"""Process wiring for ``streamwatch serve``: proxy listener, admin listener, watchdog, drain.
+
+The proxy port runs aiohttp's low-level server (no router, no middleware: every request goes to
+:meth:`Proxy.handle`, and nothing can buffer a response). ``handler_cancellation`` is on so a client
+that disconnects cancels its handler in every phase, including the wait for the first token.
+The admin port serves ``/metrics`` (prometheus-client's own handler), ``/healthz``, ``/readyz`` and
+``/debug/streams``, bound to loopback by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from streamwatch import __version__
+from streamwatch.config import Settings
+from streamwatch.export.logs import LogObserver
+from streamwatch.export.metrics_observer import MetricsObserver
+from streamwatch.export.prometheus import Metrics
+from streamwatch.proxy.forward import Proxy
+from streamwatch.proxy.observe import Observer
+
+log = structlog.get_logger("streamwatch")
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Running:
+    """A started streamwatch: its ports and the handles :func:`stop` needs."""
+
+    proxy: Proxy
+    registry: CollectorRegistry
+    proxy_runner: web.ServerRunner
+    admin_runner: web.AppRunner
+    proxy_site: web.BaseSite
+    proxy_port: int
+    admin_port: int
+    watchdog: asyncio.Task[None]
+    closers: list[Closer] = field(default_factory=list)
+
+
+def _bound_port(site: web.BaseSite) -> int:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or ()
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    raise RuntimeError("listener has no socket")
+
+
+async def _watchdog(proxy: Proxy, interval: float) -> None:
+    """Live stall detection: poll every open stream so stalls are counted while they hang."""
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic_ns()
+        for stream in tuple(proxy.streams.values()):
+            stream.tap.poll(now)
+
+
+def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if proxy.draining or proxy.session is None:
+            return web.Response(status=503, text="draining\n")
+        return web.Response(text="ready\n")
+
+    async def debug_streams(_: web.Request) -> web.Response:
+        now = time.monotonic_ns()
+        rows = []
+        for live in tuple(proxy.streams.values()):
+            analyzer = live.tap.analyzer
+            ttft = analyzer.t_first_output_ns
+            stalled = analyzer.stalled_since_ns
+            rows.append(
+                {
+                    "request_id": live.request_id,
+                    "route": live.route,
+                    "api": analyzer.api.value,
+                    "model": analyzer.model,
+                    "age_s": round((now - analyzer.t_request_ns) / 1e9, 3),
+                    "bytes": live.tap.body_bytes,
+                    "output_events": analyzer.output_events,
+                    "ttft_s": None
+                    if ttft is None
+                    else round((ttft - analyzer.t_request_ns) / 1e9, 3),
+                    "silence_s": round(analyzer.silence_ns(now) / 1e9, 3),
+                    "stalled": stalled is not None,
+                    "stalled_for_s": None if stalled is None else round((now - stalled) / 1e9, 3),
+                    "analysis_failed": live.tap.failed,
+                }
+            )
+        return web.json_response({"streams": rows, "inflight": proxy.inflight})
+
+    app = web.Application()
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/debug/streams", debug_streams)
+    return app
+
+
+async def start(
+    settings: Settings,
+    *,
+    extra_observers: Sequence[Observer] = (),
+    closers: Sequence[Closer] = (),
+    reuse_port: bool = False,
+) -> Running:
+    """Start both listeners and the watchdog; returns once both ports accept connections."""
+    registry = CollectorRegistry()
+    metrics = Metrics(
+        registry,
+        model_allowlist=settings.model_allowlist,
+        max_models=settings.max_models,
+        routes=[r.name for r in settings.routes],
+    )
+    # Tracing first: it sets the trace id the metrics watcher uses as the exemplar.
+    observers: list[Observer] = [*extra_observers, MetricsObserver(metrics), LogObserver()]
+    proxy = Proxy(settings, observers)
+    await proxy.start()
+    server = web.Server(
+        proxy.handle,
+        handler_cancellation=True,
+        auto_decompress=False,  # forward compressed request bodies byte for byte
+        access_log=None,  # one structured line per request comes from LogObserver
+    )
+    proxy_runner = web.ServerRunner(server, shutdown_timeout=1.0)
+    await proxy_runner.setup()
+    host, port = settings.listen
+    proxy_site = web.TCPSite(proxy_runner, host, port, reuse_port=reuse_port or None)
+    await proxy_site.start()
+    admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
+    await admin_runner.setup()
+    admin_host, admin_port = settings.admin_listen
+    admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port or None)
+    await admin_site.start()
+    watchdog = asyncio.get_running_loop().create_task(
+        _watchdog(proxy, settings.watchdog_interval), name="streamwatch-watchdog"
+    )
+    running = Running(
+        proxy=proxy,
+        registry=registry,
+        proxy_runner=proxy_runner,
+        admin_runner=admin_runner,
+        proxy_site=proxy_site,
+        proxy_port=_bound_port(proxy_site),
+        admin_port=_bound_port(admin_site),
+        watchdog=watchdog,
+        closers=list(closers),
+    )
+    log.info(
+        "streamwatch.started",
+        version=__version__,
+        listen=f"{host}:{running.proxy_port}",
+        admin=f"{admin_host}:{running.admin_port}",
+        routes={r.name: r.prefix for r in settings.routes},
+    )
+    return running
+
+
+async def stop(running: Running, drain_timeout: float) -> None:
+    """Graceful stop: refuse new connections, let open streams finish until the deadline, then
+    abort the rest (recorded as ``shutdown``), flush sinks.
+    """
+    proxy = running.proxy
+    proxy.draining = True
+    await running.proxy_site.stop()  # the listener closes: new connections are refused
+    server = running.proxy_runner.server
+    if server is not None:
+        server.pre_shutdown()  # close idle keep-alives; busy ones close after their response
+    with suppress(TimeoutError):
+        await asyncio.wait_for(proxy.idle.wait(), drain_timeout)
+    aborted = proxy.inflight
+    proxy.shutting_down = True
+    for task in tuple(proxy.tasks):
+        task.cancel("streamwatch drain deadline")
+    with suppress(TimeoutError):
+        await asyncio.wait_for(proxy.idle.wait(), 1.0)
+    running.watchdog.cancel()
+    with suppress(asyncio.CancelledError):
+        await running.watchdog
+    await running.proxy_runner.cleanup()
+    await running.admin_runner.cleanup()
+    await proxy.close()
+    for closer in running.closers:
+        await closer()
+    log.info("streamwatch.stopped", aborted_streams=aborted)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    extra_observers: Sequence[Observer] = (),
+    closers: Sequence[Closer] = (),
+    reuse_port: bool = False,
+) -> int:
+    """Run until SIGTERM or SIGINT, then drain; exit status 0."""
+    running = await start(
+        settings, extra_observers=extra_observers, closers=closers, reuse_port=reuse_port
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("streamwatch.draining", open_streams=len(running.proxy.tasks))
+    await stop(running, settings.drain_timeout)
+    return 0
+

@@ -1,0 +1,360 @@
+"""The forwarding handler: one client request, one upstream request, bytes relayed as they arrive.
+
+Per upstream read: take the arrival time, ``await`` the write to the client (backpressure reaches
+upstream through the read loop), then feed the tap. Nothing else is awaited per chunk. The end of a
+stream is recorded in ``finally`` without awaiting, so client aborts (the handler is cancelled, see
+``handler_cancellation`` in :mod:`streamwatch.proxy.app`), upstream faults and shutdown are all
+recorded exactly once. An upstream fault after the response started is passed on as an abort of the
+client connection, never as a clean end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+
+from streamwatch.config import Route, Settings
+from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.events import Api
+from streamwatch.core.record import CloseCause, StreamRecord
+from streamwatch.core.request import RequestFacts, read_request, select_api
+from streamwatch.proxy.headers import client_response_headers, upstream_request_headers
+from streamwatch.proxy.observe import Exchange, Observer, Watcher
+from streamwatch.proxy.tap import Tap, Watchers
+
+log = structlog.get_logger("streamwatch.proxy")
+
+_API_BY_SUFFIX = (
+    ("/chat/completions", Api.OPENAI_CHAT),
+    ("/responses", Api.OPENAI_RESPONSES),
+    ("/messages", Api.ANTHROPIC_MESSAGES),
+)
+_MAX_REQUEST_ID = 128
+
+
+def api_for_path(path: str) -> Api | None:
+    """The LLM API a request path addresses (None for anything else, e.g. ``/v1/models``)."""
+    trimmed = path.rstrip("/")
+    for suffix, api in _API_BY_SUFFIX:
+        if trimmed.endswith(suffix):
+            return api
+    return None
+
+
+def _request_id(request: web.BaseRequest) -> str:
+    given = request.headers.get("x-request-id", "")
+    if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def local_error(status: int, kind: str, message: str, **headers: str) -> web.Response:
+    """A response streamwatch itself generates: small fixed JSON, never upstream URLs or secrets."""
+    body = orjson.dumps({"error": {"type": "streamwatch_error", "code": kind, "message": message}})
+    return web.Response(
+        status=status,
+        body=body,
+        content_type="application/json",
+        headers={"x-streamwatch-error": kind, **headers},
+    )
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class LiveStream:
+    """An open analyzed stream, as the watchdog and ``/debug/streams`` see it."""
+
+    request_id: str
+    route: str
+    tap: Tap
+    task: asyncio.Task[object] | None
+
+
+class Proxy:
+    """Holds the upstream pool, the open streams and the admission and drain state."""
+
+    def __init__(self, settings: Settings, observers: Sequence[Observer]) -> None:
+        self.settings = settings
+        self.observers = tuple(observers)
+        self.analyzer_config = AnalyzerConfig(
+            stall_threshold_ns=int(settings.stall_threshold * 1e9),
+            first_token_stall_threshold_ns=int(settings.first_token_stall_threshold * 1e9),
+            capture_content=settings.capture_content,
+            capture_limit_chars=settings.capture_limit,
+        )
+        self.session: aiohttp.ClientSession | None = None
+        self.streams: dict[int, LiveStream] = {}
+        self.inflight = 0
+        self.draining = False
+        self.shutting_down = False
+        self.tasks: set[asyncio.Task[object]] = set()  # handlers with a request in flight
+        self.idle = asyncio.Event()  # set while no request is in flight (the drain waits on it)
+        self.idle.set()
+
+    async def start(self) -> None:
+        """Create the upstream pool with every transparency-breaking aiohttp default replaced."""
+        settings = self.settings
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_streams,  # admission is enforced by max_streams, not by pool waits
+            limit_per_host=0,
+            keepalive_timeout=30,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            # No total timeout: a stream may legitimately run for an hour. Connect is bounded;
+            # sock_read is the upstream idle timeout (kept above the gateway's own).
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=None,
+                sock_connect=settings.connect_timeout,
+                sock_read=settings.upstream_idle_timeout,
+            ),
+            auto_decompress=False,  # forward compressed bytes verbatim
+            cookie_jar=aiohttp.DummyCookieJar(),  # never replay one client's cookies to another
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            trust_env=False,  # no HTTP_PROXY / netrc surprises
+            read_bufsize=1 << 16,
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Entry point for every request on the proxy port."""
+        t_request = time.monotonic_ns()
+        message = request.message
+        if request.method == "CONNECT" or message.url.is_absolute():
+            return local_error(400, "bad_target", "only origin-form request targets are proxied")
+        raw_target = message.path
+        path = raw_target.partition("?")[0]
+        route = self.settings.route_for(path)
+        if route is None:
+            return local_error(404, "no_route", "no configured route matches this path")
+        if self.draining:
+            return local_error(503, "draining", "streamwatch is shutting down", Connection="close")
+        if self.inflight >= self.settings.max_streams:
+            return local_error(
+                503, "overloaded", "too many concurrent streams", **{"Retry-After": "1"}
+            )
+        self.inflight += 1
+        self.idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            return await self._forward(request, route, raw_target, path, t_request)
+        finally:
+            self.inflight -= 1
+            if not self.inflight:
+                self.idle.set()
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole request body, refused past ``max_request_body`` (aiohttp's own cap is not
+        applied to ``request.content``)."""
+        limit = self.settings.max_request_body
+        if request.content_length is not None and request.content_length > limit:
+            raise _BodyTooLargeError
+        if not request.body_exists:
+            return b""
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.content.iter_any():
+            size += len(part)
+            if size > limit:
+                raise _BodyTooLargeError
+            parts.append(part)
+        return b"".join(parts)
+
+    def _exchange(
+        self, request: web.BaseRequest, route: Route, path: str, body: bytes, t_request: int
+    ) -> Exchange:
+        api = api_for_path(path)
+        facts = read_request(body) if api is not None else RequestFacts()
+        upstream = route.upstream
+        return Exchange(
+            request_id=_request_id(request),
+            route=route.name,
+            method=request.method,
+            path=path,
+            api=api,
+            request_model=facts.model,
+            stream_requested=facts.stream,
+            t_request_ns=t_request,
+            headers=request.headers,
+            body=body if self.settings.capture_content else b"",
+            server_address=upstream.host or "",
+            server_port=upstream.port,
+        )
+
+    def _watchers(self, exchange: Exchange) -> Watchers:
+        items: list[Watcher] = []
+        for observer in self.observers:
+            try:
+                watcher = observer.watch(exchange)
+            except Exception:
+                log.warning("observer.failed", observer=type(observer).__name__, exc_info=True)
+                continue
+            if watcher is not None:
+                items.append(watcher)
+        return Watchers(items)
+
+    # -- forwarding --------------------------------------------------------------------------
+
+    async def _forward(
+        self, request: web.BaseRequest, route: Route, raw_target: str, path: str, t_request: int
+    ) -> web.StreamResponse:
+        try:
+            body = await self._read_body(request)
+        except _BodyTooLargeError:
+            return local_error(413, "body_too_large", "request body too large", Connection="close")
+        exchange = self._exchange(request, route, path, body, t_request)
+        watchers = self._watchers(exchange)
+        headers = upstream_request_headers(request.headers)
+        watchers.call("inject", headers)
+        record: StreamRecord | None = None
+        error_kind: str | None = None
+        tap: Tap | None = None
+        cause = CloseCause.UPSTREAM_EOF
+        upstream: aiohttp.ClientResponse | None = None
+        response: web.StreamResponse | None = None
+        try:
+            try:
+                upstream = await self._open_upstream(request, route, raw_target, headers, body)
+            except _UpstreamFailedError as failed:
+                error_kind = failed.kind
+                exchange.status = failed.status
+                return local_error(failed.status, f"upstream_{failed.kind}", failed.message)
+            exchange.status = upstream.status
+            api = self._analyzed_api(path, upstream)
+            exchange.response_api = api
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response.headers.extend(client_response_headers(upstream.headers))
+            if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
+                response.content_length = upstream.content_length
+            watchers.call("response", upstream.status, api)
+            if api is not None:
+                analyzer = StreamAnalyzer(
+                    api,
+                    t_request,
+                    request_model=exchange.request_model,
+                    config=self.analyzer_config,
+                )
+                tap = Tap(analyzer, watchers)
+                self.streams[id(tap)] = LiveStream(
+                    exchange.request_id, route.name, tap, asyncio.current_task()
+                )
+            await response.prepare(request)
+            cause = await self._relay(request, upstream, response, tap)
+            if cause is CloseCause.UPSTREAM_EOF:
+                await response.write_eof()
+            return response
+        except asyncio.CancelledError:
+            cause = CloseCause.SHUTDOWN if self.shutting_down else CloseCause.CLIENT_ABORT
+            if cause is CloseCause.SHUTDOWN:
+                _abort(request)
+            raise
+        except ConnectionError:
+            cause = CloseCause.CLIENT_ABORT  # write_eof to a client that just left
+            return response or web.Response()  # nothing more reaches the departed client
+        finally:
+            if upstream is not None:
+                if cause is CloseCause.UPSTREAM_EOF:
+                    upstream.release()
+                else:
+                    upstream.close()  # stop the abandoned generation now
+            if tap is not None:
+                self.streams.pop(id(tap), None)
+                record = tap.close(time.monotonic_ns(), cause)
+            watchers.call("finish", record, error_kind)
+
+    async def _open_upstream(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        raw_target: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+    ) -> aiohttp.ClientResponse:
+        assert self.session is not None  # noqa: S101 (start() runs before the first request)
+        try:
+            return await self.session.request(
+                request.method,
+                route.target(raw_target),
+                headers=headers,
+                data=body if body else None,
+                allow_redirects=False,
+                compress=None,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            raise _UpstreamFailedError(502, "connect", "upstream connection failed") from exc
+        except TimeoutError as exc:
+            raise _UpstreamFailedError(504, "timeout", "upstream did not answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _UpstreamFailedError(502, "protocol", "upstream sent an invalid response") from exc
+
+    @staticmethod
+    def _analyzed_api(path: str, upstream: aiohttp.ClientResponse) -> Api | None:
+        """Which interpreter reads this response; compressed streams pass through unanalyzed."""
+        encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return None
+        return select_api(path, upstream.headers.get("Content-Type"))
+
+    @staticmethod
+    async def _relay(
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        tap: Tap | None,
+    ) -> CloseCause:
+        """Copy upstream reads to the client until one side ends; returns why it ended."""
+        content = upstream.content
+        monotonic_ns = time.monotonic_ns
+        while True:
+            try:
+                chunk = await content.readany()
+            except TimeoutError:
+                _abort(request)
+                return CloseCause.UPSTREAM_TIMEOUT
+            except (aiohttp.ClientError, OSError):
+                _abort(request)  # an upstream abort must reach the client as an abort
+                return CloseCause.UPSTREAM_RESET
+            if not chunk:
+                return CloseCause.UPSTREAM_EOF
+            arrived = monotonic_ns()
+            try:
+                await response.write(chunk)
+            except (ConnectionError, aiohttp.ClientConnectionResetError):
+                return CloseCause.CLIENT_ABORT
+            if tap is not None:
+                tap.feed(chunk, arrived)
+
+
+class _UpstreamFailedError(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Reset the client connection so an unfinished body can never look complete."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
