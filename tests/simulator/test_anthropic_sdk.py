@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anthropic
 import pytest
+from anthropic.types import MessageParam
 
 from streamwatch.simulator.scenario import Plan, Scenario, plan
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[MessageParam] = [{"role": "user", "content": "hello"}]
 
 
-def expected(seed: int, **kwargs: object) -> Plan:
+def expected(seed: int, **kwargs: Any) -> Plan:
     """The content the fixture's profile (12 tokens) produces for this seed and these settings."""
-    return plan(Scenario("anthropic_messages", "m", output_tokens=12, seed=seed, **kwargs))  # type: ignore[arg-type]
+    return plan(Scenario("anthropic_messages", "m", output_tokens=12, seed=seed, **kwargs))
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ class TestMessagesStream:
         async with client.messages.stream(
             model="claude-sonnet-4-6",
             max_tokens=1024,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             extra_headers={"x-sim-seed": "5"},
         ) as stream:
             text = "".join([piece async for piece in stream.text_stream])
@@ -47,7 +49,7 @@ class TestMessagesStream:
         async with client.messages.stream(
             model="claude-sonnet-4-6",
             max_tokens=1024,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
             extra_headers={"x-sim-scenario": "tool_call", "x-sim-seed": "6"},
         ) as stream:
@@ -62,7 +64,7 @@ class TestMessagesStream:
         async with client.messages.stream(
             model="claude-sonnet-4-6",
             max_tokens=2048,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             thinking={"type": "enabled", "budget_tokens": 1024},
             extra_headers={"x-sim-seed": "7"},
         ) as stream:
@@ -80,7 +82,7 @@ class TestMessagesStream:
         async with client.messages.stream(
             model="claude-sonnet-4-6",
             max_tokens=3,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
         ) as stream:
             final = await stream.get_final_message()
         assert final.stop_reason == "max_tokens"
@@ -91,7 +93,7 @@ class TestMessagesStream:
             async with client.messages.stream(
                 model="claude-sonnet-4-6",
                 max_tokens=1024,
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 extra_headers={"x-sim-scenario": "error"},
             ) as stream:
                 await stream.get_final_message()
@@ -105,7 +107,7 @@ class TestMessagesRequest:
             await client.messages.create(
                 model="claude-sonnet-4-6",
                 max_tokens=1024,
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 extra_headers={"x-sim-status": "429"},
             )
         assert info.value.response.headers["retry-after"] == "1"
@@ -115,7 +117,7 @@ class TestMessagesRequest:
             await client.messages.create(
                 model="claude-sonnet-4-6",
                 max_tokens=1024,
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 extra_headers={"x-sim-status": "529"},
             )
         assert info.value.status_code == 529
@@ -124,7 +126,7 @@ class TestMessagesRequest:
         message = await client.messages.create(
             model="claude-sonnet-4-6",
             max_tokens=1024,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             extra_headers={"x-sim-seed": "9"},
         )
         assert message.content[0].type == "text"

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.responses import FunctionToolParam
 
 from streamwatch.simulator.scenario import Api, Plan, Scenario, plan
 
-TOOLS_CHAT = [
+TOOLS_CHAT: list[ChatCompletionToolParam] = [
     {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 ]
-TOOLS_RESPONSES = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
-MESSAGES = [{"role": "user", "content": "hello"}]
+TOOLS_RESPONSES: list[FunctionToolParam] = [
+    {"type": "function", "name": "lookup", "parameters": {"type": "object"}, "strict": False}
+]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
-def expected(api: Api, seed: int, **kwargs: object) -> Plan:
+def expected(api: Api, seed: int, **kwargs: Any) -> Plan:
     """The content the fixture's profile (12 tokens) produces for this seed and these settings."""
-    return plan(Scenario(api, "m", output_tokens=12, seed=seed, **kwargs))  # type: ignore[arg-type]
+    return plan(Scenario(api, "m", output_tokens=12, seed=seed, **kwargs))
 
 
 @pytest.fixture
@@ -34,7 +39,7 @@ class TestChatCompletions:
     async def test_text_with_usage(self, client: openai.AsyncOpenAI) -> None:
         stream = await client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
             stream_options={"include_usage": True},
             extra_headers={"x-sim-seed": "5"},
@@ -52,8 +57,8 @@ class TestChatCompletions:
     async def test_tool_call(self, client: openai.AsyncOpenAI) -> None:
         stream = await client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            tools=TOOLS_CHAT,  # type: ignore[arg-type]
+            messages=MESSAGES,
+            tools=TOOLS_CHAT,
             stream=True,
             stream_options={"include_usage": True},
             extra_headers={"x-sim-scenario": "tool_call", "x-sim-seed": "6"},
@@ -70,7 +75,7 @@ class TestChatCompletions:
     async def test_stream_helper(self, client: openai.AsyncOpenAI) -> None:
         async with client.chat.completions.stream(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             extra_headers={"x-sim-seed": "8"},
         ) as stream:
             final = await stream.get_final_completion()
@@ -81,7 +86,7 @@ class TestChatCompletions:
         with pytest.raises(openai.LengthFinishReasonError):
             async with client.chat.completions.stream(
                 model="gpt-4o-mini",
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 max_completion_tokens=5,
             ) as stream:
                 await stream.get_final_completion()
@@ -89,7 +94,7 @@ class TestChatCompletions:
     async def test_error_frame_raises(self, client: openai.AsyncOpenAI) -> None:
         stream = await client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
             extra_headers={"x-sim-scenario": "error"},
         )
@@ -101,7 +106,7 @@ class TestChatCompletions:
         with pytest.raises(openai.RateLimitError) as info:
             await client.chat.completions.create(
                 model="gpt-4o-mini",
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 stream=True,
                 extra_headers={"x-sim-status": "429"},
             )
@@ -111,7 +116,7 @@ class TestChatCompletions:
     async def test_non_streaming(self, client: openai.AsyncOpenAI) -> None:
         completion = await client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             extra_headers={"x-sim-seed": "9", "x-sim-reasoning": "1"},
         )
         assert completion.choices[0].message.content == "".join(expected("openai_chat", 9).text)
@@ -141,7 +146,7 @@ class TestResponses:
         async with client.responses.stream(
             model="gpt-5-nano",
             input="hello",
-            tools=TOOLS_RESPONSES,  # type: ignore[arg-type]
+            tools=TOOLS_RESPONSES,
             reasoning={"effort": "low", "summary": "auto"},
             extra_headers={"x-sim-scenario": "tool_call", "x-sim-seed": "11"},
         ) as stream:
