@@ -28,7 +28,7 @@ RNG_KEY = web.AppKey("rng", random.Random)
 # stream does not hold `streamwatch demo` open.
 SHUTDOWN_TIMEOUT_S = 2.0
 
-MODELS = ("gpt-4o-mini", "gpt-5-nano", "claude-sonnet-4-5", "sim-model")
+MODELS = ("gpt-4o-mini", "gpt-5-nano", "claude-sonnet-4-6", "sim-model")
 
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", None),
