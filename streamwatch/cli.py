@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy listener (127.0.0.1:8080)")
     demo.add_argument("--admin-listen", default="127.0.0.1:9464", help="admin listener")
     demo.add_argument("--seed", type=int, default=None, help="replay the same traffic mix")
+    demo.add_argument("--log", action="store_true", help="also print one log line per stream")
     commands.add_parser("simulate", help="run only the simulated upstream (see simulate --help)")
     args = parser.parse_args(args_list)
     if args.command == "serve":

@@ -53,7 +53,7 @@ class Route:
         return URL(str(self.upstream.origin()) + base + raw_target, encoded=True)
 
 
-def _parse_listen(option: str, value: str) -> tuple[str, int]:
+def parse_listen(option: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(option, f"expected HOST:PORT, got {value!r}")
@@ -175,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _convert(name: str, raw: object) -> Any:
     value = raw
     if name in ("listen", "admin_listen"):
-        return _parse_listen(name, str(value))
+        return parse_listen(name, str(value))
     if name in (
         "stall_threshold",
         "first_token_stall_threshold",

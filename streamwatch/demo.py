@@ -1,0 +1,164 @@
+"""``streamwatch demo``: the simulated upstream, the proxy in front of it, and traffic through both.
+
+Everything runs in one process on loopback so a newcomer sees every metric move with nothing else
+installed: normal streams, tool calls, reasoning, ``max_tokens`` cuts, mid-stream error frames,
+truncations, upstream resets, stalls and client aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from contextlib import suppress
+from typing import TextIO
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from streamwatch.config import ConfigError, Route, Settings, parse_listen
+from streamwatch.export.logs import configure_logging
+from streamwatch.export.prometheus import (
+    STALLS_TOTAL,
+    STREAMS_ACTIVE,
+    STREAMS_STALLED,
+    STREAMS_TOTAL,
+    TIME_TO_FIRST_TOKEN_SECONDS,
+)
+from streamwatch.proxy.app import Running, start, stop
+from streamwatch.simulator.profile import Profile
+from streamwatch.simulator.server import start_simulator
+
+_REQUESTS = (
+    ("/v1/chat/completions", "gpt-4o-mini", {"stream_options": {"include_usage": True}}),
+    ("/v1/responses", "gpt-4.1-nano", {}),
+    ("/v1/messages", "claude-sonnet-4-5", {"max_tokens": 512}),
+)
+CLIENT_ABORT_SHARE = 0.03  # a few clients hang up mid-stream, as real users do
+
+
+def _body(model: str, extra: dict[str, object], path: str) -> bytes:
+    if path.endswith("/responses"):
+        return orjson.dumps({"model": model, "stream": True, "input": "Tell me a story.", **extra})
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    return orjson.dumps({"model": model, "stream": True, "messages": messages, **extra})
+
+
+async def _client(
+    session: aiohttp.ClientSession, base: URL, rng: random.Random, stop_at: float
+) -> None:
+    while time.monotonic() < stop_at:
+        path, model, extra = rng.choice(_REQUESTS)
+        abort_after = rng.randint(2, 10) if rng.random() < CLIENT_ABORT_SHARE else None
+        try:
+            async with session.post(
+                base.with_path(path),
+                data=_body(model, extra, path),
+                headers={"Content-Type": "application/json", "Authorization": "Bearer sk-demo"},
+            ) as resp:
+                reads = 0
+                async for _ in resp.content.iter_any():
+                    reads += 1
+                    if abort_after is not None and reads >= abort_after:
+                        resp.close()  # hang up mid-stream
+                        break
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # resets and truncations are part of the mix
+        await asyncio.sleep(rng.uniform(0.05, 0.3))
+
+
+def _summary(running: Running) -> tuple[Counter[str], dict[str, float]]:
+    outcomes: Counter[str] = Counter()
+    gauges = {"active": 0.0, "stalled": 0.0, "stalls": 0.0, "ttft_sum": 0.0, "ttft_count": 0.0}
+    for family in running.registry.collect():
+        for sample in family.samples:
+            if sample.name == STREAMS_TOTAL:
+                outcomes[sample.labels["outcome"]] += int(sample.value)
+            elif sample.name == STREAMS_ACTIVE:
+                gauges["active"] += sample.value
+            elif sample.name == STREAMS_STALLED:
+                gauges["stalled"] += sample.value
+            elif sample.name == STALLS_TOTAL:
+                gauges["stalls"] += sample.value
+            elif sample.name == TIME_TO_FIRST_TOKEN_SECONDS + "_sum":
+                gauges["ttft_sum"] += sample.value
+            elif sample.name == TIME_TO_FIRST_TOKEN_SECONDS + "_count":
+                gauges["ttft_count"] += sample.value
+    return outcomes, gauges
+
+
+def _line(running: Running, elapsed: float) -> str:
+    outcomes, g = _summary(running)
+    mean_ttft = g["ttft_sum"] / g["ttft_count"] if g["ttft_count"] else 0.0
+    mix = " ".join(f"{k}={v}" for k, v in sorted(outcomes.items()) if v)
+    return (
+        f"[{elapsed:5.0f}s] streams: {sum(outcomes.values())} ({mix or 'none yet'}) | "
+        f"open {g['active']:.0f} stalled {g['stalled']:.0f} | stalls {g['stalls']:.0f} | "
+        f"mean TTFT {mean_ttft * 1000:.0f} ms"
+    )
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    listen = parse_listen("listen", args.listen)
+    admin = parse_listen("admin_listen", args.admin_listen)
+    sim_runner, sim_port = await start_simulator("127.0.0.1", 0, Profile(seed=args.seed))
+    settings = Settings(
+        routes=(Route("default", URL(f"http://127.0.0.1:{sim_port}")),),
+        listen=listen,
+        admin_listen=admin,
+        drain_timeout=2.0,
+    )
+    running = await start(settings)
+    proxy = URL(f"http://{listen[0]}:{running.proxy_port}")
+    metrics = f"http://{admin[0]}:{running.admin_port}/metrics"
+    print(
+        f"simulated upstream: http://127.0.0.1:{sim_port}\n"
+        f"streamwatch proxy:  {proxy}   (point an OpenAI/Anthropic SDK base_url here)\n"
+        f"metrics:            {metrics}\n"
+        f"open streams:       http://{admin[0]}:{running.admin_port}/debug/streams\n"
+        f"driving {args.concurrency} concurrent clients for {args.duration:.0f}s (Ctrl-C stops)",
+        file=out,
+        flush=True,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    rng = random.Random(args.seed)  # noqa: S311 (traffic mix, not crypto)
+    started = time.monotonic()
+    stop_at = started + args.duration
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        clients = [
+            loop.create_task(
+                _client(session, proxy, random.Random(rng.random()), stop_at),  # noqa: S311
+                name=f"demo-client-{i}",
+            )
+            for i in range(args.concurrency)
+        ]
+        while not stopping.is_set() and time.monotonic() < stop_at:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1.0)
+            print(_line(running, time.monotonic() - started), file=out, flush=True)
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+    print("final: " + _line(running, time.monotonic() - started), file=out, flush=True)
+    await stop(running, settings.drain_timeout)
+    await sim_runner.cleanup()
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Entry point of ``streamwatch demo``; per-stream log lines only with ``--log``."""
+    configure_logging("auto", "info" if args.log else "warning")
+    try:
+        return asyncio.run(_run(args, sys.stdout))
+    except ConfigError as exc:
+        print(f"streamwatch demo: {exc}", file=sys.stderr)
+        return 2
