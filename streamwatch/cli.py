@@ -26,14 +26,13 @@ def _quiet_created_series() -> None:
     """Drop prometheus-client's ``*_created`` samples: they double /metrics and no panel uses them."""
     import prometheus_client  # noqa: PLC0415
 
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 def _serve(settings: Settings) -> int:
     from streamwatch.proxy.app import serve  # noqa: PLC0415 (keeps --help fast)
 
     configure_logging(settings.log_format, settings.log_level)
-    _quiet_created_series()
     _install_uvloop()
     return asyncio.run(serve(settings))
 
@@ -64,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--log", action="store_true", help="also print one log line per stream")
     commands.add_parser("simulate", help="run only the simulated upstream (see simulate --help)")
     args = parser.parse_args(args_list)
+    _quiet_created_series()
     if args.command == "serve":
         try:
             settings = load_settings(args, os.environ)

@@ -34,7 +34,7 @@ from streamwatch.proxy.app import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
 
-_REQUESTS = (
+_REQUESTS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("/v1/chat/completions", "gpt-4o-mini", {"stream_options": {"include_usage": True}}),
     ("/v1/responses", "gpt-4.1-nano", {}),
     ("/v1/messages", "claude-sonnet-4-5", {"max_tokens": 512}),
