@@ -1,0 +1,85 @@
+"""Read the generated mixin files back: every PromQL expression and every metric name they use."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = REPO / "dashboards"
+RULE_FILES = (
+    DASHBOARDS / "prometheus" / "recording_rules.yml",
+    DASHBOARDS / "prometheus" / "alerts.yml",
+)
+DASHBOARD_FILES = tuple(sorted((DASHBOARDS / "grafana").glob("*.json")))
+
+# Grafana variables replaced so a dashboard query can be evaluated by Prometheus directly.
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+
+
+def _panel_targets(panels: list[dict[str, Any]]) -> Iterator[str]:
+    for panel in panels:
+        yield from _panel_targets(panel.get("panels", []))
+        for target in panel.get("targets", []):
+            yield target["expr"]
+
+
+def dashboard_exprs(path: Path) -> list[str]:
+    """Every panel query of one dashboard, verbatim."""
+    return list(_panel_targets(json.loads(path.read_text())["panels"]))
+
+
+def dashboard_variables(path: Path) -> list[dict[str, Any]]:
+    variables: list[dict[str, Any]] = json.loads(path.read_text())["templating"]["list"]
+    return variables
+
+
+def evaluable(expr: str) -> str:
+    """A dashboard query with Grafana's variables replaced by values Prometheus accepts."""
+    for var, value in GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    return re.sub(r"\$\w+", ".*", expr)
+
+
+_LABEL_VALUES = re.compile(r"^label_values\((.*), (\w+)\)$")
+
+
+def template_query(query: str) -> str:
+    """Grafana's ``label_values(selector, label)`` as the PromQL that answers it."""
+    match = _LABEL_VALUES.match(query)
+    return f"count by ({match[2]}) ({match[1]})" if match else query
+
+
+def rules(path: Path) -> list[dict[str, Any]]:
+    return [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+
+
+def rule_exprs() -> list[str]:
+    return [r["expr"] for path in RULE_FILES for r in rules(path)]
+
+
+def all_exprs() -> list[str]:
+    """Every expression of the mixin, ready to evaluate."""
+    exprs = [evaluable(e) for path in DASHBOARD_FILES for e in dashboard_exprs(path)]
+    exprs += [
+        evaluable(template_query(v["query"]["query"]))
+        for path in DASHBOARD_FILES
+        for v in dashboard_variables(path)
+        if v["type"] == "query"
+    ]
+    return exprs + rule_exprs()
+
+
+_NAME = re.compile(r"(?<![\w:])(streamwatch_\w+)")
+_RECORDED = re.compile(r"[\w]+:(streamwatch_\w+?)(?:_bucket)?:\w+")
+
+
+def metric_names(text: str) -> set[str]:
+    """Raw metric names (``streamwatch_...``) referenced, excluding recorded-rule names."""
+    text = _RECORDED.sub("", text)
+    return set(_NAME.findall(text))

@@ -1,0 +1,169 @@
+"""The monitoring mixin: promtool-valid rules, passing rule tests, fresh generated output, real names."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamwatch.export.prometheus import METRIC_TYPES
+from tests.dashboards.mixin import (
+    DASHBOARD_FILES,
+    DASHBOARDS,
+    REPO,
+    RULE_FILES,
+    dashboard_exprs,
+    metric_names,
+    rules,
+)
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not on PATH (CI installs the prometheus package)"
+)
+GENERATE = DASHBOARDS / "generate.py"
+PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
+
+
+def exported(name: str) -> str | None:
+    """The exported metric a referenced series name belongs to, or None."""
+    if name in METRIC_TYPES:
+        return name
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name.removesuffix(suffix)
+        if base != name and METRIC_TYPES.get(base) == "histogram":
+            return base
+    return None
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@needs_promtool
+class TestPromtool:
+    """promtool accepts every rule file and the promtool unit tests pass."""
+
+    def test_check_rules(self) -> None:
+        """`promtool check rules` passes on the recording and alert rules."""
+        result = run(str(PROMTOOL), "check", "rules", *map(str, RULE_FILES))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_prometheus_rule_spec_is_valid(self, tmp_path: Path) -> None:
+        """The Kubernetes PrometheusRule's groups pass `promtool check rules` too."""
+        spec = yaml.safe_load(PROMETHEUS_RULE.read_text())["spec"]
+        path = tmp_path / "rules.yml"
+        path.write_text(yaml.safe_dump(spec))
+        result = run(str(PROMTOOL), "check", "rules", str(path))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_rule_unit_tests(self) -> None:
+        """`promtool test rules` passes for every dashboards/tests/*.yml."""
+        tests = sorted((DASHBOARDS / "tests").glob("*.yml"))
+        assert tests
+        result = run(str(PROMTOOL), "test", "rules", *map(str, tests), cwd=DASHBOARDS / "tests")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_every_alert_is_unit_tested_firing_and_silent(self) -> None:
+        """Each alert appears in a promtool test both with expected alerts and with none."""
+        fired: set[str] = set()
+        silent: set[str] = set()
+        for path in (DASHBOARDS / "tests").glob("*.yml"):
+            for test in yaml.safe_load(path.read_text())["tests"]:
+                for case in test.get("alert_rule_test", []):
+                    (fired if case["exp_alerts"] else silent).add(case["alertname"])
+        alerts = {r["alert"] for r in rules(RULE_FILES[1])}
+        assert alerts <= fired
+        assert alerts <= silent
+
+
+class TestGenerator:
+    """The committed output is what the generator produces, and the check notices drift."""
+
+    def test_check_mode_passes(self) -> None:
+        """`generate.py --check` exits 0 on the committed tree."""
+        result = run(sys.executable, str(GENERATE), "--check")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_check_mode_notices_a_changed_threshold(self, tmp_path: Path) -> None:
+        """A config change makes --check fail with a diff naming the alerts file."""
+        config = yaml.safe_load((DASHBOARDS / "config.yaml").read_text())
+        config["alerts"]["truncation_ratio"]["threshold"] = 0.5
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = run(sys.executable, str(GENERATE), "--check", "--config", str(path))
+        assert result.returncode == 1
+        assert "dashboards/prometheus/alerts.yml" in result.stdout
+
+    def test_slo_threshold_must_be_a_bucket_bound(self, tmp_path: Path) -> None:
+        """A TTFT objective between buckets is refused (the SLI reads one bucket)."""
+        config = yaml.safe_load((DASHBOARDS / "config.yaml").read_text())
+        config["ttft_slo"]["threshold_seconds"] = 11
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = run(sys.executable, str(GENERATE), "--check", "--config", str(path))
+        assert result.returncode != 0
+        assert "not a TTFT bucket bound" in result.stderr
+
+    def test_prometheus_rule_matches_the_rule_files(self) -> None:
+        """The Kubernetes PrometheusRule carries exactly the recording and alert groups."""
+        spec = yaml.safe_load(PROMETHEUS_RULE.read_text())["spec"]
+        groups = [g for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]
+        assert spec["groups"] == groups
+
+
+class TestMetricNames:
+    """Dashboards and rules use only exported names, and every exported metric is on a dashboard."""
+
+    def test_every_referenced_name_is_exported(self) -> None:
+        """No dashboard or rule references a streamwatch_* series the Metrics module lacks."""
+        texts = [p.read_text() for p in (*DASHBOARD_FILES, *RULE_FILES)]
+        names = set().union(*(metric_names(t) for t in texts))
+        assert names
+        unknown = {n for n in names if exported(n) is None}
+        assert not unknown
+
+    def test_every_exported_metric_is_on_the_overview(self) -> None:
+        """Each metric of the contract is queried by some overview panel."""
+        overview = DASHBOARDS / "grafana" / "streamwatch-overview.json"
+        used = {exported(n) for e in dashboard_exprs(overview) for n in metric_names(e)}
+        assert set(METRIC_TYPES) - used == set()
+
+    def test_latency_panels_have_exemplars(self) -> None:
+        """Every histogram query of a graph or heatmap panel asks Grafana for exemplars."""
+        for path in DASHBOARD_FILES:
+            for panel in json.loads(path.read_text())["panels"]:
+                if panel["type"] not in {"timeseries", "heatmap"}:
+                    continue  # stat panels cannot show exemplars
+                for target in panel.get("targets", []):
+                    if "_bucket{" in target["expr"]:
+                        assert target["exemplar"], (path.name, panel["title"])
+
+    def test_dashboards_have_the_template_variables(self) -> None:
+        """Both dashboards offer datasource, job, instance, route, api and model."""
+        for path in DASHBOARD_FILES:
+            names = [v["name"] for v in json.loads(path.read_text())["templating"]["list"]]
+            assert names == ["datasource", "job", "instance", "route", "api", "model"]
+
+
+class TestRunbook:
+    """Every alert links to a runbook section that exists."""
+
+    def test_runbook_has_a_section_per_alert(self) -> None:
+        """Each runbook_url anchor is a heading in dashboards/runbook.md."""
+        headings = {
+            m.group(1).lower()
+            for m in re.finditer(r"^## (\S+)$", (DASHBOARDS / "runbook.md").read_text(), re.M)
+        }
+        for rule in rules(RULE_FILES[1]):
+            anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
+            assert anchor in headings, rule["alert"]
+            assert rule["annotations"]["dashboard_url"].startswith("http")
+            assert rule["labels"]["severity"] in {"warning", "critical"}
+            assert rule["for"]
