@@ -241,7 +241,7 @@ def alert_rules(cfg: Config) -> Json:
             f"{STALL_RATIO} > {num(a['stall_ratio'].threshold)}",
             a["stall_ratio"],
             "LLM streams are stalling: no output for longer than the stall threshold.",
-            "{{ $value | printf \"%.3g\" }} stall episodes per ended stream "
+            '{{ $value | printf "%.3g" }} stall episodes per ended stream '
             + per_route
             + f" over the last 5m (threshold {num(a['stall_ratio'].threshold)}).",
         ),
@@ -300,7 +300,7 @@ def alert_rules(cfg: Config) -> Json:
             f" > {num(a['analysis_errors_per_second'].threshold)}",
             a["analysis_errors_per_second"],
             "The stream analyzer is failing; streams pass through unmeasured.",
-            "The analyzer raised {{ $value | printf \"%.3g\" }} times per second "
+            'The analyzer raised {{ $value | printf "%.3g" }} times per second '
             + per_route
             + " over the last 5m; those streams are forwarded but missing from the metrics.",
         ),
