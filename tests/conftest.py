@@ -16,6 +16,16 @@ settings.register_profile("nightly", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def missing(reason: str) -> None:
+    """Skip for want of an external tool or data, except in CI, where it must be there.
+
+    ``.ci/run`` sets ``STREAMWATCH_REQUIRE_TOOLS=1`` so that nothing is silently skipped there.
+    """
+    if os.environ.get("STREAMWATCH_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
 def find_corpus() -> Path:
     """The corpus directory: ``$STREAMWATCH_CORPUS``, else ``../shared/corpus`` from the repo root."""
     configured = os.environ.get("STREAMWATCH_CORPUS")
@@ -26,7 +36,7 @@ def corpus_or_skip() -> Path:
     """The corpus directory, or skip the calling test with the reason and the way to fix it."""
     path = find_corpus()
     if not (path / "sse-spec" / "cases.json").is_file():
-        pytest.skip(f"corpus not found at {path}; set STREAMWATCH_CORPUS")
+        missing(f"corpus not found at {path}; set STREAMWATCH_CORPUS")
     return path
 
 
