@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
 import yaml
+
+# CI sets this: a missing tool (promtool, prometheus, kubernetes-validate) then fails the test
+# instead of skipping it.
+REQUIRE_TOOLS = os.environ.get("STREAMWATCH_REQUIRE_TOOLS") == "1"
+
+
+def skip_unless(present: bool, reason: str) -> None:
+    """Skip the calling test when a tool is missing, or fail it under STREAMWATCH_REQUIRE_TOOLS=1."""
+    if present:
+        return
+    if REQUIRE_TOOLS:
+        pytest.fail(f"{reason}; STREAMWATCH_REQUIRE_TOOLS=1 forbids skipping")
+    pytest.skip(reason)
+
+
+def import_or_skip(module: str, reason: str) -> ModuleType:
+    """Import an optional test dependency, under the same rule as :func:`skip_unless`."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        skip_unless(False, reason)
+        raise
+
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"

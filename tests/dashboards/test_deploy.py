@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.dashboards.mixin import REPO
+from tests.dashboards.mixin import REPO, import_or_skip
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -95,15 +95,15 @@ class TestKubernetes:
     )
     def test_builtin_kinds_validate(self, name: str, doc: dict[str, Any]) -> None:
         """Deployment and Service pass the Kubernetes schemas (strict: no unknown fields)."""
-        kubernetes_validate = pytest.importorskip(
-            "kubernetes_validate", reason="kubernetes-validate not installed (dev dependency)"
+        kubernetes_validate = import_or_skip(
+            "kubernetes_validate", "kubernetes-validate not installed (dev dependency)"
         )
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
     def test_validator_rejects_a_bad_manifest(self) -> None:
         """The schema check can fail: a probe port of the wrong type is refused."""
-        kubernetes_validate = pytest.importorskip(
-            "kubernetes_validate", reason="kubernetes-validate not installed (dev dependency)"
+        kubernetes_validate = import_or_skip(
+            "kubernetes_validate", "kubernetes-validate not installed (dev dependency)"
         )
         [deployment] = [d for _, d in manifests() if d["kind"] == "Deployment"]
         bad = yaml.safe_load(yaml.safe_dump(deployment))

@@ -11,17 +11,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from streamwatch.core.events import Api, StallPhase
 from streamwatch.core.record import CloseCause, Outcome, Usage, unanalyzed_record
 from streamwatch.export.prometheus import Metrics
-from tests.dashboards.mixin import RULE_FILES, all_exprs
+from tests.dashboards.mixin import RULE_FILES, all_exprs, skip_unless
 from tests.dashboards.promserver import PROMETHEUS, PromServer, free_port
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which(PROMETHEUS) is None,
-        reason="prometheus binary not installed (CI installs the prometheus package)",
-    ),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -62,6 +55,7 @@ def observed_metrics(registry: CollectorRegistry) -> Metrics:
 
 @pytest.fixture(scope="module")
 def prom() -> Iterator[PromServer]:
+    skip_unless(shutil.which(PROMETHEUS) is not None, "prometheus not installed (apt prometheus)")
     registry = CollectorRegistry()
     observed_metrics(registry)
     port = free_port()

@@ -21,12 +21,10 @@ from tests.dashboards.mixin import (
     dashboard_exprs,
     metric_names,
     rules,
+    skip_unless,
 )
 
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not on PATH (CI installs the prometheus package)"
-)
 GENERATE = DASHBOARDS / "generate.py"
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 
@@ -46,9 +44,12 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
-@needs_promtool
 class TestPromtool:
     """promtool accepts every rule file and the promtool unit tests pass."""
+
+    @pytest.fixture(autouse=True)
+    def _promtool(self) -> None:
+        skip_unless(PROMTOOL is not None, "promtool not on PATH (apt package prometheus)")
 
     def test_check_rules(self) -> None:
         """`promtool check rules` passes on the recording and alert rules."""
