@@ -39,6 +39,7 @@ _API_BY_SUFFIX = (
     ("/messages", Api.ANTHROPIC_MESSAGES),
 )
 _MAX_REQUEST_ID = 128
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response began
 
 
 def api_for_path(path: str) -> Api | None:
@@ -269,6 +270,9 @@ class Proxy:
             cause = CloseCause.SHUTDOWN if self.shutting_down else CloseCause.CLIENT_ABORT
             if cause is CloseCause.SHUTDOWN:
                 _abort(request)
+            if exchange.status is None:
+                # Nothing was sent: count it as nginx does, "client closed request" (or 503).
+                exchange.status = 503 if cause is CloseCause.SHUTDOWN else CLIENT_CLOSED_REQUEST
             raise
         except ConnectionError:
             cause = CloseCause.CLIENT_ABORT  # write_eof to a client that just left
@@ -307,7 +311,9 @@ class Proxy:
         except TimeoutError as exc:
             raise _UpstreamFailedError(504, "timeout", "upstream did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise _UpstreamFailedError(502, "protocol", "upstream sent an invalid response") from exc
+            raise _UpstreamFailedError(
+                502, "protocol", "upstream sent an invalid response"
+            ) from exc
 
     @staticmethod
     def _analyzed_api(path: str, upstream: aiohttp.ClientResponse) -> Api | None:
