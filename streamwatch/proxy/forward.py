@@ -138,10 +138,10 @@ class Proxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Entry point for every request on the proxy port."""
         t_request = time.monotonic_ns()
-        message = request.message
-        if request.method == "CONNECT" or message.url.is_absolute():
+        # The request-target as sent; origin-form starts with "/" (``Request.message`` is deprecated).
+        raw_target = request.raw_path
+        if request.method == "CONNECT" or not raw_target.startswith("/"):
             return local_error(400, "bad_target", "only origin-form request targets are proxied")
-        raw_target = message.path
         path = raw_target.partition("?")[0]
         route = self.settings.route_for(path)
         if route is None:
