@@ -243,9 +243,9 @@ class StreamAnalyzer:
         for item in self._decoder.close():
             if isinstance(item, TailDiscarded):
                 self._tail = True
-        # A stall still open at the end is closed without an end time ("ended stalled"); silence the
-        # watchdog had not polled yet is counted now, so counts never depend on the tick rate.
-        self._settle_stall(at_ns, events, ended=self._stall_since is None)
+        # A stall still open at the end is closed without an end time ("ended stalled"), whether or
+        # not the watchdog had polled it yet, so the record never depends on the tick rate.
+        self._settle_stall(at_ns, events, ended=False)
         self._closed = True
         return events, self._record(at_ns, cause)
 
@@ -262,7 +262,8 @@ class StreamAnalyzer:
             outcome=outcome_of(
                 error_frames=len(reading.error_frames),
                 cause=cause,
-                terminal_seen=reading.terminal_frame is not None,
+                # An uninterpreted event stream has no terminal frame to wait for.
+                terminal_seen=reading.terminal_frame is not None or self.api is Api.SSE,
             ),
             close_cause=cause,
             t_request_ns=self.t_request_ns,

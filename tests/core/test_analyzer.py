@@ -253,11 +253,6 @@ class TestStalls:
         assert of_type(events, StallEnded) == [StallEnded(at(30), at(1), StallPhase.MID_STREAM)]
         assert record.stalls == (StallEpisode(StallPhase.MID_STREAM, at(1), None),)
 
-    @pytest.mark.xfail(
-        reason="core bug: a stall first noticed at close() is recorded with end_ns=close time, but one "
-        "the watchdog had seen gets end_ns=None, so the record depends on the tick rate",
-        strict=True,
-    )
     def test_ending_stalled_is_recorded_the_same_with_or_without_a_watchdog_tick(self) -> None:
         records = []
         for tick in (True, False):

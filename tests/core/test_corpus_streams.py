@@ -414,11 +414,6 @@ class TestFixtureStreams:
         check_against_expected(record, expected)
         assert record.output_events == expected["output_events"]
 
-    @pytest.mark.xfail(
-        reason="core bug: an uninterpreted (api=sse) stream has no terminal frame, so a clean EOF "
-        "is always recorded as outcome=truncated",
-        strict=True,
-    )
     def test_generic_sse_clean_eof_is_not_truncated(self) -> None:
         record = analyze(Api.SSE, [b'data: {"candidates": [{"finishReason": "STOP"}]}\r\n\r\n'])
         assert record.outcome is Outcome.COMPLETED
