@@ -224,6 +224,25 @@ def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+GENAI_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_GENAI_CAPTURE_VALUES = {  # booleans, and the modes of opentelemetry-util-genai (spans only here)
+    "true": True,
+    "span_only": True,
+    "span_and_event": True,
+    "false": False,
+    "no_content": False,
+    "event_only": False,
+}
+
+
+def _genai_capture(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in _GENAI_CAPTURE_VALUES:
+        choices = ", ".join(_GENAI_CAPTURE_VALUES)
+        raise ConfigError("capture_content", f"{GENAI_CAPTURE_ENV}: expected one of {choices}")
+    return _GENAI_CAPTURE_VALUES[lowered]
+
+
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """Merge flags over ``STREAMWATCH_*`` variables over the config file; validate everything."""
     raw: dict[str, object] = {}
@@ -246,6 +265,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
                 raise ConfigError("config", f"{path}: unknown option {key!r}")
             else:
                 raw["upstream"] = value
+    genai_capture = environ.get(GENAI_CAPTURE_ENV)
+    if genai_capture is not None:  # the GenAI conventions' own switch; STREAMWATCH_* and flags win
+        raw["capture_content"] = _genai_capture(genai_capture)
     for name in _OPTIONS:
         env_value = environ.get(ENV_PREFIX + name.upper())
         if env_value is not None and name != "config":
