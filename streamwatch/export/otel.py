@@ -1,0 +1,486 @@
+"""OpenTelemetry traces: one CLIENT span per proxied request, in the GenAI semantic conventions.
+
+The span starts when the request's headers arrived (``Exchange.t_request_ns``), continues the
+client's W3C trace context (``traceparent``/``tracestate``, with its baggage) or starts a new trace,
+and its context replaces the client's in the upstream request, so the gateway's spans become its
+children. Stream facts arrive as span events while the stream is open (first token, each stall as
+it starts and ends, each error frame) and as attributes when it ends. The sampled trace id is
+handed to the metrics watcher through ``Exchange.trace_id`` for exemplars: the tracing observer
+must come first in ``start(extra_observers=...)``.
+
+Nothing is read from headers except the trace context, no body, header value or query string is
+copied into a span, and prompt and completion are recorded only with content capture on (the
+opt-in ``gen_ai.input.messages`` / ``gen_ai.output.messages`` attributes, truncated).
+
+The SDK is configured only by :func:`tracing_from_env`, called from the entry point; with tracing
+off it returns no observer at all, so the hot path pays nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from streamwatch import __version__
+from streamwatch.config import Settings
+from streamwatch.core.events import (
+    Api,
+    ErrorFrameReceived,
+    FirstTokenReceived,
+    OutputReceived,
+    StallEnded,
+    StallStarted,
+    StreamEvent,
+)
+from streamwatch.core.record import CloseCause, Outcome, StreamRecord
+from streamwatch.export import semconv as sc
+from streamwatch.proxy.observe import Exchange, Observer, Watcher
+
+Closer = Callable[[], Awaitable[None]]
+
+_MAX_ERROR_MESSAGE = 256  # error-frame messages on span events: enough to read, never a payload
+_NS = 1e9
+
+
+class TracingConfigError(ValueError):
+    """An ``OTEL_*`` variable has a value streamwatch cannot honour; the message names it."""
+
+
+# -- content capture (opt-in) --------------------------------------------------------------------
+
+
+class _Budget:
+    """Characters of content left for one attribute (``capture_limit`` in total)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, text: str) -> str:
+        kept = text[: max(self.left, 0)]
+        self.left -= len(kept)
+        return kept
+
+
+def _parts(content: object, budget: _Budget) -> list[dict[str, Any]]:
+    """Message content as convention parts: text kept (within budget), other parts by type only."""
+    if isinstance(content, str):
+        return [{"type": "text", "content": budget.take(content)}]
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, list):
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            text = block.get("text")
+            if isinstance(text, str):
+                parts.append({"type": "text", "content": budget.take(text)})
+            else:
+                parts.append({"type": str(block.get("type", "unknown"))})
+    return parts
+
+
+def prompt_attributes(body: bytes, limit: int) -> dict[str, str]:
+    """``gen_ai.input.messages`` (and ``gen_ai.system_instructions``) from a request body.
+
+    Reads the chat messages of OpenAI chat completions and Anthropic Messages, and the ``input``
+    of the Responses API; Anthropic's ``system`` and Responses' ``instructions`` become system
+    instructions. All content together is cut to ``limit`` characters; the JSON stays valid.
+    """
+    try:
+        obj = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(obj, dict):
+        return {}
+    budget = _Budget(limit)
+    out: dict[str, str] = {}
+    system = obj.get("system", obj.get("instructions"))
+    if system is not None:
+        out[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = orjson.dumps(_parts(system, budget)).decode()
+    messages = obj.get("messages", obj.get("input"))
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if isinstance(messages, list):
+        rendered = [
+            {"role": str(m.get("role", "user")), "parts": _parts(m.get("content"), budget)}
+            for m in messages
+            if isinstance(m, dict)
+        ]
+        out[sc.GEN_AI_INPUT_MESSAGES] = orjson.dumps(rendered).decode()
+    return out
+
+
+def completion_attribute(record: StreamRecord, limit: int) -> str | None:
+    """``gen_ai.output.messages``: the captured text and tool calls, cut to ``limit`` characters."""
+    if record.captured_text is None and not any(t.arguments for t in record.tool_calls):
+        return None
+    budget = _Budget(limit)
+    parts: list[dict[str, Any]] = []
+    if record.captured_text:
+        parts.append({"type": "text", "content": budget.take(record.captured_text)})
+    parts.extend(
+        {
+            "type": "tool_call",
+            "id": call.call_id,
+            "name": call.name,
+            "arguments": budget.take(call.arguments or ""),
+        }
+        for call in record.tool_calls
+    )
+    finish = record.finish_reasons[0] if record.finish_reasons else record.outcome.value
+    message = {"role": "assistant", "parts": parts, "finish_reason": finish}
+    return orjson.dumps([message]).decode()
+
+
+# -- the span ------------------------------------------------------------------------------------
+
+
+def _set(attributes: dict[str, Any], key: str, value: object) -> None:
+    if value is not None:
+        attributes[key] = value
+
+
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else ns / _NS
+
+
+def _start_attributes(exchange: Exchange) -> dict[str, Any]:
+    """What sampling may look at, known when the span starts (the conventions ask for these)."""
+    attributes: dict[str, Any] = {
+        sc.HTTP_REQUEST_METHOD: exchange.method,
+        sc.URL_PATH: exchange.path,
+        sc.SW_ROUTE: exchange.route,
+        sc.SW_REQUEST_ID: exchange.request_id,
+    }
+    if exchange.server_address:
+        attributes[sc.SERVER_ADDRESS] = exchange.server_address
+    _set(attributes, sc.SERVER_PORT, exchange.server_port)
+    api = exchange.api
+    if api is not None:
+        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_CHAT
+        _set(attributes, sc.GEN_AI_PROVIDER_NAME, sc.PROVIDER_BY_API.get(api))
+        _set(attributes, sc.OPENAI_API_TYPE, sc.OPENAI_API_TYPE_BY_API.get(api))
+        _set(attributes, sc.GEN_AI_REQUEST_MODEL, exchange.request_model)
+        _set(attributes, sc.GEN_AI_REQUEST_STREAM, exchange.stream_requested)
+    return attributes
+
+
+def span_name(exchange: Exchange) -> str:
+    """``{gen_ai.operation.name} {gen_ai.request.model}`` for LLM calls, the HTTP method otherwise."""
+    if exchange.api is None:
+        return exchange.method
+    if exchange.request_model:
+        return f"{sc.OPERATION_CHAT} {exchange.request_model}"
+    return sc.OPERATION_CHAT
+
+
+def _record_attributes(record: StreamRecord) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        sc.SW_API: record.api.value,
+        sc.SW_OUTCOME: record.outcome.value,
+        sc.SW_OUTPUT_EVENTS: record.output_events,
+        sc.SW_OUTPUT_TOKENS_ESTIMATED: record.output_tokens_estimated,
+        sc.SW_STALLS: len(record.stalls),
+        sc.SW_BODY_BYTES: record.body_bytes,
+    }
+    _set(attributes, sc.GEN_AI_RESPONSE_MODEL, record.response_model)
+    _set(attributes, sc.GEN_AI_RESPONSE_ID, record.response_id)
+    if record.finish_reasons:
+        attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = list(record.finish_reasons)
+    _set(attributes, sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, _seconds(record.ttft_ns))
+    usage = record.usage
+    if usage is not None:
+        _set(attributes, sc.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
+        _set(attributes, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens)
+        _set(attributes, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cached_input_tokens)
+        _set(
+            attributes,
+            sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+            usage.cache_creation_input_tokens,
+        )
+    if not record.output_tokens_estimated:
+        attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = record.output_tokens
+    _set(attributes, sc.SW_TTFB, _seconds(record.ttfb_ns))
+    _set(attributes, sc.SW_MAX_GAP, _seconds(record.max_gap_ns))
+    _set(attributes, sc.SW_TOKENS_PER_SECOND, record.tokens_per_second)
+    if record.analysis_failed:
+        attributes[sc.SW_ANALYSIS_FAILED] = True
+    return attributes
+
+
+def error_type(
+    record: StreamRecord | None, error_kind: str | None, status: int | None
+) -> str | None:
+    """Why the call failed, low-cardinality; None when it succeeded.
+
+    The provider's type for an error frame; the outcome for any stream that did not complete
+    (``client_abort``, ``upstream_reset``, ``truncated``...); ``upstream_<kind>`` when upstream failed
+    before answering; ``cancelled`` when the request ended before any answer; else the status code
+    for an HTTP error (4xx too: for a CLIENT span a refused call is a failed call).
+    """
+    if record is not None and record.error_frames:
+        return record.error_frames[0].error_type or Outcome.ERROR_FRAME.value
+    if record is not None and record.outcome is not Outcome.COMPLETED:
+        return record.outcome.value
+    if error_kind is not None:
+        return f"upstream_{error_kind}"
+    if status is None:
+        return sc.ERROR_CANCELLED
+    if status >= 400:
+        return str(status)
+    return None
+
+
+class _SpanWatcher:
+    """One request's span: started in ``watch``, events while the stream runs, ended in ``finish``."""
+
+    __slots__ = (
+        "_capture_limit",
+        "_context",
+        "_exchange",
+        "_offset_ns",
+        "_propagator",
+        "_recording",
+        "_span",
+    )
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        propagator: TextMapPropagator,
+        exchange: Exchange,
+        capture_limit: int | None,
+    ) -> None:
+        # Stream times are monotonic; spans want epoch ns. One offset maps every timestamp.
+        self._offset_ns = time.time_ns() - time.monotonic_ns()
+        self._exchange = exchange
+        self._propagator = propagator
+        self._capture_limit = capture_limit
+        parent = propagator.extract(exchange.headers)
+        attributes = _start_attributes(exchange)
+        if capture_limit is not None and exchange.body:
+            attributes.update(prompt_attributes(exchange.body, capture_limit))
+        span = tracer.start_span(
+            span_name(exchange),
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=exchange.t_request_ns + self._offset_ns,
+        )
+        self._span = span
+        self._context: Context = trace.set_span_in_context(span, parent)  # keeps the baggage
+        self._recording = span.is_recording()
+        span_context = span.get_span_context()
+        if span_context.trace_flags.sampled:  # only sampled traces make exemplars
+            exchange.trace_id = trace.format_trace_id(span_context.trace_id)
+
+    def inject(self, headers: CIMultiDict[str]) -> None:
+        """Our span's context replaces the client's; the client's baggage passes as it was sent."""
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier, context=self._context)
+        headers.popall("tracestate", None)  # never forward a tracestate without its traceparent
+        for key, value in carrier.items():
+            if key == "baggage" and key in headers:
+                continue
+            headers[key] = value
+
+    def response(self, status: int, api: Api | None) -> None:
+        return None  # the status is set in finish, also for upstream failures
+
+    def event(self, event: StreamEvent) -> None:
+        if type(event) is OutputReceived or not self._recording:
+            return  # the per-chunk event: nothing to do, and cheaply so
+        span = self._span
+        match event:
+            case FirstTokenReceived(at_ns=at, ttft_ns=ttft):
+                span.set_attribute(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttft / _NS)
+                span.add_event(sc.EVENT_FIRST_TOKEN, {sc.SW_TTFT: ttft / _NS}, at + self._offset_ns)
+            case StallStarted(at_ns=at, since_ns=since, phase=phase):
+                span.add_event(
+                    sc.EVENT_STALL_STARTED,
+                    {sc.SW_STALL_PHASE: phase.value, sc.SW_STALL_SILENCE: (at - since) / _NS},
+                    at + self._offset_ns,
+                )
+            case StallEnded(at_ns=at, since_ns=since, phase=phase):
+                span.add_event(
+                    sc.EVENT_STALL_ENDED,
+                    {sc.SW_STALL_PHASE: phase.value, sc.SW_STALL_DURATION: (at - since) / _NS},
+                    at + self._offset_ns,
+                )
+            case ErrorFrameReceived(at_ns=at, event_index=index, error_type=kind, message=text):
+                span.add_event(
+                    sc.EVENT_ERROR_FRAME,
+                    {
+                        sc.ERROR_TYPE: kind,
+                        sc.ERROR_MESSAGE: text[:_MAX_ERROR_MESSAGE],
+                        sc.SW_EVENT_INDEX: index,
+                    },
+                    at + self._offset_ns,
+                )
+            case _:
+                pass
+
+    def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
+        span = self._span
+        end_ns = time.time_ns() if record is None else record.t_end_ns + self._offset_ns
+        try:
+            if self._recording:
+                self._describe(record, error_kind, end_ns)
+        finally:
+            span.end(end_ns)  # always: a watcher dropped for a fault must not leak its span
+
+    def _describe(self, record: StreamRecord | None, error_kind: str | None, end_ns: int) -> None:
+        span = self._span
+        status = self._exchange.status
+        attributes: dict[str, Any] = {}
+        if error_kind is None:  # a failed upstream sent no status; ours (502/504) is not its
+            _set(attributes, sc.HTTP_RESPONSE_STATUS_CODE, status)
+        if record is not None:
+            attributes.update(_record_attributes(record))
+            if record.close_cause is CloseCause.CLIENT_ABORT:
+                span.add_event(sc.EVENT_CLIENT_ABORT, None, end_ns)
+            if self._capture_limit is not None:
+                _set(
+                    attributes,
+                    sc.GEN_AI_OUTPUT_MESSAGES,
+                    completion_attribute(record, self._capture_limit),
+                )
+        failure = error_type(record, error_kind, status)
+        if failure is not None:
+            attributes[sc.ERROR_TYPE] = failure
+            span.set_status(Status(StatusCode.ERROR, failure))
+        span.set_attributes(attributes)
+
+
+class TracingObserver:
+    """Gives every request a span on ``tracer``; content capture only if ``capture_limit`` is set."""
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        *,
+        capture_limit: int | None = None,
+        propagator: TextMapPropagator | None = None,
+    ) -> None:
+        self._tracer = tracer
+        self._capture_limit = capture_limit
+        # The global propagator (W3C trace context + baggage unless OTEL_PROPAGATORS says else).
+        self._propagator = propagator or propagate.get_global_textmap()
+
+    def watch(self, exchange: Exchange) -> Watcher:
+        return _SpanWatcher(self._tracer, self._propagator, exchange, self._capture_limit)
+
+
+# -- configuration from OTEL_* -------------------------------------------------------------------
+
+_TRUE = ("true", "1", "yes", "on")
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    traces_endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base_endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
+        # The signal endpoint is used as given; the base endpoint gets the signal path (spec).
+        endpoint = traces_endpoint or (
+            base_endpoint.rstrip("/") + "/v1/traces" if base_endpoint else None
+        )
+        return OTLPSpanExporter(endpoint=endpoint)
+    if protocol == "grpc":
+        try:  # optional: streamwatch does not depend on grpcio
+            grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+        except ImportError:
+            raise TracingConfigError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the opentelemetry-exporter-otlp-proto-grpc "
+                "package; install it or use http/protobuf"
+            ) from None
+        exporter: SpanExporter = grpc.OTLPSpanExporter(endpoint=traces_endpoint or base_endpoint)
+        return exporter
+    raise TracingConfigError(
+        f"OTEL_EXPORTER_OTLP_PROTOCOL: expected http/protobuf or grpc, got {protocol!r}"
+    )
+
+
+def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
+    """The exporters ``OTEL_*`` asks for; none (tracing off) unless an OTLP endpoint is set or
+    ``OTEL_TRACES_EXPORTER`` names one, and none when ``OTEL_SDK_DISABLED`` is true."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+        return []
+    names = environ.get("OTEL_TRACES_EXPORTER")
+    if names is None:
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        names = "otlp" if endpoint else "none"
+    exporters: list[SpanExporter] = []
+    for raw in names.split(","):
+        name = raw.strip().lower()
+        if name == "otlp":
+            exporters.append(_otlp_exporter(environ))
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name not in ("none", ""):
+            raise TracingConfigError(
+                f"OTEL_TRACES_EXPORTER: expected otlp, console or none, got {raw.strip()!r}"
+            )
+    return exporters
+
+
+def _resource() -> Resource:
+    """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` over the defaults (``streamwatch``)."""
+    detected = Resource.create()
+    attributes: dict[str, Any] = {SERVICE_NAME: "streamwatch", SERVICE_VERSION: __version__}
+    for key, value in detected.attributes.items():
+        if key == SERVICE_NAME and str(value).startswith("unknown_service"):
+            continue  # the SDK's placeholder, not a name anyone chose
+        attributes[key] = value
+    return Resource(attributes, detected.schema_url)
+
+
+def tracing_from_env(
+    environ: Mapping[str, str], settings: Settings
+) -> tuple[list[Observer], list[Closer]]:
+    """Observers and closers for ``start``/``serve``: empty lists when tracing is off.
+
+    The exporter choice comes from ``environ``; the SDK itself reads the sampler
+    (``OTEL_TRACES_SAMPLER``/``_ARG``), resource attributes and exporter options (headers,
+    timeout, compression, certificates) from the process environment, as it does everywhere.
+    Spans are batched; the closer flushes and shuts the provider down off the event loop.
+    """
+    exporters = span_exporters(environ)
+    if not exporters:
+        return [], []
+    provider = TracerProvider(resource=_resource())
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = provider.get_tracer("streamwatch", __version__)
+    observer = TracingObserver(
+        tracer, capture_limit=settings.capture_limit if settings.capture_content else None
+    )
+
+    async def shutdown() -> None:
+        await asyncio.to_thread(provider.shutdown)
+
+    return [observer], [shutdown]
