@@ -30,11 +30,17 @@ def _quiet_created_series() -> None:
 
 
 def _serve(settings: Settings) -> int:
+    from streamwatch.export.otel import TracingConfigError, tracing_from_env  # noqa: PLC0415
     from streamwatch.proxy.app import serve  # noqa: PLC0415 (keeps --help fast)
 
     configure_logging(settings.log_format, settings.log_level)
+    try:  # the OTel SDK is configured here and nowhere else; off unless OTEL_* asks for it
+        observers, closers = tracing_from_env(os.environ, settings)
+    except TracingConfigError as exc:
+        sys.stderr.write(f"streamwatch: configuration error: {exc}\n")
+        return 2
     _install_uvloop()
-    return asyncio.run(serve(settings))
+    return asyncio.run(serve(settings, extra_observers=observers, closers=closers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
