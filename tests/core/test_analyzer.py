@@ -242,8 +242,7 @@ class TestStalls:
         a.feed(chat("a"), at(1))
         events, record = a.close(at(30), CloseCause.UPSTREAM_TIMEOUT)
         assert of_type(events, StallStarted) == [StallStarted(at(30), at(1), StallPhase.MID_STREAM)]
-        assert len(record.stalls) == 1
-        assert record.stalls[0].start_ns == at(1)
+        assert record.stalls == (StallEpisode(StallPhase.MID_STREAM, at(1), None),)
 
     def test_stream_ending_stalled_has_no_episode_end(self) -> None:
         a = analyzer()

@@ -85,6 +85,7 @@ def check_against_expected(record: StreamRecord, expected: dict[str, Any]) -> No
         assert record.error_frames == ()
         assert record.output_events == 0
         assert record.first_output_event_index is None
+        assert record.outcome is Outcome.COMPLETED  # no terminal frame to wait for
         return
     assert record.first_output_event_index == expected["first_content_event_index"]
     assert record.text_chars == expected["text_length_chars"]
