@@ -364,6 +364,7 @@ ALL_CHUNKINGS = list(CHUNKINGS)
 
 
 @pytest.mark.corpus
+@pytest.mark.usefixtures("corpus_dir")
 class TestCorpusStreams:
     """Every corpus stream yields its expected record in every chunking, and the same record in each."""
 

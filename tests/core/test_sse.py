@@ -103,6 +103,7 @@ RECORDED_CHUNKS = [p for p in CASES if p.values[0] is None or _case_chunks(p.val
 
 
 @pytest.mark.corpus
+@pytest.mark.usefixtures("corpus_dir")
 class TestConformanceVectors:
     """Every shared WHATWG vector decodes to its expected events however its bytes are split."""
 
