@@ -1,0 +1,129 @@
+"""The admin endpoints live only on the admin listener, which binds loopback by default; and a
+failing analyzer never touches the bytes (fail-open)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import socket
+
+import psutil
+import pytest
+
+from streamwatch.config import Settings, add_arguments, load_settings
+from streamwatch.core.analyzer import StreamAnalyzer
+from tests.harness import (
+    CHAT,
+    LOOPBACK,
+    chat_stream,
+    h11_response,
+    raw_exchange,
+    recorder,
+    request_bytes,
+    scrape,
+    scripted,
+    serve_process,
+    simulator,
+    streamwatch,
+    until,
+)
+
+pytestmark = pytest.mark.e2e
+
+DEFAULT_ADMIN_PORT = 9464
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses a process listens on."""
+    return {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+class TestAdminIsolation:
+    """/metrics is never served on the proxy port, and the admin listener is loopback-only."""
+
+    async def test_metrics_path_on_proxy_port_goes_upstream(self) -> None:
+        async with (
+            scripted(chat_stream(["not", "metrics"])) as upstream,
+            streamwatch(upstream.url) as running,
+        ):
+            get = f"GET /metrics HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n"
+            got, _ = await raw_exchange(running.proxy_port, get.encode())
+            status, body, clean = h11_response(got.wire)
+        assert [line for line, _ in upstream.requests] == ["GET /metrics HTTP/1.1"]
+        assert (status, clean) == (200, True)
+        assert b"streamwatch_" not in body
+        assert b"[DONE]" in body  # the upstream's answer, not an exposition
+
+    def test_default_admin_address_is_loopback(self) -> None:
+        """The dataclass default and the CLI path without --admin-listen both give 127.0.0.1."""
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        args = parser.parse_args(["--upstream", "http://127.0.0.1:1"])
+        assert load_settings(args, {}).admin_listen == (LOOPBACK, DEFAULT_ADMIN_PORT)
+        assert Settings(routes=()).admin_listen == (LOOPBACK, DEFAULT_ADMIN_PORT)
+
+    async def test_serve_with_default_admin_listens_on_loopback_only(self) -> None:
+        """The real process with ``--admin-listen`` omitted binds the admin port on 127.0.0.1."""
+        if not port_free(DEFAULT_ADMIN_PORT):
+            pytest.skip(f"default admin port {DEFAULT_ADMIN_PORT} is in use on this host")
+        async with (
+            simulator() as sim,
+            serve_process(
+                "--upstream", sim, "--listen", f"{LOOPBACK}:0", ephemeral=False
+            ) as serving,
+        ):
+            assert serving.admin_port == DEFAULT_ADMIN_PORT
+            assert listening(serving.proc.pid) == {
+                (LOOPBACK, serving.proxy_port),
+                (LOOPBACK, DEFAULT_ADMIN_PORT),
+            }
+
+    async def test_serve_binds_where_told(self) -> None:
+        """With ephemeral ports the process listens on exactly its two loopback sockets."""
+        async with simulator() as sim, serve_process("--upstream", sim) as serving:
+            assert listening(serving.proc.pid) == {
+                (LOOPBACK, serving.proxy_port),
+                (LOOPBACK, serving.admin_port),
+            }
+
+
+class TestFailOpen:
+    """An analyzer that raises stops analysis, is counted once, and the bytes still flow intact."""
+
+    async def test_analyzer_fault_keeps_bytes_identical(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def broken(self: StreamAnalyzer, chunk: bytes, at_ns: int) -> object:
+            raise RuntimeError("injected analyzer fault")
+
+        # Fault injection at the analyzer seam: the one place a test may replace real code.
+        monkeypatch.setattr(StreamAnalyzer, "feed", broken)
+        async with simulator() as sim, recorder(sim) as relay, streamwatch(relay.url) as running:
+            request = request_bytes(CHAT, {"model": "m", "stream": True}, {"x-sim-gap-ms": "5"})
+            got, _ = await raw_exchange(running.proxy_port, request)
+
+            async def closed() -> bool:
+                return (await scrape(running.admin_port)).value("streamwatch_streams_active") == 0
+
+            await until(closed, what="the stream to be recorded")
+            m = await scrape(running.admin_port)
+        status, body, clean = h11_response(got.wire)
+        [sent] = relay.bodies()
+        assert (status, clean) == (200, True)
+        assert hashlib.sha256(body).digest() == hashlib.sha256(sent).digest()
+        assert len(got.reads) > 1  # several reads went through the broken analyzer
+        assert m.values("streamwatch_analysis_errors_total", "stage") == {"analyzer": 1.0}
+        assert sum(m.values("streamwatch_streams_total", "outcome").values()) == 1
