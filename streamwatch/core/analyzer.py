@@ -300,8 +300,8 @@ class StreamAnalyzer:
         )
 
     def _tokens_per_second(self, output_tokens: int) -> float | None:
-        """Decode rate ``(tokens - 1) / (t_last - t_first)``; needs two output events."""
+        """Decode rate ``(tokens - 1) / (t_last - t_first)``; needs two output events and tokens."""
         first, last = self.t_first_output_ns, self.t_last_output_ns
-        if self.output_events < 2 or first is None or last is None or last <= first:
+        if output_tokens < 2 or first is None or last is None or last <= first:
             return None
         return (output_tokens - 1) * NS_PER_S / (last - first)

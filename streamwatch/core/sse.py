@@ -49,7 +49,11 @@ class CommentReceived:
 
 @dataclass(frozen=True, slots=True)
 class EventTooLarge:
-    """A block or line passed :data:`MAX_EVENT_BYTES`; it was discarded up to the next blank line."""
+    """A block or line passed :data:`MAX_EVENT_BYTES`; it was discarded up to the next blank line.
+
+    ``size`` is how much had been buffered when the cap was crossed: a lower bound of the event's
+    size that depends on where the reads ended (the only field that may differ between splits).
+    """
 
     size: int
 
