@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 import aiohttp
@@ -333,6 +334,7 @@ class Proxy:
         """Copy upstream reads to the client until one side ends; returns why it ended."""
         content = upstream.content
         monotonic_ns = time.monotonic_ns
+        closed = _close_watch(upstream)
         while True:
             try:
                 chunk = await content.readany()
@@ -340,9 +342,19 @@ class Proxy:
                 _abort(request)
                 return CloseCause.UPSTREAM_TIMEOUT
             except (aiohttp.ClientError, OSError):
+                tail = _received_before_fault(content)
+                if tail:  # e.g. an error event the upstream sent just before resetting
+                    with suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+                        arrived = monotonic_ns()
+                        await response.write(tail)
+                        if tap is not None:
+                            tap.feed(tail, arrived)
                 _abort(request)  # an upstream abort must reach the client as an abort
                 return CloseCause.UPSTREAM_RESET
             if not chunk:
+                if _reset(closed):
+                    _abort(request)
+                    return CloseCause.UPSTREAM_RESET
                 return CloseCause.UPSTREAM_EOF
             arrived = monotonic_ns()
             try:
@@ -357,6 +369,52 @@ class _UpstreamFailedError(Exception):
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
         self.status, self.kind, self.message = status, kind, message
+
+
+def _close_watch(upstream: aiohttp.ClientResponse) -> asyncio.Future[None] | None:
+    """The connection's close future, for close-delimited bodies only.
+
+    There the close *is* the end of the body, and aiohttp reports a reset as a clean EOF; the
+    close future tells an orderly FIN (result) from a reset (exception).
+    """
+    if upstream.content_length is not None or "Transfer-Encoding" in upstream.headers:
+        return None
+    connection = upstream.connection
+    protocol = connection.protocol if connection is not None else None
+    closed = protocol.closed if protocol is not None else None
+    if closed is not None:
+        closed.add_done_callback(_retrieve)
+    return closed
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark the close future's exception as seen (else asyncio logs it as never retrieved)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _reset(closed: asyncio.Future[None] | None) -> bool:
+    return (
+        closed is not None
+        and closed.done()
+        and not closed.cancelled()
+        and closed.exception() is not None
+    )
+
+
+def _received_before_fault(content: aiohttp.StreamReader) -> bytes:
+    """Body bytes aiohttp had already received when the upstream connection failed.
+
+    aiohttp's ``readany()`` raises the stored connection error before returning data it still
+    buffers, so an upstream reset would silently drop the stream's last reads (measured: all 37
+    events of a burst followed by RST). There is no public accessor; read the buffer defensively.
+    """
+    buffer = getattr(content, "_buffer", None)
+    if not buffer:
+        return b""
+    data = b"".join(buffer)
+    buffer.clear()
+    return data
 
 
 def _abort(request: web.BaseRequest) -> None:
