@@ -40,7 +40,11 @@ def _serve(settings: Settings) -> int:
         sys.stderr.write(f"streamwatch: configuration error: {exc}\n")
         return 2
     _install_uvloop()
-    return asyncio.run(serve(settings, extra_observers=observers, closers=closers))
+    try:
+        return asyncio.run(serve(settings, extra_observers=observers, closers=closers))
+    except ConfigError as exc:  # a listen address that cannot be bound
+        sys.stderr.write(f"streamwatch: configuration error: {exc}\n")
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

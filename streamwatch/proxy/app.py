@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from streamwatch import __version__
-from streamwatch.config import Settings
+from streamwatch.config import ConfigError, Settings
 from streamwatch.export.logs import LogObserver
 from streamwatch.export.metrics_observer import MetricsObserver
 from streamwatch.export.prometheus import Metrics
@@ -55,6 +55,14 @@ def _bound_port(site: web.BaseSite) -> int:
     for sock in sockets:
         return int(sock.getsockname()[1])
     raise RuntimeError("listener has no socket")
+
+
+async def _bind(site: web.TCPSite, option: str) -> None:
+    """Start a listener; an address that cannot be bound is a configuration error naming it."""
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(option, f"cannot listen on {site.name}: {exc.strerror or exc}") from None
 
 
 async def _watchdog(proxy: Proxy, interval: float) -> None:
@@ -136,15 +144,25 @@ async def start(
         access_log=None,  # one structured line per request comes from LogObserver
     )
     proxy_runner = web.ServerRunner(server, shutdown_timeout=1.0)
-    await proxy_runner.setup()
-    host, port = settings.listen
-    proxy_site = web.TCPSite(proxy_runner, host, port, reuse_port=reuse_port or None)
-    await proxy_site.start()
     admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
-    await admin_runner.setup()
+    host, port = settings.listen
     admin_host, admin_port = settings.admin_listen
-    admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port or None)
-    await admin_site.start()
+    try:
+        await proxy_runner.setup()
+        proxy_site = web.TCPSite(proxy_runner, host, port, reuse_port=reuse_port or None)
+        await _bind(proxy_site, "listen")
+        await admin_runner.setup()
+        admin_site = web.TCPSite(
+            admin_runner, admin_host, admin_port, reuse_port=reuse_port or None
+        )
+        await _bind(admin_site, "admin_listen")
+    except BaseException:
+        # Release what did start (the upstream pool, a bound listener) so a failed start-up
+        # exits cleanly instead of leaking an unclosed session.
+        await admin_runner.cleanup()
+        await proxy_runner.cleanup()
+        await proxy.close()
+        raise
     watchdog = asyncio.get_running_loop().create_task(
         _watchdog(proxy, settings.watchdog_interval), name="streamwatch-watchdog"
     )
@@ -217,4 +235,3 @@ async def serve(
     log.info("streamwatch.draining", open_streams=len(running.proxy.tasks))
     await stop(running, settings.drain_timeout)
     return 0
-
