@@ -1,0 +1,318 @@
+"""The tracing sink's pieces: OTEL_* exporter choice, content capture, error typing, span lifecycle.
+
+End-to-end behaviour (real proxy, OTLP receiver, exemplars) is in ``tests/e2e/test_tracing.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from streamwatch.config import ConfigError, load_settings
+from streamwatch.core.events import Api, OutputReceived
+from streamwatch.export import semconv as sc
+from streamwatch.export.otel import (
+    TracingConfigError,
+    TracingObserver,
+    error_type,
+    prompt_attributes,
+    span_exporters,
+    tracing_from_env,
+)
+from streamwatch.proxy.observe import Exchange
+from tests.harness import settings_for
+
+ENDPOINT = "http://127.0.0.1:4318"
+
+
+def _endpoint(exporter: Any) -> str:
+    assert isinstance(exporter, OTLPSpanExporter)
+    return str(exporter._endpoint)
+
+
+class TestSpanExporters:
+    """Tracing is on only when OTEL_* asks for it, with the exporter it names."""
+
+    def _exporters(self, environ: dict[str, str]) -> list[Any]:
+        exporters = span_exporters(environ)
+        for exporter in exporters:
+            exporter.shutdown()
+        return exporters
+
+    def test_off_without_endpoint_or_exporter(self) -> None:
+        """No OTEL_* at all: no exporter, so no observer and no hot-path cost."""
+        assert span_exporters({}) == []
+
+    def test_base_endpoint_gets_the_signal_path(self) -> None:
+        """OTEL_EXPORTER_OTLP_ENDPOINT alone turns on OTLP/HTTP protobuf at <base>/v1/traces."""
+        (exporter,) = self._exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT + "/"})
+        assert _endpoint(exporter) == ENDPOINT + "/v1/traces"
+
+    def test_traces_endpoint_is_used_as_given(self) -> None:
+        """The signal-specific endpoint wins and is not extended."""
+        (exporter,) = self._exporters(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://other:4318",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ENDPOINT + "/custom",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            }
+        )
+        assert _endpoint(exporter) == ENDPOINT + "/custom"
+
+    @pytest.mark.parametrize(
+        "environ",
+        [
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT, "OTEL_SDK_DISABLED": "true"},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT, "OTEL_TRACES_EXPORTER": "none"},
+        ],
+    )
+    def test_disabled_or_none_wins_over_an_endpoint(self, environ: dict[str, str]) -> None:
+        """OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none: off even with an endpoint."""
+        assert span_exporters(environ) == []
+
+    def test_exporter_list(self) -> None:
+        """OTEL_TRACES_EXPORTER=otlp,console gives both; otlp without endpoint uses the default."""
+        otlp, console = self._exporters({"OTEL_TRACES_EXPORTER": "otlp, console"})
+        assert _endpoint(otlp) == "http://localhost:4318/v1/traces"
+        assert isinstance(console, ConsoleSpanExporter)
+
+    @pytest.mark.skipif(
+        importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None,
+        reason="the gRPC exporter is installed here",
+    )
+    def test_grpc_without_its_package_is_a_named_error(self) -> None:
+        """grpc is optional: asking for it without the package names the package to install."""
+        with pytest.raises(TracingConfigError, match="opentelemetry-exporter-otlp-proto-grpc"):
+            span_exporters(
+                {"OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+            )
+
+    @pytest.mark.parametrize(
+        ("environ", "variable"),
+        [
+            ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+            (
+                {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT,
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                },
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+        ],
+    )
+    def test_unsupported_values_name_the_variable(
+        self, environ: dict[str, str], variable: str
+    ) -> None:
+        """A value streamwatch cannot honour stops start-up with the variable's name."""
+        with pytest.raises(TracingConfigError, match=variable):
+            span_exporters(environ)
+
+    async def test_tracing_from_env_off_installs_nothing(self) -> None:
+        """Tracing off: no observer, no closer."""
+        assert tracing_from_env({}, settings_for("http://127.0.0.1:1")) == ([], [])
+
+    async def test_tracing_from_env_on_gives_observer_and_closer(self) -> None:
+        """Tracing on: one TracingObserver and a closer that shuts the provider down."""
+        observers, closers = tracing_from_env(
+            {"OTEL_TRACES_EXPORTER": "console"}, settings_for("http://127.0.0.1:1")
+        )
+        assert [type(o) for o in observers] == [TracingObserver]
+        (close,) = closers
+        await close()
+
+
+class TestCaptureSwitch:
+    """The GenAI conventions' OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT turns capture on."""
+
+    def _capture(self, environ: dict[str, str]) -> bool:
+        return load_settings(
+            argparse.Namespace(upstream="http://127.0.0.1:1"), environ
+        ).capture_content
+
+    def test_genai_variable_enables_capture(self) -> None:
+        """true or span_only enable capture; off by default."""
+        assert self._capture({}) is False
+        assert self._capture({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
+        assert self._capture({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"})
+
+    def test_streamwatch_setting_wins(self) -> None:
+        """STREAMWATCH_CAPTURE_CONTENT=false overrides the GenAI variable."""
+        environ = {
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+            "STREAMWATCH_CAPTURE_CONTENT": "false",
+        }
+        assert self._capture(environ) is False
+
+    def test_bad_value_is_a_config_error(self) -> None:
+        """An unknown value names the variable."""
+        with pytest.raises(ConfigError, match="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"):
+            self._capture({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "maybe"})
+
+
+def _texts(attribute: str) -> list[str]:
+    messages = json.loads(attribute)
+    return [p.get("content", "") for m in messages for p in m["parts"]]
+
+
+class TestPromptCapture:
+    """Request messages become gen_ai.input.messages in the conventions' shape, within the limit."""
+
+    def test_openai_chat_messages(self) -> None:
+        """Roles kept, string and text-part content kept, other parts named by type only."""
+        body = {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is"},
+                        {"type": "image_url", "image_url": {"url": "data:secret"}},
+                    ],
+                },
+            ]
+        }
+        attrs = prompt_attributes(json.dumps(body).encode(), 100)
+        assert json.loads(attrs[sc.GEN_AI_INPUT_MESSAGES]) == [
+            {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+            {
+                "role": "user",
+                "parts": [{"type": "text", "content": "what is"}, {"type": "image_url"}],
+            },
+        ]
+        assert "data:secret" not in attrs[sc.GEN_AI_INPUT_MESSAGES]
+
+    def test_anthropic_system_and_responses_input(self) -> None:
+        """Anthropic ``system`` and Responses ``instructions`` are system instructions."""
+        anthropic = prompt_attributes(
+            json.dumps({"system": "sys", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            100,
+        )
+        assert _texts(anthropic[sc.GEN_AI_INPUT_MESSAGES]) == ["hi"]
+        assert json.loads(anthropic[sc.GEN_AI_SYSTEM_INSTRUCTIONS]) == [
+            {"type": "text", "content": "sys"}
+        ]
+        responses = prompt_attributes(
+            json.dumps({"instructions": "sys", "input": "question"}).encode(), 100
+        )
+        assert json.loads(responses[sc.GEN_AI_INPUT_MESSAGES]) == [
+            {"role": "user", "parts": [{"type": "text", "content": "question"}]}
+        ]
+
+    def test_all_content_is_cut_to_the_limit_and_stays_json(self) -> None:
+        """The limit counts every content character together; the attribute is valid JSON."""
+        body = {"system": "S" * 30, "messages": [{"role": "user", "content": "U" * 30}] * 3}
+        attrs = prompt_attributes(json.dumps(body).encode(), 50)
+        texts = _texts(attrs[sc.GEN_AI_INPUT_MESSAGES])
+        assert texts == ["U" * 20, "", ""]
+        assert json.loads(attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS])[0]["content"] == "S" * 30
+
+    @pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'{"model": "m"}'])
+    def test_unreadable_or_messageless_bodies_give_nothing(self, body: bytes) -> None:
+        """Bodies without messages produce no content attribute."""
+        assert prompt_attributes(body, 100) == {}
+
+
+class TestErrorType:
+    """error.type is low-cardinality: provider type, outcome, upstream kind or status code."""
+
+    @pytest.mark.parametrize(
+        ("error_kind", "status", "expected"),
+        [
+            (None, 200, None),
+            (None, 302, None),
+            (None, 429, "429"),
+            (None, 503, "503"),
+            ("connect", 502, "upstream_connect"),
+            ("timeout", 504, "upstream_timeout"),
+            (None, None, "cancelled"),
+        ],
+    )
+    def test_without_a_stream_record(
+        self, error_kind: str | None, status: int | None, expected: str | None
+    ) -> None:
+        """Requests that were not analyzed are typed from the upstream failure or HTTP status."""
+        assert error_type(None, error_kind, status) == expected
+
+
+def _exchange(**overrides: Any) -> Exchange:
+    values: dict[str, Any] = {
+        "request_id": "r1",
+        "route": "default",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "api": Api.OPENAI_CHAT,
+        "request_model": "gpt-4o-mini",
+        "stream_requested": True,
+        "t_request_ns": 0,
+        "headers": CIMultiDictProxy(CIMultiDict()),
+        **overrides,
+    }
+    return Exchange(**values)
+
+
+@pytest.fixture
+def memory() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+class TestSpanLifecycle:
+    """The watcher starts the span at request time and always ends it, even when describing fails."""
+
+    def test_span_starts_at_request_time_in_epoch_ns(
+        self, memory: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        """A request that arrived 2 s ago (monotonic) gets a span starting 2 s ago (wall clock)."""
+        provider, exporter = memory
+        t_request = time.monotonic_ns() - 2_000_000_000
+        before = time.time_ns()
+        exchange = _exchange(t_request_ns=t_request)
+        watcher = TracingObserver(provider.get_tracer("t")).watch(exchange)
+        watcher.event(OutputReceived(t_request, None))
+        exchange.status = 200
+        watcher.finish(None, None)
+        (span,) = exporter.get_finished_spans()
+        assert span.kind is SpanKind.CLIENT
+        assert span.start_time is not None
+        assert abs(span.start_time - (before - 2_000_000_000)) < 50_000_000
+        assert exchange.trace_id == format(span.context.trace_id, "032x")
+
+    def test_non_llm_paths_get_an_http_span_without_genai_attributes(
+        self, memory: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        """``GET /v1/models`` is named by its method and carries no gen_ai.* attribute."""
+        provider, exporter = memory
+        exchange = _exchange(method="GET", path="/v1/models", api=None, request_model=None)
+        watcher = TracingObserver(provider.get_tracer("t")).watch(exchange)
+        exchange.status = 200
+        watcher.finish(None, None)
+        (span,) = exporter.get_finished_spans()
+        assert span.name == "GET"
+        assert span.attributes is not None
+        assert not [k for k in span.attributes if k.startswith("gen_ai.")]
+        assert span.status.status_code is StatusCode.UNSET
+
+    def test_span_ends_even_if_describing_it_fails(
+        self, memory: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        """A fault while setting final attributes still ends (and exports) the span."""
+        provider, exporter = memory
+        exchange = _exchange()
+        watcher = TracingObserver(provider.get_tracer("t")).watch(exchange)
+        exchange.status = "not a status"  # type: ignore[assignment]  # provokes the fault
+        with pytest.raises(TypeError):
+            watcher.finish(None, None)
+        assert len(exporter.get_finished_spans()) == 1
