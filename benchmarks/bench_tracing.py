@@ -1,0 +1,184 @@
+"""What tracing costs streamwatch: CPU per proxied output event with tracing off, on (100 % sampled,
+batched OTLP/HTTP export to a local receiver) and on but sampling nothing (propagation only).
+
+    .venv/bin/python benchmarks/bench_tracing.py            # ~20 s
+    .venv/bin/python benchmarks/bench_tracing.py --streams 400 --tokens 400 --rounds 5
+
+``streamwatch serve`` runs as a subprocess (pinned to CPU 0 when there are two); the simulator
+upstream, the load client and the OTLP receiver share this process (CPU 1). Only the streamwatch
+process's CPU time (user + system, from psutil) is counted, over identical traffic, with the
+variants interleaved round by round so drift hits all alike. One output event is one SSE event
+written by the simulator in its own write (TCP_NODELAY), i.e. one proxied chunk as far as the
+simulator can make it so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import psutil
+from aiohttp import web
+
+from streamwatch.simulator.profile import Profile
+from streamwatch.simulator.server import start_simulator
+
+LOOPBACK = "127.0.0.1"
+VARIANTS: dict[str, dict[str, str]] = {
+    "off": {},
+    "on (always_on)": {"OTEL_TRACES_SAMPLER": "always_on"},
+    "on (always_off)": {"OTEL_TRACES_SAMPLER": "always_off"},
+}
+
+
+@contextlib.asynccontextmanager
+async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
+    """A minimal OTLP/HTTP endpoint: accepts POST /v1/traces, counts bytes."""
+    received: list[int] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        return web.Response(content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, LOOPBACK, 0).start()
+    try:
+        yield f"http://{LOOPBACK}:{runner.addresses[0][1]}", received
+    finally:
+        await runner.cleanup()
+
+
+class Serve:
+    """A ``streamwatch serve`` subprocess; its stderr is drained so logging never blocks it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.port = 0
+        self.started = asyncio.get_running_loop().create_future()
+        self.drain = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            if not self.started.done() and b"streamwatch.started" in raw:
+                line = json.loads(raw)
+                self.started.set_result(int(line["listen"].rpartition(":")[2]))
+
+    async def stop(self) -> None:
+        self.proc.terminate()
+        await self.proc.wait()
+        await self.drain
+
+
+async def serve(upstream: str, env: dict[str, str]) -> Serve:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STREAMWATCH_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamwatch", "serve", "--upstream", upstream,
+        "--listen", f"{LOOPBACK}:0", "--admin-listen", f"{LOOPBACK}:0", "--log-format", "json",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env={**base, **env},
+    )  # fmt: skip
+    running = Serve(proc)
+    running.port = await asyncio.wait_for(running.started, 20)
+    if len(os.sched_getaffinity(0)) >= 2:
+        psutil.Process(proc.pid).cpu_affinity([0])
+    return running
+
+
+async def load(port: int, streams: int, tokens: int, concurrency: int) -> int:
+    """Run ``streams`` streams of ``tokens`` output events; returns the bytes received."""
+    headers = {
+        "x-sim-scenario": "normal", "x-sim-tokens": str(tokens), "x-sim-ttft-ms": "0",
+        "x-sim-gap-ms": "0", "x-sim-jitter-ms": "0",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }  # fmt: skip
+    payload = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    url = f"http://{LOOPBACK}:{port}/v1/chat/completions"
+    left = list(range(streams))
+    total = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal total
+        while left:
+            left.pop()
+            async with session.post(url, json=payload, headers=headers) as response:
+                total += len(await response.read())
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def main(args: argparse.Namespace) -> None:
+    if len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(0, {1})
+    profile = Profile(weights={"normal": 1.0}, seed=1, ttft_s=0.0, gap_mean_s=0.0, gap_jitter_s=0.0)
+    runner, sim_port = await start_simulator(LOOPBACK, 0, profile)
+    per_event: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    try:
+        async with receiver() as (endpoint, received):
+            procs = {
+                name: await serve(
+                    f"http://{LOOPBACK}:{sim_port}",
+                    {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **env} if env else {},
+                )
+                for name, env in VARIANTS.items()
+            }
+            try:
+                for proc in procs.values():  # warm-up: imports, pools, JIT-free but cache-warm
+                    await load(proc.port, 50, args.tokens, args.concurrency)
+                for _ in range(args.rounds):
+                    for name, proc in procs.items():
+                        pid = proc.proc.pid
+                        before = cpu_seconds(pid)
+                        await load(proc.port, args.streams, args.tokens, args.concurrency)
+                        await asyncio.sleep(0.3)  # let the batch exporter's work land in the round
+                        spent = cpu_seconds(pid) - before
+                        per_event[name].append(spent / (args.streams * args.tokens) * 1e6)
+            finally:
+                for proc in procs.values():
+                    await proc.stop()
+            exported = sum(received)
+    finally:
+        await runner.cleanup()
+    base = statistics.median(per_event["off"])
+    print(
+        f"\n{args.rounds} rounds x {args.streams} streams x {args.tokens} output events, "
+        f"concurrency {args.concurrency}; OTLP bytes received: {exported}\n"
+    )
+    print("| tracing | CPU µs / output event (median) | per stream (µs) | vs off |")
+    print("|---|---|---|---|")
+    for name, values in per_event.items():
+        median = statistics.median(values)
+        print(
+            f"| {name} | {median:.2f} (min {min(values):.2f}, max {max(values):.2f}) "
+            f"| {median * args.tokens:.0f} | {(median / base - 1) * 100:+.1f} % |"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    asyncio.run(main(parser.parse_args()))
