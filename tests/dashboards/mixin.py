@@ -6,7 +6,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,16 +49,21 @@ DASHBOARD_FILES = tuple(sorted((DASHBOARDS / "grafana").glob("*.json")))
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 
 
-def _panel_targets(panels: list[dict[str, Any]]) -> Iterator[str]:
+def _panel_targets(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
     for panel in panels:
         yield from _panel_targets(panel.get("panels", []))
         for target in panel.get("targets", []):
-            yield target["expr"]
+            yield f"{panel['title']} [{target['refId']}]", target["expr"]
+
+
+def dashboard_targets(path: Path) -> list[tuple[str, str]]:
+    """Every panel query of one dashboard, verbatim, with its panel title and refId."""
+    return list(_panel_targets(json.loads(path.read_text())["panels"]))
 
 
 def dashboard_exprs(path: Path) -> list[str]:
     """Every panel query of one dashboard, verbatim."""
-    return list(_panel_targets(json.loads(path.read_text())["panels"]))
+    return [expr for _, expr in dashboard_targets(path)]
 
 
 def dashboard_variables(path: Path) -> list[dict[str, Any]]:
@@ -66,11 +71,13 @@ def dashboard_variables(path: Path) -> list[dict[str, Any]]:
     return variables
 
 
-def evaluable(expr: str) -> str:
-    """A dashboard query with Grafana's variables replaced by values Prometheus accepts."""
+def evaluable(expr: str, values: Mapping[str, str] | None = None) -> str:
+    """A dashboard query with Grafana's variables replaced by values Prometheus accepts: a
+    template variable by its entry in ``values`` (as if selected in Grafana), else by ``.*``."""
     for var, value in GRAFANA_VARS.items():
         expr = expr.replace(var, value)
-    return re.sub(r"\$\w+", ".*", expr)
+    chosen = values or {}
+    return re.sub(r"\$(\w+)", lambda m: chosen.get(m[1], ".*"), expr)
 
 
 _LABEL_VALUES = re.compile(r"^label_values\((.*), (\w+)\)$")
@@ -86,20 +93,27 @@ def rules(path: Path) -> list[dict[str, Any]]:
     return [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
 
 
-def rule_exprs() -> list[str]:
-    return [r["expr"] for path in RULE_FILES for r in rules(path)]
+def named_exprs(values: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every expression of the mixin, ready to evaluate, by where it comes from (dashboard panel
+    or variable, recording rule, alert); ``values`` as for :func:`evaluable`."""
+    exprs: dict[str, str] = {}
+    for path in DASHBOARD_FILES:
+        for where, expr in dashboard_targets(path):
+            exprs[f"{path.stem}: {where}"] = evaluable(expr, values)
+        for v in dashboard_variables(path):
+            if v["type"] == "query":
+                exprs[f"{path.stem}: ${v['name']}"] = evaluable(
+                    template_query(v["query"]["query"]), values
+                )
+    for path in RULE_FILES:
+        for i, rule in enumerate(rules(path)):
+            exprs[f"{path.stem}: {rule.get('record') or rule['alert']} #{i}"] = rule["expr"]
+    return exprs
 
 
 def all_exprs() -> list[str]:
     """Every expression of the mixin, ready to evaluate."""
-    exprs = [evaluable(e) for path in DASHBOARD_FILES for e in dashboard_exprs(path)]
-    exprs += [
-        evaluable(template_query(v["query"]["query"]))
-        for path in DASHBOARD_FILES
-        for v in dashboard_variables(path)
-        if v["type"] == "query"
-    ]
-    return exprs + rule_exprs()
+    return list(named_exprs().values())
 
 
 _NAME = re.compile(r"(?<![\w:])(streamwatch_\w+)")

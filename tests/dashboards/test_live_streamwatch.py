@@ -1,0 +1,337 @@
+"""A real Prometheus scrapes a running ``streamwatch serve`` while the simulator drives a scripted mix
+of streams; every dashboard, recording-rule and alert expression then returns data (issue #5).
+
+One module-scoped setup (about 15 s): the simulator, ``streamwatch serve`` as a subprocess with a
+second route to a closed port (connect errors), and Prometheus scraping its admin port every second
+with the mixin's rule files. Traffic comes in two waves with a scrape between them, so every series
+the mix creates has at least two samples and ``rate()`` sees the second wave's increase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+
+from streamwatch.export import prometheus as m
+from tests.dashboards.mixin import DASHBOARDS, RULE_FILES, named_exprs, rules, skip_unless
+from tests.dashboards.promserver import PROMETHEUS, PromServer, free_port
+from tests.harness import (
+    CHAT,
+    LOOPBACK,
+    MESSAGES,
+    RESPONSES,
+    Scrape,
+    raw_exchange,
+    request_bytes,
+    scrape,
+    serve_process,
+    simulator,
+    until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+JOB = 'job="streamwatch"'
+# api label -> (path, model the request names and the simulator answers with)
+APIS = {
+    "openai_chat": (CHAT, "gpt-4o-mini"),
+    "openai_responses": (RESPONSES, "gpt-5-mini"),
+    "anthropic_messages": (MESSAGES, "claude-sonnet-4-5"),
+}
+DEAD_PREFIX = "/dead"  # the second route: upstream is a closed port
+# Every stream has a TTFT, gaps and a decode rate worth measuring, and is over in well under 1 s.
+BASE = {"x-sim-tokens": "8", "x-sim-ttft-ms": "30", "x-sim-gap-ms": "10", "x-sim-seed": "5"}
+# Alerts whose condition the mix does not (and cannot, in a minute) meet: a TTFT SLO burn needs
+# first tokens past 10 s, an analyzer fault is a streamwatch bug, and the target is up.
+MAY_BE_EMPTY = frozenset({
+    "StreamwatchTTFTSLOBurn", "StreamwatchAnalysisFailing", "StreamwatchTargetDown",
+    "StreamwatchAbsent",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Call:
+    """One scripted request through the proxy."""
+
+    api: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    stream: bool = True
+    abort: bool = False  # the client hangs up after the first output events
+    prefix: str = ""
+
+    def request(self) -> bytes:
+        path, model = APIS[self.api]
+        body: dict[str, Any] = {"model": model, "stream": self.stream}
+        if self.api == "openai_responses":
+            body["input"] = "hi"
+        else:
+            body["messages"] = [{"role": "user", "content": "hi"}]
+        if self.api == "openai_chat":
+            body["stream_options"] = {"include_usage": True}
+        if self.api == "anthropic_messages":
+            body["max_tokens"] = 64
+        return request_bytes(self.prefix + path, body, {**BASE, **self.headers})
+
+
+def scenario(name: str, **headers: str) -> dict[str, str]:
+    return {"x-sim-scenario": name} | {
+        f"x-sim-{k.replace('_', '-')}": v for k, v in headers.items()
+    }
+
+
+def warm_up() -> list[Call]:
+    """Wave 1: one healthy stream per API and one connect error, creating the label children."""
+    return [Call(api, scenario("normal")) for api in APIS] + [
+        Call("openai_chat", prefix=DEAD_PREFIX)
+    ]
+
+
+def mix() -> list[Call]:
+    """Wave 2: every behaviour the dashboards show, on every API."""
+    calls: list[Call] = []
+    for api in APIS:
+        calls += [
+            Call(api, scenario("normal")),
+            Call(api, scenario("normal", seed="6")),
+            Call(api, scenario("tool_call")),
+            Call(api, scenario("reasoning")),
+            Call(api, scenario("max_tokens")),
+            Call(api, scenario("error")),
+            Call(api, scenario("truncate")),
+            Call(api, scenario("reset")),
+            # mid-stream stall: silent for 3 s after 2 tokens (threshold 0.5 s), then resumes
+            Call(api, scenario("stall", stall_ms="3000", stall_after="2")),
+            # stall before the first token (first-token threshold 0.5 s)
+            Call(api, scenario("normal", ttft_ms="2000")),
+            Call(api, scenario("normal", tokens="60", gap_ms="100"), abort=True),
+            Call(api, {"x-sim-status": "429"}),
+            Call(api, scenario("normal"), stream=False),
+        ]
+    calls += [Call("openai_chat", prefix=DEAD_PREFIX)] * 3
+    return calls
+
+
+async def drive(port: int, calls: list[Call]) -> None:
+    """Send every call concurrently on its own connection and read it to the end (or abort)."""
+
+    def aborted(wire: bytes) -> bool:
+        return wire.count(b"data:") >= 4
+
+    await asyncio.gather(
+        *(raw_exchange(port, c.request(), stop_when=aborted if c.abort else None) for c in calls)
+    )
+
+
+@dataclass
+class Live:
+    """The running setup, after both waves were scraped."""
+
+    prom: PromServer
+    instance: str  # the scrape target, as Prometheus labels it
+    final: Scrape  # streamwatch's own /metrics after the last stream ended
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The instant vector ``expr`` returns; fails the test if it does not parse."""
+        answer = self.prom.query(expr)
+        assert answer["status"] == "success", (expr, answer)
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def scalar(self, expr: str) -> float:
+        [sample] = self.query(expr)
+        return float(sample["value"][1])
+
+    def by(self, expr: str, label: str) -> dict[str, float]:
+        return {s["metric"].get(label, ""): float(s["value"][1]) for s in self.query(expr)}
+
+
+def wait_for_scrapes(prom: PromServer, count: int) -> None:
+    """Block until Prometheus has scraped the target ``count`` more times."""
+    ts = f"timestamp(up{{{JOB}}})"
+    [start] = prom.wait_for(ts)
+    prom.wait_for(f"{ts} >= {float(start['value'][1]) + count - 0.5}", timeout=count * 3 + 10)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+    skip_unless(shutil.which(PROMETHEUS) is not None, "prometheus not installed (apt prometheus)")
+    config = tmp_path_factory.mktemp("live") / "routes.yaml"
+    dead = f"http://{LOOPBACK}:{free_port()}"
+    route = {"name": "dead", "prefix": DEAD_PREFIX, "upstream": dead, "strip_prefix": True}
+    config.write_text(yaml.safe_dump({"routes": [route]}))
+    async with (
+        simulator() as sim,
+        serve_process(
+            "--upstream", sim, "--config", str(config),
+            "--stall-threshold", "0.5", "--first-token-stall-threshold", "0.5",
+            "--watchdog-interval", "0.05",
+        ) as serve,
+    ):  # fmt: skip
+        instance = f"{LOOPBACK}:{serve.admin_port}"
+        prom = PromServer(instance, RULE_FILES)
+        try:
+            await asyncio.to_thread(prom.wait_ready)
+            await asyncio.to_thread(prom.wait_for, f"up{{{JOB}}} == 1")
+            await drive(serve.proxy_port, warm_up())
+            await asyncio.to_thread(prom.wait_for, f"sum({m.STREAMS_TOTAL}{{{JOB}}}) >= 3")
+            await drive(serve.proxy_port, mix())
+
+            async def all_closed() -> bool:
+                return (await scrape(serve.admin_port)).value(m.STREAMS_ACTIVE) == 0
+
+            await until(all_closed, within=10, what="every stream closed")
+            final = await scrape(serve.admin_port)
+            streams = final.value(m.STREAMS_TOTAL)
+            requests = final.value(m.REQUESTS_TOTAL)
+            await asyncio.to_thread(
+                prom.wait_for,
+                f"sum({m.STREAMS_TOTAL}{{{JOB}}}) == {streams}"
+                f" and sum({m.REQUESTS_TOTAL}{{{JOB}}}) == {requests}",
+            )
+            # Series first seen in the last scrape need a second sample for rate(); the rules
+            # need an evaluation over it.
+            await asyncio.to_thread(wait_for_scrapes, prom, 2)
+            yield Live(prom, instance, final)
+        finally:
+            await asyncio.to_thread(prom.close)
+
+
+def alert_rule(name: str) -> dict[str, Any]:
+    [rule] = [r for r in rules(RULE_FILES[1]) if r.get("alert") == name]
+    return rule
+
+
+def is_empty_allowed(where: str) -> bool:
+    return any(f"alerts: {name} #" in where for name in MAY_BE_EMPTY)
+
+
+class TestScriptedMix:
+    """Prometheus scraped the behaviours the mix provoked, as streamwatch counted them."""
+
+    def test_outcomes_match_streamwatch(self, live: Live) -> None:
+        """Every outcome of the mix arrived, with the counts streamwatch's /metrics shows."""
+        scraped = live.by(f"sum by (outcome) ({m.STREAMS_TOTAL}{{{JOB}}}) > 0", "outcome")
+        assert scraped == live.final.values(m.STREAMS_TOTAL, "outcome")
+        assert {"completed", "truncated", "error_frame", "upstream_reset", "client_abort"} <= set(
+            scraped
+        )
+
+    def test_finish_reasons_stalls_tokens_and_errors(self, live: Live) -> None:
+        """Budget cuts, tool calls, both stall phases, reasoning tokens and error frames counted."""
+        reasons = live.by(
+            f"sum by (finish_reason) ({m.FINISH_REASONS_TOTAL}{{{JOB}}})", "finish_reason"
+        )
+        assert {"length", "max_tokens", "tool_calls", "tool_use"} <= set(reasons), reasons
+        phases = live.by(f"sum by (phase) ({m.STALLS_TOTAL}{{{JOB}}}) > 0", "phase")
+        assert set(phases) == {"mid_stream", "before_first_token"}, phases
+        assert live.scalar(f'sum({m.TOKENS_TOTAL}{{{JOB}, type="reasoning"}})') > 0
+        assert live.scalar(f"sum({m.ERROR_FRAMES_TOTAL}{{{JOB}}})") >= len(APIS)
+        assert live.scalar(f'sum({m.ANALYSIS_ERRORS_TOTAL}{{{JOB}, stage="analyzer"}})') == 0
+
+    def test_status_codes_and_connect_errors(self, live: Live) -> None:
+        """429s pass through, the closed-port route answers 502 and counts connect errors."""
+        codes = live.by(f"sum by (code) ({m.REQUESTS_TOTAL}{{{JOB}}})", "code")
+        assert {"200", "429", "502"} <= set(codes), codes
+        connect = live.scalar(f'{m.UPSTREAM_ERRORS_TOTAL}{{{JOB}, route="dead", kind="connect"}}')
+        assert connect == 4
+
+    def test_gauges_were_seen_up(self, live: Live) -> None:
+        """A scrape caught streams open and stalled (the stalls last 1-2.5 s; scrapes are 1 s apart)."""
+        for gauge in (m.STREAMS_ACTIVE, m.STREAMS_STALLED):
+            assert live.scalar(f"max_over_time(sum({gauge}{{{JOB}}})[1m:1s])") >= 1, gauge
+
+
+class TestEveryExpression:
+    """Each dashboard query, variable query, recording rule and alert parses and returns data."""
+
+    def assert_all_have_data(self, live: Live, values: Mapping[str, str]) -> None:
+        exprs = named_exprs(values)
+        assert len(exprs) > 100
+        empty, nan = [], []
+        for where, expr in exprs.items():
+            result = live.query(expr)
+            if not result:
+                if not is_empty_allowed(where):
+                    empty.append(f"{where}: {expr}")
+            elif not any(math.isfinite(float(s["value"][1])) for s in result):
+                nan.append(f"{where}: {expr}")
+        assert not empty, "No data:\n" + "\n".join(empty)
+        assert not nan, "only NaN:\n" + "\n".join(nan)
+
+    def test_all_variables(self, live: Live) -> None:
+        """With every variable at All (.*), no expression is empty or only NaN."""
+        self.assert_all_have_data(live, {})
+
+    @pytest.mark.parametrize("api", APIS)
+    def test_one_selection(self, live: Live, api: str) -> None:
+        """With one job, instance, route, API and model selected, no panel shows No data."""
+        values = {
+            "job": "streamwatch",
+            "instance": live.instance,
+            "route": "default",
+            "api": api,
+            "model": APIS[api][1],
+        }
+        self.assert_all_have_data(live, values)
+
+    def test_only_the_allowlisted_alerts_are_silent(self, live: Live) -> None:
+        """The truncation, error-frame, upstream-error and stall alerts' conditions all hold."""
+        silent = {r["alert"] for r in rules(RULE_FILES[1]) if not live.query(r["expr"])}
+        assert silent == MAY_BE_EMPTY
+
+
+class TestRules:
+    """Prometheus loaded every rule, and each recording rule's output exists."""
+
+    def test_rules_are_healthy(self, live: Live) -> None:
+        """No rule reports an evaluation error."""
+        groups = live.prom.api("/api/v1/rules")["data"]["groups"]
+        bad = [
+            (r["name"], r.get("lastError"))
+            for g in groups
+            for r in g["rules"]
+            if r["health"] != "ok"
+        ]
+        assert not bad
+
+    def test_every_recorded_series_exists(self, live: Live) -> None:
+        """Each recorded series name has at least one finite sample."""
+        names = [r["record"] for r in rules(RULE_FILES[0])]
+        missing = [
+            name
+            for name in names
+            if not any(math.isfinite(float(s["value"][1])) for s in live.query(name))
+        ]
+        assert not missing
+
+
+class TestStallAlert:
+    """The stall alert's expression is above its configured threshold and the alert is active."""
+
+    def test_expression_above_threshold(self, live: Live) -> None:
+        """StreamwatchStallRateHigh's expr returns the default route, above config.yaml's threshold."""
+        threshold = yaml.safe_load((DASHBOARDS / "config.yaml").read_text())["alerts"][
+            "stall_ratio"
+        ]["threshold"]
+        rule = alert_rule("StreamwatchStallRateHigh")
+        above = {s["metric"]["route"]: float(s["value"][1]) for s in live.query(rule["expr"])}
+        assert set(above) == {"default"}
+        assert above["default"] > threshold
+
+    def test_alert_pending_or_firing(self, live: Live) -> None:
+        """Prometheus holds the alert, pending for its `for:` duration, for the default route."""
+        [sample] = live.prom.wait_for('ALERTS{alertname="StreamwatchStallRateHigh"}')
+        assert sample["metric"]["route"] == "default"
+        assert sample["metric"]["alertstate"] in {"pending", "firing"}
+        alerts = live.prom.api("/api/v1/alerts")["data"]["alerts"]
+        assert {"StreamwatchStallRateHigh", "StreamwatchTruncationRateHigh"} <= {
+            a["labels"]["alertname"] for a in alerts
+        }
