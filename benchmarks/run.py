@@ -106,7 +106,9 @@ def start_streamwatch(
 ) -> Target:
     port, admin = _free_port(), _free_port()
     log = tmp / f"streamwatch-{port}.log"
-    argv = [PYTHON, "-m", "streamwatch", "serve", "--upstream", upstream,
+    profile = os.environ.get("SWBENCH_CPROFILE")  # a file: run streamwatch under cProfile
+    prefix = ["-m", "cProfile", "-o", profile] if profile else []
+    argv = [PYTHON, *prefix, "-m", "streamwatch", "serve", "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
             "--max-streams", "20000", "--log-format", "json", "--workers", str(workers)]  # fmt: skip
     with log.open("wb") as out:

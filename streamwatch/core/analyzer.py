@@ -33,6 +33,13 @@ from streamwatch.core.sse import EventTooLarge, MessageDispatched, SSEDecoder, T
 
 NS_PER_S = 1_000_000_000
 
+# Frame flags as plain ints: IntFlag's ``&`` and ``|`` build enum members in Python, which cost more
+# than the rest of reading a typical delta.
+_OUTPUT = Frame.OUTPUT.value
+_MALFORMED = Frame.MALFORMED.value
+_ERROR_OR_TERMINAL = Frame.ERROR.value | Frame.TERMINAL.value
+_TERMINAL = Frame.TERMINAL.value
+
 _INTERPRETERS: dict[Api, Interpreter] = {
     Api.OPENAI_CHAT: OpenAIChat(),
     Api.OPENAI_RESPONSES: OpenAIResponses(),
@@ -202,27 +209,33 @@ class StreamAnalyzer:
         self.sse_events = index + 1
         reading = self._reading
         errors_before = len(reading.error_frames)
-        frame = self._interpreter.read(message, index, reading)
+        frame = int(self._interpreter.read(message, index, reading))
         if not frame:
             return
-        if frame & Frame.OUTPUT:
+        if frame & _OUTPUT:
             self._on_output(index, at_ns, events)
-        if frame & Frame.MALFORMED:
+        if frame & _MALFORMED:
             events.append(MalformedFrameReceived(at_ns, index, reading.last_malformed))
-        if frame & (Frame.ERROR | Frame.TERMINAL):
+        if frame & _ERROR_OR_TERMINAL:
             self._settle_stall(at_ns, events)
             events.extend(
                 ErrorFrameReceived(at_ns, e.event_index, e.error_type, e.message)
                 for e in reading.error_frames[errors_before:]
             )
-            if frame & Frame.TERMINAL and reading.terminal_frame is not None:
+            if frame & _TERMINAL and reading.terminal_frame is not None:
                 events.append(TerminalFrameReceived(at_ns, reading.terminal_frame))
 
     def _on_output(self, index: int, at_ns: int, events: list[StreamEvent]) -> None:
-        if self._watching():
+        last = self.t_last_output_ns
+        # Fast path, the same verdict as _settle_stall: no open episode and a gap under the threshold.
+        quiet = (
+            self._stall_since is None
+            and last is not None
+            and at_ns - last <= self._config.stall_threshold_ns
+        )
+        if not quiet and self._watching():
             self._settle_stall(at_ns, events)
         self.output_events += 1
-        last = self.t_last_output_ns
         self.t_last_output_ns = at_ns
         if last is None:
             self.t_first_output_ns = at_ns
