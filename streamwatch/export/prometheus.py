@@ -114,9 +114,28 @@ FINISH_REASONS: Final = frozenset(
         # Anthropic stop_reason
         "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal",
         # Responses terminal status, and gateways that write "error" as a finish reason
-        "completed", "incomplete", "failed", "error",
+        "completed", "incomplete", "failed", "error", "max_output_tokens",
     }
 )  # fmt: skip
+#: Per API, the finish reasons and error types created at zero with a stream's first series, so the
+#: first ``length`` cut or ``overloaded_error`` is visible to ``rate()`` (a counter that appears at
+#: 1 is invisible to it). Other values still count; they just appear on first use.
+EXPECTED_FINISH_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
+    Api.OPENAI_CHAT.value: ("stop", "length", "tool_calls", "content_filter"),
+    Api.OPENAI_RESPONSES.value: ("completed", "max_output_tokens", "content_filter", "failed"),
+    Api.ANTHROPIC_MESSAGES.value: (
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "refusal",
+    ),
+}
+EXPECTED_ERROR_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
+    Api.OPENAI_CHAT.value: ("server_error", "rate_limit_exceeded", OTHER),
+    Api.OPENAI_RESPONSES.value: ("server_error", "rate_limit_exceeded", OTHER),
+    Api.ANTHROPIC_MESSAGES.value: ("overloaded_error", "api_error", "rate_limit_error", OTHER),
+}
 
 #: Provider error types and codes named in corpus/ERROR_FRAMES.md; anything else is ``other``.
 ERROR_TYPES: Final = frozenset(
@@ -150,8 +169,15 @@ def sanitize_label(value: str) -> str:
 
 
 def normalise_finish_reason(value: str) -> str:
-    """A finish reason from the known set (case-insensitive), else ``other``."""
+    """A finish reason from the known set (case-insensitive), else ``other``.
+
+    Responses streams report ``incomplete:<reason>``: the reason itself is the useful label
+    (``max_output_tokens``, ``content_filter``), else ``incomplete``.
+    """
     lowered = value.strip().lower()
+    status, _, reason = lowered.partition(":")
+    if reason:
+        return reason if reason in FINISH_REASONS else status if status in FINISH_REASONS else OTHER
     return lowered if lowered in FINISH_REASONS else OTHER
 
 
@@ -375,8 +401,11 @@ class Metrics:
     # -- per-request and per-route counters (not tied to a stream) --
 
     def request_finished(self, route: str, api: str, model: str | None, code: int) -> None:
-        """Count a proxied request by the status code returned to the client (any request)."""
-        self.children(route, api, model).request(code)
+        """Count a proxied request by the status code returned to the client (any request).
+
+        Not through :meth:`children`: a request that never streams must not create stream series.
+        """
+        self.requests.labels(route, str(api), self.models(model), str(code)).inc()
 
     def upstream_error(self, route: str, kind: str) -> None:
         """Count an upstream failure before a response: ``connect``, ``timeout`` or ``protocol``."""
@@ -442,11 +471,13 @@ class _Children:
         self.outcomes = {o: metrics.streams.labels(*labels, o) for o in OUTCOMES}
         self.stalls = {p: metrics.stalls.labels(*labels, p) for p in STALL_PHASES}
         self.tokens = {t: metrics.tokens.labels(*labels, t) for t in TOKEN_TYPES}
-        self.finish: dict[str, Counter] = {}
-        self.error_frames: dict[str, Counter] = {}
-
-    def request(self, code: int) -> None:
-        self.metrics.requests.labels(self.route, self.api, self.model, str(code)).inc()
+        self.finish: dict[str, Counter] = {
+            r: metrics.finish_reasons.labels(*labels, r)
+            for r in EXPECTED_FINISH_REASONS.get(api, ())
+        }
+        self.error_frames: dict[str, Counter] = {
+            t: metrics.error_frames.labels(*labels, t) for t in EXPECTED_ERROR_TYPES.get(api, ())
+        }
 
     def finish_reason(self, value: str) -> None:
         label = normalise_finish_reason(value)

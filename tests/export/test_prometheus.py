@@ -136,6 +136,25 @@ class TestPreinitialisation:
         for phase in StallPhase:
             assert value(registry, pm.STALLS_TOTAL, **LABELS, phase=phase.value) == 0
 
+    def test_expected_reasons_and_error_types_start_at_zero(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """A stream's first series include its API's usual finish reasons and error types at zero."""
+        metrics.open_stream(ROUTE, Api.ANTHROPIC_MESSAGES.value, MODEL)
+        labels = {"route": ROUTE, "api": Api.ANTHROPIC_MESSAGES.value, "model": MODEL}
+        for reason in ("end_turn", "max_tokens", "tool_use"):
+            assert value(registry, pm.FINISH_REASONS_TOTAL, **labels, finish_reason=reason) == 0
+        assert value(registry, pm.ERROR_FRAMES_TOTAL, **labels, error_type="overloaded_error") == 0
+
+    def test_requests_alone_create_no_stream_series(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """A route that only answers errors or JSON gets request counts, not empty histograms."""
+        metrics.request_finished("dead", "openai_chat", MODEL, 502)
+        labels = {"route": "dead", "api": "openai_chat", "model": MODEL}
+        assert value(registry, pm.REQUESTS_TOTAL, **labels, code="502") == 1
+        assert value(registry, pm.STREAMS_TOTAL, **labels, outcome="completed") is None
+
 
 class TestLiveObservations:
     """The per-event methods move the live metrics at once, before the stream ends."""
@@ -360,7 +379,15 @@ class TestNormalisers:
 
     @pytest.mark.parametrize(
         ("raw", "expected"),
-        [("end_turn", "end_turn"), ("STOP", "stop"), (" length ", "length"), ("done", "other")],
+        [
+            ("end_turn", "end_turn"),
+            ("STOP", "stop"),
+            (" length ", "length"),
+            ("done", "other"),
+            ("incomplete:max_output_tokens", "max_output_tokens"),
+            ("incomplete:something_new", "incomplete"),
+            ("weird:reason", "other"),
+        ],
     )
     def test_finish_reason_examples(self, raw: str, expected: str) -> None:
         """Known reasons are case-folded; unknown ones are other."""
