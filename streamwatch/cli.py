@@ -29,11 +29,21 @@ def _quiet_created_series() -> None:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, argv: Sequence[str]) -> int:
     from streamwatch.export.otel import TracingConfigError, tracing_from_env  # noqa: PLC0415
-    from streamwatch.proxy.app import serve  # noqa: PLC0415 (keeps --help fast)
+    from streamwatch.proxy.app import Running, serve  # noqa: PLC0415 (keeps --help fast)
+    from streamwatch.proxy.workers import WORKER_ENV, ready_file, run_workers  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
+    worker_dir = os.environ.get(WORKER_ENV)
+    if settings.workers > 1 and worker_dir is None:
+        _install_uvloop()
+        return run_workers(settings, argv)
+
+    def report_ready(_: Running) -> None:
+        if worker_dir is not None:
+            ready_file(worker_dir, os.getpid()).touch()
+
     try:  # the OTel SDK is configured here and nowhere else; off unless OTEL_* asks for it
         observers, closers = tracing_from_env(os.environ, settings)
     except TracingConfigError as exc:
@@ -41,7 +51,15 @@ def _serve(settings: Settings) -> int:
         return 2
     _install_uvloop()
     try:
-        return asyncio.run(serve(settings, extra_observers=observers, closers=closers))
+        return asyncio.run(
+            serve(
+                settings,
+                extra_observers=observers,
+                closers=closers,
+                reuse_port=worker_dir is not None,
+                on_started=report_ready,
+            )
+        )
     except ConfigError as exc:  # a listen address that cannot be bound
         sys.stderr.write(f"streamwatch: configuration error: {exc}\n")
         return 2
@@ -79,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(args, os.environ)
         except ConfigError as exc:
             parser.exit(2, f"streamwatch: configuration error: {exc}\n")
-        return _serve(settings)
+        return _serve(settings, args_list[1:])
     from streamwatch.demo import run_demo  # noqa: PLC0415
 
     _install_uvloop()

@@ -281,12 +281,14 @@ class Metrics:
             "SSE streams open right now.",
             ["route", "api"],
             registry=registry,
+            multiprocess_mode="livesum",  # --workers: sum over live workers
         )
         self.streams_stalled = Gauge(
             STREAMS_STALLED,
             "Open SSE streams that are stalled right now.",
             ["route", "api"],
             registry=registry,
+            multiprocess_mode="livesum",  # --workers: sum over live workers
         )
         self.stalls = Counter(
             STALLS_TOTAL,
@@ -370,6 +372,7 @@ class Metrics:
             "Always 1; the version label carries the streamwatch version.",
             ["version"],
             registry=registry,
+            multiprocess_mode="max",  # --workers: 1, not one per worker
         )
         self.build_info.labels(version).set(1)
         self._bound: dict[tuple[str, str, str], _Children] = {}

@@ -222,11 +222,15 @@ async def serve(
     extra_observers: Sequence[Observer] = (),
     closers: Sequence[Closer] = (),
     reuse_port: bool = False,
+    on_started: Callable[[Running], None] | None = None,
 ) -> int:
-    """Run until SIGTERM or SIGINT, then drain; exit status 0."""
+    """Run until SIGTERM or SIGINT, then drain; exit status 0. ``on_started`` runs once both
+    listeners accept connections (a ``--workers`` worker reports readiness with it)."""
     running = await start(
         settings, extra_observers=extra_observers, closers=closers, reuse_port=reuse_port
     )
+    if on_started is not None:
+        on_started(running)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,151 @@
+"""``serve --workers N``: N proxy processes on one port (SO_REUSEPORT), one admin listener.
+
+The parent binds the proxy port first (SO_REUSEPORT, never listening, so it receives no
+connections) to resolve port 0 and reserve the port, then starts N copies of the same command as
+workers. Each worker runs the normal proxy with ``reuse_port`` and reports readiness by creating a
+file. The parent serves the admin port alone.
+
+Metrics use prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): each worker's
+counters, histograms and gauges live in memory-mapped files and the parent's ``/metrics`` sums them
+with ``MultiProcessCollector``. Chosen over scraping and merging the workers' expositions because
+the library already defines the merge for every metric type (gauges by ``multiprocess_mode``) and
+it keeps working while a worker is busy; the cost is no exemplars with several workers.
+
+A worker that dies takes the whole process down (exit 1): a supervisor restarts it cleanly rather
+than leaving a port that silently serves with fewer workers. SIGTERM drains every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from streamwatch import __version__
+from streamwatch.config import Settings
+
+log = structlog.get_logger("streamwatch")
+
+WORKER_ENV = "STREAMWATCH_WORKER_DIR"  # set in workers: where to report readiness
+_POLL_S = 0.05
+
+
+def ready_file(directory: str, pid: int) -> Path:
+    """The file a worker creates once its proxy listener accepts connections."""
+    return Path(directory, f"ready-{pid}")
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _ready(procs: Sequence[subprocess.Popen[bytes]], directory: str) -> bool:
+    return all(p.poll() is None and ready_file(directory, p.pid).exists() for p in procs)
+
+
+def _admin_app(procs: Sequence[subprocess.Popen[bytes]], directory: str) -> web.Application:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # untyped upstream
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if not _ready(procs, directory):
+            return web.Response(status=503, text="workers not ready\n")
+        return web.Response(text="ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _supervise(
+    settings: Settings, procs: list[subprocess.Popen[bytes]], directory: str, port: int
+) -> int:
+    runner = web.AppRunner(_admin_app(procs, directory), access_log=None)
+    await runner.setup()
+    admin_host, admin_port = settings.admin_listen
+    site = web.TCPSite(runner, admin_host, admin_port)
+    await site.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    while not _ready(procs, directory):
+        if any(p.poll() is not None for p in procs) or stopping.is_set():
+            break
+        await asyncio.sleep(_POLL_S)
+    else:
+        log.info(
+            "streamwatch.started",
+            version=__version__,
+            listen=f"{settings.listen[0]}:{port}",
+            admin=f"{admin_host}:{runner.addresses[0][1]}",
+            workers=[p.pid for p in procs],
+        )
+    status = 0
+    while not stopping.is_set():
+        dead = [p for p in procs if p.poll() is not None]
+        if dead:
+            log.error("worker.exited", pid=dead[0].pid, status=dead[0].returncode)
+            status = 1
+            break
+        await asyncio.sleep(_POLL_S * 4)
+    log.info("streamwatch.draining", workers=len(procs))
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            await asyncio.to_thread(proc.wait, settings.drain_timeout + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        mark_process_dead(proc.pid, directory)  # type: ignore[no-untyped-call]  # untyped upstream
+    await runner.cleanup()
+    log.info("streamwatch.stopped", status=status)
+    return status
+
+
+def run_workers(settings: Settings, argv: Sequence[str]) -> int:
+    """Start ``settings.workers`` copies of ``streamwatch serve argv`` and supervise them."""
+    host, port = settings.listen
+    reservation = _reserve(host, port)
+    port = int(reservation.getsockname()[1])
+    directory = tempfile.mkdtemp(prefix="streamwatch-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory, WORKER_ENV: directory}
+    # Later flags win: every worker joins the resolved port; their own admin listeners stay private.
+    command = [sys.executable, "-m", "streamwatch", "serve", *argv,
+               "--listen", f"{host}:{port}", "--admin-listen", "127.0.0.1:0"]  # fmt: skip
+    try:
+        procs = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]  # noqa: S603 (our own argv)
+        try:
+            return asyncio.run(_supervise(settings, procs, directory, port))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        reservation.close()
+        shutil.rmtree(directory, ignore_errors=True)
