@@ -82,6 +82,9 @@ class Settings:
     connect_timeout: float = 10.0
     upstream_idle_timeout: float = 900.0
     drain_timeout: float = 30.0
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 60.0
+    downstream_write_timeout: float = 120.0
     max_streams: int = 1024
     max_request_body: int = 64 << 20
     model_allowlist: tuple[str, ...] = ()
@@ -153,6 +156,11 @@ _OPTIONS: dict[str, str] = {
     "upstream_idle_timeout": "Seconds of upstream silence before a stream is cut; keep it above "
     "the gateway's and load balancer's idle timeouts (900).",
     "drain_timeout": "Seconds open streams may run after SIGTERM before they are aborted (30).",
+    "request_header_timeout": "Seconds a client may take to send a request's headers, counted "
+    "from its first byte (or from connect); slower connections are closed (slowloris) (10).",
+    "request_body_timeout": "Seconds of silence allowed while a client sends a request body (60).",
+    "downstream_write_timeout": "Seconds a write to a client that stopped reading may block before "
+    "the stream is aborted on both sides (120).",
     "max_streams": "Concurrent proxied requests; more are refused with a fast 503 (1024).",
     "max_request_body": "Largest request body in bytes; larger get 413 (67108864).",
     "model_allowlist": "Comma-separated models that keep their own metric label; others are "
@@ -183,6 +191,9 @@ def _convert(name: str, raw: object) -> Any:
         "connect_timeout",
         "upstream_idle_timeout",
         "drain_timeout",
+        "request_header_timeout",
+        "request_body_timeout",
+        "downstream_write_timeout",
     ):
         return _positive(name, str(value))
     if name in ("max_streams", "max_request_body", "capture_limit", "workers"):

@@ -28,6 +28,7 @@ from streamwatch.export.metrics_observer import MetricsObserver
 from streamwatch.export.prometheus import Metrics
 from streamwatch.proxy.forward import Proxy
 from streamwatch.proxy.observe import Observer
+from streamwatch.proxy.server import ProxyServer
 
 log = structlog.get_logger("streamwatch")
 
@@ -66,12 +67,14 @@ async def _bind(site: web.TCPSite, option: str) -> None:
 
 
 async def _watchdog(proxy: Proxy, interval: float) -> None:
-    """Live stall detection: poll every open stream so stalls are counted while they hang."""
+    """Live stall detection: poll every open stream so stalls are counted while they hang; abort
+    clients that stopped reading (``downstream_write_timeout``)."""
     while True:
         await asyncio.sleep(interval)
         now = time.monotonic_ns()
         for stream in tuple(proxy.streams.values()):
             stream.tap.poll(now)
+        proxy.expire_writes(now)
 
 
 def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
@@ -137,8 +140,9 @@ async def start(
     observers: list[Observer] = [*extra_observers, MetricsObserver(metrics), LogObserver()]
     proxy = Proxy(settings, observers)
     await proxy.start()
-    server = web.Server(
+    server = ProxyServer(
         proxy.handle,
+        request_header_timeout=settings.request_header_timeout,
         handler_cancellation=True,
         auto_decompress=False,  # forward compressed request bodies byte for byte
         access_log=None,  # one structured line per request comes from LogObserver

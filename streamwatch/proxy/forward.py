@@ -11,6 +11,9 @@ client connection, never as a clean end.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 import time
 import uuid
 from collections.abc import Sequence
@@ -74,6 +77,42 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+class _BodyTimeoutError(Exception):
+    pass
+
+
+class WriteClock:
+    """Since when the write to the client has been blocked without progress (0: not blocked).
+
+    A client that stops reading blocks ``await response.write`` for ever once the socket buffers
+    are full; :meth:`Proxy.expire_writes` aborts such a client after ``downstream_write_timeout``.
+    A slow client that still reads is not cut: on Linux the kernel send queue (``TIOCOUTQ``)
+    shrinking counts as progress and restarts the clock, since with megabytes of loopback or
+    autotuned socket buffer a single write can legitimately block for seconds.
+    """
+
+    __slots__ = ("outq", "request", "since_ns")
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self.request = request
+        self.since_ns = 0
+        self.outq = -1
+
+    def progressed(self) -> bool:
+        """Whether the kernel sent bytes to the client since the last look."""
+        transport = self.request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or not hasattr(termios, "TIOCOUTQ"):
+            return False
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+            outq = int(struct.unpack("i", raw)[0])
+        except OSError:
+            return False
+        moved, self.outq = outq != self.outq, outq
+        return moved
+
+
 @dataclass(slots=True)
 class LiveStream:
     """An open analyzed stream, as the watchdog and ``/debug/streams`` see it."""
@@ -101,6 +140,7 @@ class Proxy:
         self.inflight = 0
         self.draining = False
         self.shutting_down = False
+        self.writes: set[WriteClock] = set()  # relays in progress, for expire_writes
         self.tasks: set[asyncio.Task[object]] = set()  # handlers with a request in flight
         self.idle = asyncio.Event()  # set while no request is in flight (the drain waits on it)
         self.idle.set()
@@ -133,6 +173,23 @@ class Proxy:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+    def expire_writes(self, now_ns: int) -> None:
+        """Abort clients whose current write has been blocked past ``downstream_write_timeout``.
+
+        Called by the watchdog. The abort makes the blocked write raise, so the stream ends as
+        ``client_abort`` and the upstream request is closed at once.
+        """
+        limit = int(self.settings.downstream_write_timeout * 1e9)
+        for clock in tuple(self.writes):
+            if not clock.since_ns:
+                continue
+            if clock.progressed():
+                clock.since_ns = now_ns
+            elif now_ns - clock.since_ns > limit:
+                clock.since_ns = 0
+                log.warning("client.write_timeout", after_s=self.settings.downstream_write_timeout)
+                _abort(clock.request)
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -177,7 +234,15 @@ class Proxy:
             return b""
         parts: list[bytes] = []
         size = 0
-        async for part in request.content.iter_any():
+        idle = self.settings.request_body_timeout
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    part = await request.content.readany()
+            except TimeoutError:
+                raise _BodyTimeoutError from None
+            if not part:
+                break
             size += len(part)
             if size > limit:
                 raise _BodyTooLargeError
@@ -226,6 +291,8 @@ class Proxy:
             body = await self._read_body(request)
         except _BodyTooLargeError:
             return local_error(413, "body_too_large", "request body too large", Connection="close")
+        except _BodyTimeoutError:
+            return local_error(408, "body_timeout", "request body too slow", Connection="close")
         exchange = self._exchange(request, route, path, body, t_request)
         watchers = self._watchers(exchange)
         headers = upstream_request_headers(request.headers)
@@ -236,6 +303,7 @@ class Proxy:
         cause = CloseCause.UPSTREAM_EOF
         upstream: aiohttp.ClientResponse | None = None
         response: web.StreamResponse | None = None
+        clock: WriteClock | None = None
         try:
             try:
                 upstream = await self._open_upstream(request, route, raw_target, headers, body)
@@ -263,7 +331,9 @@ class Proxy:
                     exchange.request_id, route.name, tap, asyncio.current_task()
                 )
             await response.prepare(request)
-            cause = await self._relay(request, upstream, response, tap)
+            clock = WriteClock(request)
+            self.writes.add(clock)
+            cause = await self._relay(request, upstream, response, tap, clock)
             if cause is CloseCause.UPSTREAM_EOF:
                 await response.write_eof()
             return response
@@ -279,6 +349,8 @@ class Proxy:
             cause = CloseCause.CLIENT_ABORT  # write_eof to a client that just left
             return response or web.Response()  # nothing more reaches the departed client
         finally:
+            if clock is not None:
+                self.writes.discard(clock)
             if upstream is not None:
                 if cause is CloseCause.UPSTREAM_EOF:
                     upstream.release()
@@ -330,6 +402,7 @@ class Proxy:
         upstream: aiohttp.ClientResponse,
         response: web.StreamResponse,
         tap: Tap | None,
+        clock: WriteClock,
     ) -> CloseCause:
         """Copy upstream reads to the client until one side ends; returns why it ended."""
         content = upstream.content
@@ -357,10 +430,12 @@ class Proxy:
                     return CloseCause.UPSTREAM_RESET
                 return CloseCause.UPSTREAM_EOF
             arrived = monotonic_ns()
+            clock.since_ns = arrived
             try:
                 await response.write(chunk)
             except (ConnectionError, aiohttp.ClientConnectionResetError):
                 return CloseCause.CLIENT_ABORT
+            clock.since_ns = 0
             if tap is not None:
                 tap.feed(chunk, arrived)
 
