@@ -33,8 +33,10 @@ pytestmark = pytest.mark.e2e
 
 STALL_S = 0.3  # stall threshold, both phases
 TOKENS = 6  # the harness profile's answer length
-REASONING_TOKENS = 16  # the simulator profile's default reasoning length
-TIMING = {"x-sim-gap-ms": "10", "x-sim-jitter-ms": "0"}  # distinct arrival times per output event
+REASONING_TOKENS = 4
+# Output events 50 ms apart: each arrives in its own read even on a loaded CI box, so streams with
+# two or more output events always have a decode-rate observation (first and last differ).
+TIMING = {"x-sim-gap-ms": "50", "x-sim-jitter-ms": "0"}
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ MIX = (
         "reasoning",
         MESSAGES,
         {"model": "m", "stream": True, "max_tokens": 1024, "thinking": {"type": "enabled"}},
-        {},
-        planned_outputs("anthropic_messages", reasoning=True),  # thinking + text deltas
+        {"x-sim-reasoning-tokens": str(REASONING_TOKENS)},
+        # thinking + text deltas
+        planned_outputs("anthropic_messages", reasoning=True, reasoning_tokens=REASONING_TOKENS),
         "completed",
         "end_turn",
         REASONING_TOKENS + TOKENS,
