@@ -1,5 +1,10 @@
 """The proxy port's aiohttp server, plus the one limit aiohttp lacks: a request-header deadline.
 
+It also replaces aiohttp's logging of malformed requests: aiohttp logs each one as an ERROR with a
+traceback that quotes the offending request bytes (which may hold a credential, e.g. a header
+value with a stray NUL). A malformed request is the client's fault: one warning line naming the
+error class, no request bytes.
+
 aiohttp bounds header *size* (8190-byte lines, 128 fields) but not header *time*: a client sending
 one byte every few seconds holds a connection and a task for as long as it likes (slowloris); only
 the keep-alive timeout (an hour) ends it. Each connection here gets a deadline for a complete
@@ -14,8 +19,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+
+log = structlog.get_logger("streamwatch.proxy")
 
 
 class _DeadlineHandler(RequestHandler):
@@ -56,6 +65,13 @@ class _DeadlineHandler(RequestHandler):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            log.warning("client.bad_request", error=type(exc).__name__, status=exc.code)
+            return
+        super().log_exception(*args, **kw)
 
     def _expire(self) -> None:
         self._header_timer = None
