@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from loadclient import Results, Shape, open_idle, run_load
 
 HERE = Path(__file__).resolve().parent
@@ -50,17 +51,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``--workers`` runs one process per worker)."""
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
+    """utime + stime of a process tree (all threads), from /proc/<pid>/stat."""
+    total = 0
+    for each in _tree(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total * TICK_S
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    """VmRSS of a process tree."""
+    total = 0
+    for each in _tree(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 @dataclass
@@ -108,15 +120,20 @@ def start_streamwatch(
     log = tmp / f"streamwatch-{port}.log"
     profile = os.environ.get("SWBENCH_CPROFILE")  # a file: run streamwatch under cProfile
     prefix = ["-m", "cProfile", "-o", profile] if profile else []
-    argv = [PYTHON, *prefix, "-m", "streamwatch", "serve", "--upstream", upstream,
+    if os.environ.get("SWBENCH_WRAP"):  # a script standing in for ``-m streamwatch``
+        prefix = [os.environ["SWBENCH_WRAP"]]
+    argv = [PYTHON, *prefix, *([] if os.environ.get("SWBENCH_WRAP") else ["-m", "streamwatch"]), "serve", "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
             "--max-streams", "20000", "--log-format", "json", "--workers", str(workers)]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-    _pin(proc, PROXY_CPU)
+    _pin(proc, PROXY_CPU if workers == 1 else None)  # workers: both cores
     _wait_http(port, proc)
+    deadline = time.monotonic() + 20
+    while workers > 1 and b'"workers":' not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the parent logs streamwatch.started once every worker listens
     name = "streamwatch" if workers == 1 else f"streamwatch x{workers}"
     return Target(name, port, proc, log)
 
@@ -429,7 +446,7 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["streamwatch", "bare", "nginx"])
     parser.add_argument("--concurrency", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=100)
-    parser.add_argument("--gap-ms", type=int, default=20)
+    parser.add_argument("--gap-ms", type=int, default=30)  # 300 x 1000/30 = 10k chunks/s
     parser.add_argument("--seconds", type=float, default=None, help="steady window per run")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--sweep", type=lambda s: [int(x) for x in s.split(",")], default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -40,7 +41,10 @@ def _serve(settings: Settings, argv: Sequence[str]) -> int:
         _install_uvloop()
         return run_workers(settings, argv)
 
-    def report_ready(_: Running) -> None:
+    def started(_: Running) -> None:
+        # Everything allocated so far lives until exit: keep it out of the cyclic GC, whose full
+        # collections otherwise walk it all and stall every open stream (tens of ms at p99).
+        gc.freeze()
         if worker_dir is not None:
             ready_file(worker_dir, os.getpid()).touch()
 
@@ -57,7 +61,7 @@ def _serve(settings: Settings, argv: Sequence[str]) -> int:
                 extra_observers=observers,
                 closers=closers,
                 reuse_port=worker_dir is not None,
-                on_started=report_ready,
+                on_started=started,
             )
         )
     except ConfigError as exc:  # a listen address that cannot be bound
