@@ -118,11 +118,15 @@ def start_streamwatch(
 ) -> Target:
     port, admin = _free_port(), _free_port()
     log = tmp / f"streamwatch-{port}.log"
-    profile = os.environ.get("SWBENCH_CPROFILE")  # a file: run streamwatch under cProfile
-    prefix = ["-m", "cProfile", "-o", profile] if profile else []
-    if os.environ.get("SWBENCH_WRAP"):  # a script standing in for ``-m streamwatch``
-        prefix = [os.environ["SWBENCH_WRAP"]]
-    argv = [PYTHON, *prefix, *([] if os.environ.get("SWBENCH_WRAP") else ["-m", "streamwatch"]), "serve", "--upstream", upstream,
+    # SWBENCH_CPROFILE=FILE runs streamwatch under cProfile; SWBENCH_WRAP=SCRIPT runs a script
+    # standing in for ``-m streamwatch`` (e.g. one that records GC pauses).
+    profile, wrap = os.environ.get("SWBENCH_CPROFILE"), os.environ.get("SWBENCH_WRAP")
+    entry = (
+        [wrap]
+        if wrap
+        else [*(["-m", "cProfile", "-o", profile] if profile else []), "-m", "streamwatch"]
+    )
+    argv = [PYTHON, *entry, "serve", "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
             "--max-streams", "20000", "--log-format", "json", "--workers", str(workers)]  # fmt: skip
     with log.open("wb") as out:
