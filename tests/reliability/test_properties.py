@@ -1,0 +1,109 @@
+"""Property tests behind the fault tests: header sanitiser, upstream URL builder, SSE decoder splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from streamwatch.config import Route
+from streamwatch.proxy.headers import HOP_BY_HOP, client_response_headers, upstream_request_headers
+from tests.reliability.fuzz_sse import split_equivalence
+
+FUZZ_CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "fuzz"
+NAMES = st.sampled_from(
+    ["Connection", "connection", "Keep-Alive", "TE", "X-Hop", "x-hop", "X-End", "Authorization",
+     "Content-Length", "Host", "Upgrade", "Trailer", "Proxy-Authorization", "X-Multi"]
+)  # fmt: skip
+HEADERS = st.lists(
+    st.tuples(
+        NAMES,
+        st.one_of(
+            st.sampled_from(["x-hop", "X-End, x-multi", "close", ""]), st.text("abc ,", max_size=8)
+        ),
+    ),
+    max_size=12,
+)
+
+
+def _proxy(items: list[tuple[str, str]]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(items))
+
+
+class TestHeaderSanitiser:
+    """Hop-by-hop stripping: nothing Connection names survives; end-to-end headers keep order."""
+
+    @given(HEADERS)
+    def test_properties(self, items: list[tuple[str, str]]) -> None:
+        """Output has no hop-by-hop or Connection-named header, keeps the rest in order, is idempotent."""
+        named = {
+            t.strip().lower() for k, v in items if k.lower() == "connection" for t in v.split(",")
+        }
+        for build in (upstream_request_headers, client_response_headers):
+            out = build(_proxy(items))
+            names = {k.lower() for k in out}
+            assert not names & (HOP_BY_HOP | named)
+            kept = [(k, v) for k, v in items if k.lower() in names]
+            assert list(out.items()) == kept
+            assert list(build(CIMultiDictProxy(out)).items()) == list(out.items())
+
+
+TARGETS = st.one_of(
+    st.text(max_size=40).map(lambda t: "/" + t),
+    st.sampled_from(["//evil.test/x", "/\\evil.test/", "/http://evil.test/", "/%2F%2Fevil.test",
+                     "/@evil.test", "/#frag", "/a?b=http://evil.test", "/..%2F..%2Fevil", "/\u2603"]),
+)  # fmt: skip
+
+
+class TestUpstreamUrl:
+    """Route.target: whatever the request target, the origin is the configured one."""
+
+    @given(
+        TARGETS,
+        st.sampled_from(["http://127.0.0.1:4000", "https://gw.test/base/", "http://gw.test/v"]),
+    )
+    def test_origin_pinned(self, target: str, upstream: str) -> None:
+        """The built URL's scheme, host and port are the route's."""
+        route = Route("r", URL(upstream))
+        built = route.target(target)
+        assert built.origin() == route.upstream.origin()
+        assert built.raw_path.startswith(route.upstream.raw_path.rstrip("/"))
+
+
+class TestSseSplits:
+    """The decoder's events do not depend on how the bytes were split into reads."""
+
+    @given(st.binary(max_size=512))
+    def test_random_bytes(self, data: bytes) -> None:
+        """Random bytes, random split: no exception, same events."""
+        split_equivalence(data)
+
+    @given(
+        st.lists(
+            st.sampled_from([b"data: x", b"data:", b"event: e", b"id: 1", b"id: a\x00", b"retry: 5", b":c",
+                             b"\r\n", b"\n", b"\r", b"\xef\xbb\xbf", b"\xff", b"data: \xf0\x9f\x98"]),
+            max_size=40,
+        ).map(b"".join),
+        st.integers(0, 255),
+    )  # fmt: skip
+    def test_sse_grammar(self, raw: bytes, seed: int) -> None:
+        """SSE-shaped input (fields, CR/LF/CRLF, BOM, NUL ids, split UTF-8): same events per split."""
+        split_equivalence(bytes([seed]) + raw)
+
+    @pytest.mark.parametrize("path", sorted(FUZZ_CORPUS.glob("*")) or [None], ids=str)
+    def test_regressions(self, path: Path | None) -> None:
+        """Every input the long fuzz run ever found stays fixed."""
+        if path is None:
+            pytest.skip("no fuzz crashers recorded yet")
+        split_equivalence(path.read_bytes())
+
+    @pytest.mark.fuzz_long
+    @settings(max_examples=200_000, deadline=None)
+    @given(st.binary(max_size=4096))
+    def test_long(self, data: bytes) -> None:
+        """The long profile of the atheris target, for machines without atheris."""
+        split_equivalence(data)
