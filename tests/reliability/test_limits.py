@@ -101,8 +101,16 @@ class TestSlowConsumer:
 
     def test_backpressure_and_memory(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
         """RSS grows <= 16 MiB; upstream is at most ~16 MiB ahead of the client; body sha256 equal."""
+        self._run(proxy, upstream, 32 << 20)
+
+    @pytest.mark.soak
+    def test_one_gibibyte(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
+        """The same over a 1 GiB stream."""
+        self._run(proxy, upstream, 1 << 30)
+
+    def _run(self, proxy: ProxyProcess, upstream: FakeUpstream, size: int) -> None:
         event = b"data: " + b'{"choices":[{"delta":{"content":"' + b"x" * 8000 + b'"}}]}\n\n'
-        times = (32 << 20) // len(event)
+        times = size // len(event)
         key = upstream.add(Scenario([Headers(), Loop(event, times), End()]))
         base = Baseline(proxy)
         peak = [base.rss]
@@ -121,7 +129,7 @@ class TestSlowConsumer:
         client_bytes = len(client.read(rate=256 << 10, bufsize=4096, deadline=2.0).raw)
         upstream_bytes = sum(n for _, n in upstream.requests_for(key)[-1].writes)
         lead = upstream_bytes - client_bytes
-        response = client.read(deadline=60)
+        response = client.read(deadline=600)
         client.close()
         stop.set()
         sampler.join()
