@@ -73,6 +73,32 @@ def local_error(status: int, kind: str, message: str, **headers: str) -> web.Res
     )
 
 
+UNMATCHED_ROUTE = "unmatched"  # route label of requests no configured route accepts
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request streamwatch answers itself instead of forwarding."""
+
+    status: int
+    code: str
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def response(self) -> web.Response:
+        return local_error(self.status, self.code, self.message, **dict(self.headers))
+
+
+BAD_TARGET = Refusal(400, "bad_target", "only origin-form request targets are proxied")
+NO_ROUTE = Refusal(404, "no_route", "no configured route matches this path")
+DRAINING = Refusal(503, "draining", "streamwatch is shutting down", (("Connection", "close"),))
+OVERLOADED = Refusal(503, "overloaded", "too many concurrent streams", (("Retry-After", "1"),))
+BODY_TOO_LARGE = Refusal(
+    413, "body_too_large", "request body too large", (("Connection", "close"),)
+)
+BODY_TIMEOUT = Refusal(408, "body_timeout", "request body too slow", (("Connection", "close"),))
+
+
 class _BodyTooLargeError(Exception):
     pass
 
@@ -199,17 +225,16 @@ class Proxy:
         # The request-target as sent; origin-form starts with "/" (``Request.message`` is deprecated).
         raw_target = request.raw_path
         if request.method == "CONNECT" or not raw_target.startswith("/"):
-            return local_error(400, "bad_target", "only origin-form request targets are proxied")
+            # The target itself is not logged: an absolute-form URL may carry credentials.
+            return self._refuse(request, None, "", t_request, BAD_TARGET)
         path = raw_target.partition("?")[0]
         route = self.settings.route_for(path)
         if route is None:
-            return local_error(404, "no_route", "no configured route matches this path")
+            return self._refuse(request, None, path, t_request, NO_ROUTE)
         if self.draining:
-            return local_error(503, "draining", "streamwatch is shutting down", Connection="close")
+            return self._refuse(request, route, path, t_request, DRAINING)
         if self.inflight >= self.settings.max_streams:
-            return local_error(
-                503, "overloaded", "too many concurrent streams", **{"Retry-After": "1"}
-            )
+            return self._refuse(request, route, path, t_request, OVERLOADED)
         self.inflight += 1
         self.idle.clear()
         task = asyncio.current_task()
@@ -249,15 +274,30 @@ class Proxy:
             parts.append(part)
         return b"".join(parts)
 
+    def _refuse(
+        self,
+        request: web.BaseRequest,
+        route: Route | None,
+        path: str,
+        t_request: int,
+        refusal: Refusal,
+    ) -> web.Response:
+        """Answer without forwarding, still counted, logged and traced like any request."""
+        response = refusal.response()
+        exchange = self._exchange(request, route, path, b"", t_request)
+        exchange.status = response.status
+        self._watchers(exchange).call("finish", None, None)
+        return response
+
     def _exchange(
-        self, request: web.BaseRequest, route: Route, path: str, body: bytes, t_request: int
+        self, request: web.BaseRequest, route: Route | None, path: str, body: bytes, t_request: int
     ) -> Exchange:
         api = api_for_path(path)
         facts = read_request(body) if api is not None else RequestFacts()
-        upstream = route.upstream
+        upstream = route.upstream if route is not None else None
         return Exchange(
             request_id=_request_id(request),
-            route=route.name,
+            route=route.name if route is not None else UNMATCHED_ROUTE,
             method=request.method,
             path=path,
             api=api,
@@ -266,8 +306,8 @@ class Proxy:
             t_request_ns=t_request,
             headers=request.headers,
             body=body if self.settings.capture_content else b"",
-            server_address=upstream.host or "",
-            server_port=upstream.port,
+            server_address=(upstream.host or "") if upstream is not None else "",
+            server_port=upstream.port if upstream is not None else None,
         )
 
     def _watchers(self, exchange: Exchange) -> Watchers:
@@ -290,9 +330,9 @@ class Proxy:
         try:
             body = await self._read_body(request)
         except _BodyTooLargeError:
-            return local_error(413, "body_too_large", "request body too large", Connection="close")
+            return self._refuse(request, route, path, t_request, BODY_TOO_LARGE)
         except _BodyTimeoutError:
-            return local_error(408, "body_timeout", "request body too slow", Connection="close")
+            return self._refuse(request, route, path, t_request, BODY_TIMEOUT)
         exchange = self._exchange(request, route, path, body, t_request)
         watchers = self._watchers(exchange)
         headers = upstream_request_headers(request.headers)

@@ -190,6 +190,11 @@ class TestOverload:
             assert r.header("retry-after")
             assert time.monotonic() - t0 < 0.1
         assert len(upstream.requests_for(key)) == SHORT["max_streams"]
+        # Shed requests are never forwarded but still counted and logged, with their status.
+        assert proxy.total("streamwatch_requests_total", code="503") == 10
+        shed = [e for e in proxy.events() if e.get("status") == 503]
+        assert len(shed) == 10
+        assert all(e["event"] == "request.completed" for e in shed)
         for c in held:
             assert c.response.status == 200
             c.close()
