@@ -144,7 +144,7 @@ def _choice(option: str, value: str, choices: Sequence[str]) -> str:
     return lowered
 
 
-_OPTIONS: dict[str, str] = {
+OPTIONS: dict[str, str] = {
     "upstream": "Upstream base URL (the gateway), e.g. http://127.0.0.1:4000.",
     "config": "YAML file with several named routes (path prefix -> upstream) and any option below.",
     "listen": "Proxy listener HOST:PORT (default 0.0.0.0:8080).",
@@ -176,7 +176,7 @@ _OPTIONS: dict[str, str] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register every option as ``--flag``; values are parsed later by :func:`load_settings`."""
-    for name, text in _OPTIONS.items():
+    for name, text in OPTIONS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=text)
 
 
@@ -270,7 +270,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         for key, value in document.items():
             if key == "routes":
                 routes = _routes_from_file(path, value)
-            elif key in _OPTIONS and key not in ("config", "upstream"):
+            elif key in OPTIONS and key not in ("config", "upstream"):
                 raw[key] = value
             elif key != "upstream":
                 raise ConfigError("config", f"{path}: unknown option {key!r}")
@@ -279,11 +279,11 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     genai_capture = environ.get(GENAI_CAPTURE_ENV)
     if genai_capture is not None:  # the GenAI conventions' own switch; STREAMWATCH_* and flags win
         raw["capture_content"] = _genai_capture(genai_capture)
-    for name in _OPTIONS:
+    for name in OPTIONS:
         env_value = environ.get(ENV_PREFIX + name.upper())
         if env_value is not None and name != "config":
             raw[name] = env_value
-    for name in _OPTIONS:
+    for name in OPTIONS:
         flag_value = getattr(args, name, None)
         if flag_value is not None and name != "config":
             raw[name] = flag_value
