@@ -97,6 +97,7 @@ def stream_fields(record: StreamRecord) -> dict[str, Any]:
 
 class _LogWatcher:
     __slots__ = ("_exchange", "_log", "_status")
+    wants_events = False  # one line at the end: the per-event fan-out can skip this watcher
 
     def __init__(self, exchange: Exchange, logger: Any) -> None:
         self._exchange = exchange

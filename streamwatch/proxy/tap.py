@@ -20,22 +20,27 @@ log = structlog.get_logger("streamwatch.tap")
 
 
 class Watchers:
-    """Fan-out to a request's watchers; a watcher that raises is dropped, logged once, counted."""
+    """Fan-out to a request's watchers; a watcher that raises is dropped, logged once, counted.
 
-    __slots__ = ("_items", "faults")
+    Watchers whose class sets ``wants_events = False`` (the log line needs only ``finish``) are
+    left out of the per-event fan-out, which runs for every output event.
+    """
+
+    __slots__ = ("_items", "_listening", "faults")
 
     def __init__(self, items: Sequence[Watcher]) -> None:
-        self._items = list(items)
+        self._items = tuple(items)
+        self._listening = tuple(w for w in self._items if getattr(w, "wants_events", True))
         self.faults = 0
 
     def _drop(self, watcher: Watcher, stage: str) -> None:
         self.faults += 1
-        if watcher in self._items:
-            self._items.remove(watcher)
+        self._items = tuple(w for w in self._items if w is not watcher)
+        self._listening = tuple(w for w in self._listening if w is not watcher)
         log.warning("watcher.failed", stage=stage, watcher=type(watcher).__name__, exc_info=True)
 
     def emit(self, events: Sequence[StreamEvent]) -> None:
-        for watcher in tuple(self._items):
+        for watcher in self._listening:
             try:
                 for event in events:
                     watcher.event(event)
@@ -44,7 +49,7 @@ class Watchers:
 
     def call(self, stage: str, *args: object) -> None:
         """Call ``stage`` (``inject``, ``response`` or ``finish``) on every watcher, guarded."""
-        for watcher in tuple(self._items):
+        for watcher in self._items:
             try:
                 getattr(watcher, stage)(*args)
             except Exception:

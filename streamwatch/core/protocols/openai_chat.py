@@ -23,6 +23,7 @@ from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
 
 DONE = "[DONE]"
+_REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})  # DeepSeek/vLLM and OpenRouter
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
@@ -58,45 +59,49 @@ class OpenAIChat:
             reading.response_id = as_str(chunk.get("id"))
         frame = Frame.NONE
         choices = chunk.get("choices")
-        if isinstance(choices, list):
+        if type(choices) is list:
             for choice in choices:
-                if isinstance(choice, dict) and self._read_choice(choice, reading):
+                if type(choice) is dict and self._read_choice(choice, reading):
                     frame = Frame.OUTPUT
         usage = chunk.get("usage")
-        if not isinstance(usage, dict):
-            usage = as_dict(chunk.get("x_groq")).get("usage")
-        if isinstance(usage, dict):
+        if usage is None and "x_groq" in chunk:
+            usage = as_dict(chunk["x_groq"]).get("usage")
+        if type(usage) is dict:
             reading.usage = _usage(usage)
         return frame
 
     def _read_choice(self, choice: dict[str, Any], reading: Reading) -> bool:
         """Record one choice's delta and finish reason; True if the delta carried output."""
-        n = as_int(choice.get("index")) or 0
         finish = choice.get("finish_reason")
-        if isinstance(finish, str) and finish:
+        n = choice.get("index", 0)
+        if type(n) is not int:
+            n = 0
+        if finish and type(finish) is str:
             reading.finish_reasons[n] = finish
         delta = choice.get("delta")
-        if not isinstance(delta, dict):
+        if type(delta) is not dict:
             return False
         output = False
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            output = True
-            if n == 0:
-                reading.add_text(content)
-        refusal = delta.get("refusal")
-        if isinstance(refusal, str) and refusal:
-            output = True
-            reading.refusal_chars += len(refusal)
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            output = True
-            reading.reasoning_chars += len(reasoning)
-        tool_calls = delta.get("tool_calls")
-        if isinstance(tool_calls, list):
-            for call in tool_calls:
-                if isinstance(call, dict) and self._read_tool_call(call, n, reading):
+        for key, value in delta.items():  # usually one key: iterate instead of probing five
+            if not value:
+                continue
+            if key == "content":
+                if type(value) is str:
                     output = True
+                    if n == 0:
+                        reading.add_text(value)
+            elif key == "refusal":
+                if type(value) is str:
+                    output = True
+                    reading.refusal_chars += len(value)
+            elif key in _REASONING_KEYS:
+                if type(value) is str:
+                    output = True
+                    reading.reasoning_chars += len(value)
+            elif key == "tool_calls" and type(value) is list:
+                for call in value:
+                    if type(call) is dict and self._read_tool_call(call, n, reading):
+                        output = True
         return output
 
     def _read_tool_call(self, call: dict[str, Any], choice: int, reading: Reading) -> bool:
