@@ -67,14 +67,15 @@ async def _bind(site: web.TCPSite, option: str) -> None:
 
 
 async def _watchdog(proxy: Proxy, interval: float) -> None:
-    """Live stall detection: poll every open stream so stalls are counted while they hang; abort
-    clients that stopped reading (``downstream_write_timeout``)."""
+    """Live stall detection: poll every open stream so stalls are counted while they hang; end
+    relays whose upstream went silent (``upstream_idle_timeout``) or whose client stopped reading
+    (``downstream_write_timeout``)."""
     while True:
         await asyncio.sleep(interval)
         now = time.monotonic_ns()
         for stream in tuple(proxy.streams.values()):
             stream.tap.poll(now)
-        proxy.expire_writes(now)
+        proxy.expire(now)
 
 
 def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:

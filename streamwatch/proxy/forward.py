@@ -107,21 +107,29 @@ class _BodyTimeoutError(Exception):
     pass
 
 
-class WriteClock:
-    """Since when the write to the client has been blocked without progress (0: not blocked).
+class RelayClock:
+    """The relay's two idle timers, checked by the watchdog rather than armed per read.
 
-    A client that stops reading blocks ``await response.write`` for ever once the socket buffers
-    are full; :meth:`Proxy.expire_writes` aborts such a client after ``downstream_write_timeout``.
-    A slow client that still reads is not cut: on Linux the kernel send queue (``TIOCOUTQ``)
-    shrinking counts as progress and restarts the clock, since with megabytes of loopback or
-    autotuned socket buffer a single write can legitimately block for seconds.
+    ``read_ns`` is when upstream last delivered bytes: silence past ``upstream_idle_timeout``
+    fails the pending read with a timeout (aiohttp's own ``sock_read`` timer would be re-armed
+    on every read, a measurable share of the per-chunk cost). ``write_since_ns`` is since when
+    the write to the client has been blocked without progress (0: not blocked): a client that
+    stops reading blocks ``await response.write`` for ever once the socket buffers are full, and
+    is aborted after ``downstream_write_timeout``. A slow client that still reads is not cut: on
+    Linux the kernel send queue (``TIOCOUTQ``) shrinking counts as progress and restarts the
+    clock, since with megabytes of loopback or autotuned socket buffer a single write can
+    legitimately block for seconds.
     """
 
-    __slots__ = ("outq", "request", "since_ns")
+    __slots__ = ("content", "outq", "read_ns", "request", "write_since_ns")
 
-    def __init__(self, request: web.BaseRequest) -> None:
+    def __init__(
+        self, request: web.BaseRequest, content: aiohttp.StreamReader, now_ns: int
+    ) -> None:
         self.request = request
-        self.since_ns = 0
+        self.content = content
+        self.read_ns = now_ns
+        self.write_since_ns = 0
         self.outq = -1
 
     def progressed(self) -> bool:
@@ -166,7 +174,7 @@ class Proxy:
         self.inflight = 0
         self.draining = False
         self.shutting_down = False
-        self.writes: set[WriteClock] = set()  # relays in progress, for expire_writes
+        self.relays: set[RelayClock] = set()  # relays in progress, for expire()
         self.tasks: set[asyncio.Task[object]] = set()  # handlers with a request in flight
         self.idle = asyncio.Event()  # set while no request is in flight (the drain waits on it)
         self.idle.set()
@@ -182,12 +190,10 @@ class Proxy:
         self.session = aiohttp.ClientSession(
             connector=connector,
             # No total timeout: a stream may legitimately run for an hour. Connect is bounded;
-            # sock_read is the upstream idle timeout (kept above the gateway's own).
+            # the upstream idle timeout (kept above the gateway's own) is enforced by the
+            # watchdog on the body (RelayClock) and around the wait for the response headers.
             timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=None,
-                sock_connect=settings.connect_timeout,
-                sock_read=settings.upstream_idle_timeout,
+                total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=None
             ),
             auto_decompress=False,  # forward compressed bytes verbatim
             cookie_jar=aiohttp.DummyCookieJar(),  # never replay one client's cookies to another
@@ -200,22 +206,29 @@ class Proxy:
         if self.session is not None:
             await self.session.close()
 
-    def expire_writes(self, now_ns: int) -> None:
-        """Abort clients whose current write has been blocked past ``downstream_write_timeout``.
+    def expire(self, now_ns: int) -> None:
+        """Watchdog tick: end relays whose upstream or client has been idle past its timeout.
 
-        Called by the watchdog. The abort makes the blocked write raise, so the stream ends as
-        ``client_abort`` and the upstream request is closed at once.
+        A silent upstream's pending read fails with a timeout, so the stream ends as
+        ``upstream_timeout`` and the client sees an abort. A client whose write has been blocked
+        past ``downstream_write_timeout`` is aborted, so the blocked write raises, the stream ends
+        as ``client_abort`` and the upstream request is closed at once.
         """
-        limit = int(self.settings.downstream_write_timeout * 1e9)
-        for clock in tuple(self.writes):
-            if not clock.since_ns:
-                continue
-            if clock.progressed():
-                clock.since_ns = now_ns
-            elif now_ns - clock.since_ns > limit:
-                clock.since_ns = 0
-                log.warning("client.write_timeout", after_s=self.settings.downstream_write_timeout)
-                _abort(clock.request)
+        write_limit = int(self.settings.downstream_write_timeout * 1e9)
+        read_limit = int(self.settings.upstream_idle_timeout * 1e9)
+        for clock in tuple(self.relays):
+            if clock.write_since_ns:
+                if clock.progressed():
+                    clock.write_since_ns = now_ns
+                elif now_ns - clock.write_since_ns > write_limit:
+                    clock.write_since_ns = 0
+                    log.warning(
+                        "client.write_timeout", after_s=self.settings.downstream_write_timeout
+                    )
+                    _abort(clock.request)
+            elif now_ns - clock.read_ns > read_limit:
+                clock.read_ns = now_ns  # fail the read once
+                clock.content.set_exception(TimeoutError("upstream idle timeout"))
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -343,7 +356,7 @@ class Proxy:
         cause = CloseCause.UPSTREAM_EOF
         upstream: aiohttp.ClientResponse | None = None
         response: web.StreamResponse | None = None
-        clock: WriteClock | None = None
+        clock: RelayClock | None = None
         try:
             try:
                 upstream = await self._open_upstream(request, route, raw_target, headers, body)
@@ -371,8 +384,8 @@ class Proxy:
                     exchange.request_id, route.name, tap, asyncio.current_task()
                 )
             await response.prepare(request)
-            clock = WriteClock(request)
-            self.writes.add(clock)
+            clock = RelayClock(request, upstream.content, time.monotonic_ns())
+            self.relays.add(clock)
             cause = await self._relay(request, upstream, response, tap, clock)
             if cause is CloseCause.UPSTREAM_EOF:
                 await response.write_eof()
@@ -390,7 +403,7 @@ class Proxy:
             return response or web.Response()  # nothing more reaches the departed client
         finally:
             if clock is not None:
-                self.writes.discard(clock)
+                self.relays.discard(clock)
             if upstream is not None:
                 if cause is CloseCause.UPSTREAM_EOF:
                     upstream.release()
@@ -411,14 +424,15 @@ class Proxy:
     ) -> aiohttp.ClientResponse:
         assert self.session is not None  # noqa: S101 (start() runs before the first request)
         try:
-            return await self.session.request(
-                request.method,
-                route.target(raw_target),
-                headers=headers,
-                data=body if body else None,
-                allow_redirects=False,
-                compress=None,
-            )
+            async with asyncio.timeout(self.settings.upstream_idle_timeout):  # to response headers
+                return await self.session.request(
+                    request.method,
+                    route.target(raw_target),
+                    headers=headers,
+                    data=body if body else None,
+                    allow_redirects=False,
+                    compress=None,
+                )
         except aiohttp.ClientConnectorError as exc:
             raise _UpstreamFailedError(502, "connect", "upstream connection failed") from exc
         except TimeoutError as exc:
@@ -442,7 +456,7 @@ class Proxy:
         upstream: aiohttp.ClientResponse,
         response: web.StreamResponse,
         tap: Tap | None,
-        clock: WriteClock,
+        clock: RelayClock,
     ) -> CloseCause:
         """Copy upstream reads to the client until one side ends; returns why it ended."""
         content = upstream.content
@@ -470,12 +484,12 @@ class Proxy:
                     return CloseCause.UPSTREAM_RESET
                 return CloseCause.UPSTREAM_EOF
             arrived = monotonic_ns()
-            clock.since_ns = arrived
+            clock.read_ns = clock.write_since_ns = arrived
             try:
                 await response.write(chunk)
             except (ConnectionError, aiohttp.ClientConnectionResetError):
                 return CloseCause.CLIENT_ABORT
-            clock.since_ns = 0
+            clock.write_since_ns = 0
             if tap is not None:
                 tap.feed(chunk, arrived)
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.reliability.conftest import DEFAULT_OPTIONS
 from tests.reliability.harness.checks import Baseline, assert_aborted, assert_clean_end, wait_until
-from tests.reliability.harness.client import RawClient, build_request, chat_request
+from tests.reliability.harness.client import RawClient, build_request, chat_request, exchange
 from tests.reliability.harness.proxy import ProxyProcess, proxy_args
 from tests.reliability.harness.upstream import (
     End,
@@ -25,6 +25,7 @@ from tests.reliability.harness.upstream import (
     Loop,
     Scenario,
     Send,
+    Sleep,
 )
 
 SHORT = {
@@ -142,6 +143,70 @@ class TestSlowConsumer:
         assert growth <= 16
         assert_clean_end(response)
         assert hashlib.sha256(response.body).digest() == hashlib.sha256(event * times).digest()
+
+
+IDLE_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def idle_proxy(upstream: FakeUpstream) -> Iterator[ProxyProcess]:
+    """streamwatch with a 2 s upstream idle timeout."""
+    options = {**DEFAULT_OPTIONS, "upstream_idle_timeout": IDLE_TIMEOUT}
+    with ProxyProcess(upstream.url, *proxy_args(**options)) as process:
+        yield process
+        assert not process.leaks(), process.leaks()
+
+
+class TestUpstreamIdle:
+    """T04: a long pause below upstream_idle_timeout survives untouched; real silence is cut."""
+
+    IDLE = IDLE_TIMEOUT
+
+    def test_pause_below_the_timeout_survives(
+        self, idle_proxy: ProxyProcess, upstream: FakeUpstream
+    ) -> None:
+        """A 1.5 s thinking pause: full body, clean end, nothing injected while it lasts."""
+        scenario = Scenario([Headers(), Sleep(1.5), Send(EVENT), Send(b"data: [DONE]\n\n"), End()])
+        key = upstream.add(scenario)
+        client = RawClient(idle_proxy.port)
+        client.send(chat_request(key))
+        response = client.read()
+        client.close()
+        assert_clean_end(response)
+        assert bytes(response.body) == scenario.body
+        assert response.t_headers_ns is not None
+        first_body = response.recvs[-1][0] if len(response.recvs) == 1 else response.recvs[1][0]
+        assert first_body - response.t_headers_ns >= 1.4e9  # no bytes during the pause
+
+    def test_silence_past_the_timeout_aborts(
+        self, idle_proxy: ProxyProcess, upstream: FakeUpstream
+    ) -> None:
+        """Silence after the first event: client abort in [2, 3.5] s, outcome upstream_timeout."""
+        key = upstream.add(Scenario([Headers(), Send(EVENT), Hang()]))
+        rid = uuid.uuid4().hex
+        client = RawClient(idle_proxy.port)
+        client.send(chat_request(key, request_id=rid))
+        response = client.read(until_body=len(EVENT))
+        started = time.monotonic()
+        response = client.read()
+        elapsed = time.monotonic() - started
+        client.close()
+        assert_aborted(response)
+        assert bytes(response.body) == EVENT
+        assert self.IDLE - 0.1 <= elapsed <= self.IDLE + 1.5
+        assert idle_proxy.record(rid)["outcome"] == "upstream_timeout"
+        assert wait_until(lambda: upstream.connections_for(key)[-1].closed_ns is not None, 1.0)
+
+    def test_no_response_headers_gives_504(
+        self, idle_proxy: ProxyProcess, upstream: FakeUpstream
+    ) -> None:
+        """An upstream that never answers the request: a 504 from streamwatch at the timeout."""
+        key = upstream.add(Scenario([Sleep(30), End()]))
+        started = time.monotonic()
+        response = exchange(idle_proxy.port, chat_request(key))
+        elapsed = time.monotonic() - started
+        assert response.status == 504
+        assert self.IDLE - 0.1 <= elapsed <= self.IDLE + 1.5
 
 
 class TestStalledConsumer:
