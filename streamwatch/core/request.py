@@ -22,19 +22,24 @@ def is_event_stream(content_type: str | None) -> bool:
     return content_type.partition(";")[0].strip().lower() == "text/event-stream"
 
 
-def select_api(path: str, content_type: str | None) -> Api | None:
-    """The interpreter for a response: None if it is not an event stream (not analyzed at all).
+def api_for_path(path: str) -> Api | None:
+    """The LLM API a request path addresses (None for anything else, e.g. ``/v1/models``).
 
-    Chosen by the request path's suffix so gateway prefixes (``/openai/v1/...``, ``/llm/v1/...``)
-    still match; any other event stream is timed as generic SSE.
+    Matched by suffix so gateway prefixes (``/openai/v1/...``, ``/llm/v1/...``) still match.
     """
-    if not is_event_stream(content_type):
-        return None
     trimmed = path.rstrip("/")
     for suffix, api in _SUFFIXES:
         if trimmed.endswith(suffix):
             return api
-    return Api.SSE
+    return None
+
+
+def select_api(path: str, content_type: str | None) -> Api | None:
+    """The interpreter for a response: None if it is not an event stream (not analyzed at all);
+    any event stream on a path that is not an LLM API is timed as generic SSE."""
+    if not is_event_stream(content_type):
+        return None
+    return api_for_path(path) or Api.SSE
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,29 +30,15 @@ from streamwatch.config import Route, Settings
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
 from streamwatch.core.events import Api
 from streamwatch.core.record import CloseCause, StreamRecord
-from streamwatch.core.request import RequestFacts, read_request, select_api
+from streamwatch.core.request import RequestFacts, api_for_path, read_request, select_api
 from streamwatch.proxy.headers import client_response_headers, upstream_request_headers
 from streamwatch.proxy.observe import Exchange, Observer, Watcher
 from streamwatch.proxy.tap import Tap, Watchers
 
 log = structlog.get_logger("streamwatch.proxy")
 
-_API_BY_SUFFIX = (
-    ("/chat/completions", Api.OPENAI_CHAT),
-    ("/responses", Api.OPENAI_RESPONSES),
-    ("/messages", Api.ANTHROPIC_MESSAGES),
-)
 _MAX_REQUEST_ID = 128
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response began
-
-
-def api_for_path(path: str) -> Api | None:
-    """The LLM API a request path addresses (None for anything else, e.g. ``/v1/models``)."""
-    trimmed = path.rstrip("/")
-    for suffix, api in _API_BY_SUFFIX:
-        if trimmed.endswith(suffix):
-            return api
-    return None
 
 
 def _request_id(request: web.BaseRequest) -> str:

@@ -14,7 +14,7 @@ from streamwatch.simulator.profile import DEFAULT_WEIGHTS, Profile, parse_weight
 from streamwatch.simulator.server import start_simulator
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     defaults = Profile()
     parser = argparse.ArgumentParser(
         prog="streamwatch simulate",
@@ -54,7 +54,7 @@ async def _serve(host: str, port: int, profile: Profile) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, serve until SIGINT/SIGTERM, return the exit status."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         profile = Profile(

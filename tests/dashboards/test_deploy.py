@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from streamwatch.config import Settings, add_arguments, load_settings
+from streamwatch.simulator.__main__ import build_parser as simulator_parser
 from tests.dashboards.mixin import REPO, import_or_skip
 
 DEPLOY = REPO / "deploy"
@@ -31,7 +34,13 @@ class TestCompose:
         compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
         services = compose["services"]
         assert set(services) == {"simulator", "streamwatch", "prometheus", "grafana"}
-        assert services["simulator"]["command"] == ["simulate", "--listen", "0.0.0.0:9000"]
+        assert services["simulator"]["command"] == [
+            "simulate",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+        ]
         cmd = services["streamwatch"]["command"]
         assert cmd[cmd.index("--upstream") + 1] == "http://simulator:9000"
         assert cmd[cmd.index("--admin-listen") + 1] == "0.0.0.0:9464"
@@ -51,6 +60,38 @@ class TestCompose:
         assert job["job_name"] == "streamwatch"
         assert job["static_configs"][0]["targets"] == ["streamwatch:9464"]
         assert {Path(r).name for r in config["rule_files"]} == {"recording_rules.yml", "alerts.yml"}
+
+
+def serve_settings(argv: list[str], environ: dict[str, str]) -> Settings:
+    """What ``streamwatch <argv>`` would run with: the real flag parser and settings loader."""
+    assert argv[0] == "serve"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return load_settings(parser.parse_args(argv[1:]), environ)
+
+
+class TestCommandsParse:
+    """Every streamwatch command line in deploy/ is accepted by the real CLI parsers."""
+
+    def test_compose_commands(self) -> None:
+        """The compose simulator and serve commands parse and listen where the ports say."""
+        services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+        simulate = services["simulator"]["command"]
+        assert simulate[0] == "simulate"
+        args = simulator_parser().parse_args(simulate[1:])
+        assert (args.host, args.port) == ("0.0.0.0", 9000)
+        settings = serve_settings(services["streamwatch"]["command"], {})
+        assert settings.listen == ("0.0.0.0", 8080)
+        assert settings.admin_listen == ("0.0.0.0", 9464)
+
+    def test_kubernetes_sidecar_command(self) -> None:
+        """The sidecar's args and env give a valid configuration pointing at the gateway."""
+        [deployment] = [d for _, d in manifests() if d["kind"] == "Deployment"]
+        containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+        sidecar = containers["streamwatch"]
+        environ = {e["name"]: e["value"] for e in sidecar["env"] if "value" in e}
+        settings = serve_settings(sidecar["args"], environ)
+        assert str(settings.routes[0].upstream) == environ["STREAMWATCH_UPSTREAM"]
 
 
 class TestKubernetes:
