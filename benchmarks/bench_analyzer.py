@@ -17,7 +17,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from streamwatch.core.analyzer import StreamAnalyzer  # noqa: E402
 from streamwatch.core.events import Api  # noqa: E402
 from streamwatch.core.record import CloseCause  # noqa: E402
+from tests.core.support import sse_events as per_event  # noqa: E402 (the tests' own splitter)
 
 API_OF_PROTOCOL = {
     "openai_chat": Api.OPENAI_CHAT,
@@ -37,25 +38,6 @@ FIXTURE_APIS = {  # project fixture file prefix -> api
     "openai-responses": Api.OPENAI_RESPONSES,
     "anthropic": Api.ANTHROPIC_MESSAGES,
 }
-
-
-def per_event(raw: bytes) -> Iterator[bytes]:
-    """Split after each blank line (CR, LF or CRLF terminators): one SSE event per read."""
-    start, i, line_empty = 0, 0, True
-    while i < len(raw):
-        byte = raw[i]
-        i += 1
-        if byte not in (0x0A, 0x0D):
-            line_empty = False
-            continue
-        if byte == 0x0D and raw[i : i + 1] == b"\n":
-            i += 1
-        if line_empty:
-            yield raw[start:i]
-            start = i
-        line_empty = True
-    if start < len(raw):
-        yield raw[start:]
 
 
 def fixed(size: int) -> Callable[[bytes], list[bytes]]:
