@@ -96,19 +96,18 @@ def stream_fields(record: StreamRecord) -> dict[str, Any]:
 
 
 class _LogWatcher:
-    __slots__ = ("_exchange", "_log", "_status")
+    __slots__ = ("_exchange", "_log")
     wants_events = False  # one line at the end: the per-event fan-out can skip this watcher
 
     def __init__(self, exchange: Exchange, logger: Any) -> None:
         self._exchange = exchange
         self._log = logger
-        self._status: int | None = None
 
     def inject(self, headers: object) -> None:
         return None
 
     def response(self, status: int, api: Api | None) -> None:
-        self._status = status
+        return None
 
     def event(self, event: StreamEvent) -> None:
         return None

@@ -418,24 +418,6 @@ class Metrics:
         """Count an analyzer fault (``analyzer``) or a malformed/oversize frame."""
         self.analysis_errors.labels(route, str(api), stage).inc()
 
-    # -- the brief's flat helpers; the proxy may prefer the StreamMetrics handle --
-
-    def observe_ttfb(
-        self, route: str, api: str, model: str | None, seconds: float, trace_id: str | None = None
-    ) -> None:
-        """Live: observe a TTFB."""
-        self.children(route, api, model).ttfb.observe(seconds, _exemplar(trace_id))
-
-    def observe_ttft(
-        self, route: str, api: str, model: str | None, seconds: float, trace_id: str | None = None
-    ) -> None:
-        """Live: observe a TTFT."""
-        self.children(route, api, model).ttft.observe(seconds, _exemplar(trace_id))
-
-    def record_stream(self, route: str, record: StreamRecord, trace_id: str | None = None) -> None:
-        """At stream end: outcome, finish reasons, reported tokens, tokens/s and duration."""
-        self.children(route, record.api, record.model).record(record, trace_id)
-
 
 class _Children:
     """Label children of one (route, api, model), so hot-path observations skip ``labels()``."""
@@ -538,11 +520,6 @@ class StreamMetrics:
         self._closed = False
         self.trace_id: str | None = None  # set once tracing knows it; used as the exemplar
         metrics.streams_active.labels(route, api).inc()
-
-    @property
-    def model_label(self) -> str:
-        """The bounded ``model`` label this stream is counted under."""
-        return self._c.model
 
     def set_model(self, model: str | None) -> None:
         """The response named its model: count the rest of the stream under that label."""

@@ -352,7 +352,6 @@ class Proxy:
                 return local_error(failed.status, f"upstream_{failed.kind}", failed.message)
             exchange.status = upstream.status
             api = self._analyzed_api(path, upstream)
-            exchange.response_api = api
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(client_response_headers(upstream.headers))
             if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:

@@ -5,12 +5,12 @@ The proxy knows nothing about Prometheus, OpenTelemetry or structlog: for each r
 ``inject`` (before the upstream request), ``response`` (upstream headers arrived; absent if upstream
 failed first), ``event`` (zero or more live stream events) and ``finish`` (always, also on client
 abort, upstream failure or shutdown). A watcher that raises is dropped for that request and the
-fault is counted; the bytes keep flowing.
+fault is logged; the bytes keep flowing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -21,8 +21,8 @@ from streamwatch.core.record import StreamRecord
 
 @dataclass(slots=True)
 class Exchange:
-    """One proxied request as the sinks see it. Holds no secrets beyond the raw incoming headers,
-    which watchers may read only for trace-context propagation.
+    """One proxied request as the sinks see it. The raw incoming headers are there for trace-context
+    propagation only; ``body`` is filled only when content capture is on.
     """
 
     request_id: str
@@ -39,8 +39,6 @@ class Exchange:
     server_port: int | None = None
     trace_id: str | None = None  # set by the tracing watcher; metrics use it as the exemplar
     status: int | None = None
-    response_api: Api | None = None  # set when the response is an event stream being analyzed
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 class Watcher(Protocol):

@@ -20,21 +20,19 @@ log = structlog.get_logger("streamwatch.tap")
 
 
 class Watchers:
-    """Fan-out to a request's watchers; a watcher that raises is dropped, logged once, counted.
+    """Fan-out to a request's watchers; a watcher that raises is dropped for this request and logged.
 
     Watchers whose class sets ``wants_events = False`` (the log line needs only ``finish``) are
     left out of the per-event fan-out, which runs for every output event.
     """
 
-    __slots__ = ("_items", "_listening", "faults")
+    __slots__ = ("_items", "_listening")
 
     def __init__(self, items: Sequence[Watcher]) -> None:
         self._items = tuple(items)
         self._listening = tuple(w for w in self._items if getattr(w, "wants_events", True))
-        self.faults = 0
 
     def _drop(self, watcher: Watcher, stage: str) -> None:
-        self.faults += 1
         self._items = tuple(w for w in self._items if w is not watcher)
         self._listening = tuple(w for w in self._listening if w is not watcher)
         log.warning("watcher.failed", stage=stage, watcher=type(watcher).__name__, exc_info=True)

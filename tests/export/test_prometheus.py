@@ -108,7 +108,7 @@ class TestDeclarations:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A 200 s reasoning-model TTFT is below the 300 s bucket, not only in +Inf."""
-        metrics.observe_ttft(ROUTE, API, MODEL, 200.0)
+        metrics.open_stream(ROUTE, API, MODEL).on_first_token(200.0)
         name = "streamwatch_time_to_first_token_seconds_bucket"
         assert value(registry, name, **LABELS, le="180.0") == 0
         assert value(registry, name, **LABELS, le="300.0") == 1
@@ -225,7 +225,9 @@ class TestLiveObservations:
     ) -> None:
         """With a trace id the OpenMetrics exposition carries it as an exemplar."""
         trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-        metrics.observe_ttft(ROUTE, API, MODEL, 7.0, trace_id)
+        traced = metrics.open_stream(ROUTE, API, MODEL)
+        traced.trace_id = trace_id
+        traced.on_first_token(7.0)
         s = metrics.open_stream(ROUTE, API, MODEL)
         s.on_output(0.2)  # no trace id: no exemplar, no error
         text = generate_openmetrics(registry).decode()
@@ -260,12 +262,19 @@ def pm_error_frame() -> object:
     return ErrorFrame(event_index=3, error_type="server_error", message="boom")
 
 
+def ended(metrics: Metrics, record: StreamRecord, trace_id: str | None = None) -> None:
+    """A stream of ``record``'s api and model opened and closed with ``record``."""
+    stream = metrics.open_stream(ROUTE, record.api.value, record.model)
+    stream.trace_id = trace_id
+    stream.close(record)
+
+
 class TestEndOfStream:
-    """record_stream / close count what is only known once the stream has ended."""
+    """StreamMetrics.close counts what is only known once the stream has ended."""
 
     def test_completed_stream(self, registry: CollectorRegistry, metrics: Metrics) -> None:
         """Outcome, finish reason, reported tokens, tokens/s and duration are recorded once."""
-        metrics.record_stream(ROUTE, make_record(), "4bf92f3577b34da6a3ce929d0e0e4736")
+        ended(metrics, make_record(), "4bf92f3577b34da6a3ce929d0e0e4736")
         assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="completed") == 1
         assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="truncated") == 0
         assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="stop") == 1
@@ -278,8 +287,8 @@ class TestEndOfStream:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """Without reported usage tokens_total stays at zero and tokens/s is skipped when None."""
-        metrics.record_stream(
-            ROUTE,
+        ended(
+            metrics,
             make_record(usage=None, output_tokens_estimated=True, tokens_per_second=None),
         )
         assert value(registry, pm.TOKENS_TOTAL, **LABELS, type="output") == 0
@@ -289,9 +298,7 @@ class TestEndOfStream:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """An unknown finish reason counts as other; a truncation counts under its outcome."""
-        metrics.record_stream(
-            ROUTE, make_record(outcome=Outcome.TRUNCATED, finish_reasons=("STOP", "weird"))
-        )
+        ended(metrics, make_record(outcome=Outcome.TRUNCATED, finish_reasons=("STOP", "weird")))
         assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="truncated") == 1
         assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="stop") == 1
         assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="other") == 1
@@ -331,8 +338,8 @@ class TestModelLabels:
     def test_metrics_use_the_bound(self, registry: CollectorRegistry) -> None:
         """Past the cap, streams are counted under model=other."""
         metrics = Metrics(registry, max_models=1)
-        metrics.record_stream(ROUTE, make_record(response_model="first"))
-        metrics.record_stream(ROUTE, make_record(response_model="second"))
+        ended(metrics, make_record(response_model="first"))
+        ended(metrics, make_record(response_model="second"))
         labels = {**LABELS, "model": "other"}
         assert value(registry, pm.STREAMS_TOTAL, **labels, outcome="completed") == 1
 
