@@ -89,11 +89,33 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
+async def _connections(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], name: str
+) -> AsyncIterator[int]:
+    """Serve ``handle`` per connection on an ephemeral loopback port; cancel them all at the end."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(handle(r, w), name=name)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(on_connect, LOOPBACK, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in tuple(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
 async def recorder(upstream: str) -> AsyncIterator[Recorder]:
     """Relay to ``upstream`` byte for byte (resets included), recording the upstream's writes."""
     url = URL(upstream)
     rec = Recorder((url.host or LOOPBACK, url.port or 80))
-    tasks: set[asyncio.Task[None]] = set()
 
     async def pump(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log: bytearray | None
@@ -122,21 +144,9 @@ async def recorder(upstream: str) -> AsyncIterator[Recorder]:
                 with contextlib.suppress(OSError):
                     await w.wait_closed()
 
-    def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(relay(r, w), name="recorder-relay")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(on_connect, LOOPBACK, 0)
-    rec.port = server.sockets[0].getsockname()[1]
-    try:
+    async with _connections(relay, "recorder-relay") as port:
+        rec.port = port
         yield rec
-    finally:
-        server.close()
-        for task in tuple(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
 
 
 def response_bodies(wire: bytes) -> list[bytes]:
@@ -239,23 +249,9 @@ async def scripted(
 ) -> AsyncIterator[Scripted]:
     """Serve a :class:`Scripted` upstream on an ephemeral port for the block."""
     upstream = Scripted(steps, finish, head_delay)
-    tasks: set[asyncio.Task[None]] = set()
-
-    def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(upstream.handle(r, w), name="scripted")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(on_connect, LOOPBACK, 0)
-    upstream.port = server.sockets[0].getsockname()[1]
-    try:
+    async with _connections(upstream.handle, "scripted") as port:
+        upstream.port = port
         yield upstream
-    finally:
-        server.close()
-        for task in tuple(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
 
 
 # -- streamwatch ---------------------------------------------------------------------------------
