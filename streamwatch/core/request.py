@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import orjson
 
 from streamwatch.core.events import Api
-from streamwatch.core.limits import cap
+from streamwatch.core.limits import MAX_FIELD_CHARS, cap
 
 _SUFFIXES = (
     ("/chat/completions", Api.OPENAI_CHAT),
@@ -79,19 +79,162 @@ class RequestFacts:
     stream: bool | None = None
 
 
-def read_request(body: bytes) -> RequestFacts:
-    """``model`` and ``stream`` from a JSON request body; unreadable bodies give no facts."""
-    if not body:
-        return RequestFacts()
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return RequestFacts()
-    if not isinstance(obj, dict):
-        return RequestFacts()
-    model = obj.get("model")
-    stream = obj.get("stream")
-    return RequestFacts(
-        model=cap(model) if isinstance(model, str) and model else None,
-        stream=stream if isinstance(stream, bool) else None,
+_TOP_LEVEL = re.compile(rb'[{}\[\]",:]')
+_NESTED = re.compile(rb'[{}\[\]"]')
+_KEY_BYTES = 16  # longer keys are neither "model" nor "stream": not kept
+_RAW_MODEL_BYTES = MAX_FIELD_CHARS * 6  # room for a capped model written with \uXXXX escapes
+_SCALAR_BYTES = 16
+
+
+class RequestFactsReader:
+    """``model`` and ``stream`` from a JSON request body fed in pieces, in bounded memory.
+
+    The proxy forwards a request body as it arrives and cannot hold it whole, and the OpenAI SDK
+    writes ``model`` after ``messages``, so the model is often in the last bytes of a large body.
+    This is a bounded scan of the top-level object, not a JSON parser: a regex jumps to the next
+    byte that matters (the closing quote inside strings, found with ``bytes.find`` once escapes
+    are masked; a bracket, quote, colon or comma outside), so the cost is a few C-level passes per
+    piece and one Python step per string, and the state
+    is a depth counter and at most a few hundred bytes of the values it keeps. Chosen over ijson's
+    C push parser, which materialises every string of the body (each message's content) as a
+    Python object. Malformed JSON never raises; it may yield no facts (as ``orjson`` would).
+    """
+
+    __slots__ = (
+        "_current",
+        "_depth",
+        "_escaped",
+        "_expect_key",
+        "_in_string",
+        "_model",
+        "_scalar",
+        "_started",
+        "_stopped",
+        "_stream",
+        "_text",
     )
+
+    def __init__(self) -> None:
+        self._started = False
+        self._stopped = False  # the top-level object ended, or the body is not an object
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False  # the previous piece ended in a lone backslash
+        self._expect_key = True
+        self._current: bytes | None = None  # the top-level key whose value comes next
+        self._text: bytearray | None = None  # the string being read, when it is kept
+        self._scalar: bytearray | None = None  # the literal after "stream":
+        self._model: bytes | None = None
+        self._stream: bool | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Scan the next piece of the body."""
+        if self._stopped:
+            return
+        i, end = 0, len(data)
+        if not self._started:
+            while i < end and data[i] in b" \t\r\n":
+                i += 1
+            if i == end:
+                return
+            if data[i] != 0x7B:  # "{"
+                self._stopped = True
+                return
+            self._started, self._depth, i = True, 1, i + 1
+        masked = self._mask(data)
+        while i < end:
+            if self._in_string:
+                i = self._string(data, masked, i, end)
+                continue
+            pattern = _TOP_LEVEL if self._depth == 1 else _NESTED
+            match = pattern.search(masked, i)
+            stop = end if match is None else match.start()
+            if self._scalar is not None and len(self._scalar) < _SCALAR_BYTES:
+                self._scalar += data[i:stop][: _SCALAR_BYTES - len(self._scalar)]
+            if match is None:
+                return
+            i = stop + 1
+            char = data[stop]
+            if char in b'"{[':
+                self._scalar = None  # a string, object or array: not a true/false literal
+            if char == 0x22:  # '"'
+                self._in_string = True
+                keep = self._depth == 1 and (self._expect_key or self._current == b"model")
+                self._text = bytearray() if keep else None
+            elif char in b"{[":
+                self._depth += 1
+            elif char in b"}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self._end_value()
+                    self._stopped = True
+                    return
+            elif char == 0x3A:  # ":" at the top level
+                self._expect_key = False
+                self._scalar = bytearray() if self._current == b"stream" else None
+            else:  # "," at the top level
+                self._end_value()
+                self._expect_key, self._current = True, None
+
+    def _mask(self, data: bytes) -> bytes:
+        """``data`` with every escaped backslash and escaped quote overwritten, same length, so
+        each quote left is a real one and ``bytes.find`` (memchr) jumps from string to string."""
+        if not self._escaped and b"\\" not in data:
+            masked = data
+        else:
+            head = 1 if self._escaped else 0  # the previous piece ended in a lone backslash
+            masked = b"_" * head + data[head:].replace(b"\\\\", b"__").replace(b'\\"', b"__")
+        self._escaped = masked.endswith(b"\\")
+        return masked
+
+    def _string(self, data: bytes, masked: bytes, i: int, end: int) -> int:
+        """Advance inside a string to its closing quote; returns the next position."""
+        quote = masked.find(b'"', i)
+        if quote == -1:
+            self._keep(data[i:end])
+            return end
+        self._keep(data[i:quote])
+        self._in_string = False
+        text, self._text = self._text, None
+        if text is not None:
+            if self._expect_key:
+                self._current = bytes(text) if len(text) <= _KEY_BYTES else None
+            else:
+                self._model = bytes(text)
+        return quote + 1
+
+    def _keep(self, piece: bytes) -> None:
+        text = self._text
+        if text is not None and piece:
+            limit = _KEY_BYTES + 1 if self._expect_key else _RAW_MODEL_BYTES
+            if len(text) < limit:
+                text += piece[: limit - len(text)]
+
+    def _end_value(self) -> None:
+        if self._scalar is not None:
+            literal = bytes(self._scalar).strip()
+            self._stream = True if literal == b"true" else False if literal == b"false" else None
+            self._scalar = None
+
+    def facts(self) -> RequestFacts:
+        """What the body said, once it has been fed whole."""
+        return RequestFacts(model=_decode_model(self._model), stream=self._stream)
+
+
+def _decode_model(raw: bytes | None) -> str | None:
+    if not raw:
+        return None
+    for cut in range(6):  # a kept prefix may end inside an escape: back off a few bytes
+        try:
+            value = orjson.loads(b'"' + raw[: len(raw) - cut] + b'"')
+        except orjson.JSONDecodeError:
+            continue
+        return cap(value) if isinstance(value, str) and value else None
+    return None
+
+
+def read_request(body: bytes) -> RequestFacts:
+    """``model`` and ``stream`` from a whole JSON request body; unreadable bodies give no facts."""
+    reader = RequestFactsReader()
+    reader.feed(body)
+    return reader.facts()

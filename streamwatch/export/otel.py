@@ -252,6 +252,7 @@ class _SpanWatcher:
         "_capture_limit",
         "_context",
         "_exchange",
+        "_facts_set",
         "_offset_ns",
         "_propagator",
         "_recording",
@@ -270,6 +271,7 @@ class _SpanWatcher:
         self._exchange = exchange
         self._propagator = propagator
         self._capture_limit = capture_limit
+        self._facts_set = False
         parent = propagator.extract(exchange.headers)
         attributes = _start_attributes(exchange)
         if capture_limit is not None and exchange.body:
@@ -298,8 +300,24 @@ class _SpanWatcher:
                 continue
             headers[key] = value
 
+    def _request_facts(self) -> None:
+        """The request body's facts (model, stream flag, captured prompt), learned while the body
+        streamed through after the span started: set once, at the response or the finish."""
+        exchange = self._exchange
+        if self._facts_set or not self._recording:
+            return
+        self._facts_set = True
+        if exchange.api is not None:
+            if exchange.request_model:
+                self._span.update_name(span_name(exchange))
+                self._span.set_attribute(sc.GEN_AI_REQUEST_MODEL, exchange.request_model)
+            if exchange.stream_requested is not None:
+                self._span.set_attribute(sc.GEN_AI_REQUEST_STREAM, exchange.stream_requested)
+        if self._capture_limit is not None and exchange.body:
+            self._span.set_attributes(prompt_attributes(exchange.body, self._capture_limit))
+
     def response(self, status: int, api: Api | None) -> None:
-        return None  # the status is set in finish, also for upstream failures
+        self._request_facts()  # the status is set in finish, also for upstream failures
 
     def event(self, event: StreamEvent) -> None:
         if type(event) is OutputReceived or not self._recording:
@@ -335,6 +353,7 @@ class _SpanWatcher:
                 pass
 
     def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
+        self._request_facts()
         span = self._span
         end_ns = time.time_ns() if record is None else record.t_end_ns + self._offset_ns
         try:

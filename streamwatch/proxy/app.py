@@ -1,19 +1,21 @@
 """Process wiring for ``streamwatch serve``: proxy listener, admin listener, watchdog, drain.
 
-The proxy port runs aiohttp's low-level server (no router, no middleware: every request goes to
-:meth:`Proxy.handle`, and nothing can buffer a response). ``handler_cancellation`` is on so a client
-that disconnects cancels its handler in every phase, including the wait for the first token.
-The admin port serves ``/metrics`` (prometheus-client's own handler), ``/healthz``, ``/readyz`` and
-``/debug/streams``, bound to loopback by default.
+The proxy port is the relay (:mod:`streamwatch.proxy.downstream` and friends): asyncio protocols
+with llhttp on both sides, no aiohttp. aiohttp stays where it earns its place: the admin port,
+which serves ``/metrics`` with prometheus-client's own aiohttp handler, ``/healthz``, ``/readyz``
+and ``/debug/streams``, bound to loopback by default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -25,10 +27,11 @@ from streamwatch.config import ConfigError, Settings
 from streamwatch.export.logs import LogObserver
 from streamwatch.export.metrics_observer import MetricsObserver
 from streamwatch.export.prometheus import Metrics
-from streamwatch.proxy.forward import Proxy
+from streamwatch.proxy.downstream import ClientConnection
 from streamwatch.proxy.observe import Observer
-from streamwatch.proxy.server import ProxyServer
+from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.signals import handle_signals
+from streamwatch.proxy.state import ProxyState
 
 log = structlog.get_logger("streamwatch")
 
@@ -39,11 +42,10 @@ Closer = Callable[[], Awaitable[None]]
 class Running:
     """A started streamwatch: its ports and the handles :func:`stop` needs."""
 
-    proxy: Proxy
+    proxy: ProxyState
     registry: CollectorRegistry
-    proxy_runner: web.ServerRunner
+    proxy_server: asyncio.Server
     admin_runner: web.AppRunner
-    proxy_site: web.BaseSite
     proxy_port: int
     admin_port: int
     watchdog: asyncio.Task[None]
@@ -66,7 +68,38 @@ async def _bind(site: web.TCPSite, option: str) -> None:
         raise ConfigError(option, f"cannot listen on {site.name}: {exc.strerror or exc}") from None
 
 
-async def _watchdog(proxy: Proxy, interval: float) -> None:
+FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+OUT_OF_FILES = Refusal(503, "out_of_file_descriptors", "accept failed: no file descriptors")
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (as nginx's ``worker_rlimit_nofile``): each stream
+    holds two descriptors, and the default soft limit (often 1024) runs out first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _accept_errors(
+    state: ProxyState,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's exception handler: a failed accept() for lack of descriptors is logged and
+    counted (``code="503"``), never a silent reset; anything else goes to the default handler."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in FD_ERRORS:
+            log.error("accept.failed", error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                      connections=len(state.connections))  # fmt: skip
+            state.count_refusal(OUT_OF_FILES)
+            return
+        loop.default_exception_handler(context)
+
+    return handler
+
+
+async def _watchdog(proxy: ProxyState, interval: float) -> None:
     """Live stall detection: poll every open stream so stalls are counted while they hang; end
     relays whose upstream went silent (``upstream_idle_timeout``) or whose client stopped reading
     (``downstream_write_timeout``)."""
@@ -78,12 +111,12 @@ async def _watchdog(proxy: Proxy, interval: float) -> None:
         proxy.expire(now)
 
 
-def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
+def _admin_app(proxy: ProxyState, registry: CollectorRegistry) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if proxy.draining or proxy.session is None:
+        if proxy.draining:
             return web.Response(status=503, text="draining\n")
         return web.Response(text="ready\n")
 
@@ -139,35 +172,38 @@ async def start(
     )
     # Tracing first: it sets the trace id the metrics watcher uses as the exemplar.
     observers: list[Observer] = [*extra_observers, MetricsObserver(metrics), LogObserver()]
-    proxy = Proxy(settings, observers)
-    await proxy.start()
-    server = ProxyServer(
-        proxy.handle,
-        request_header_timeout=settings.request_header_timeout,
-        keepalive_timeout=settings.client_idle_timeout,
-        handler_cancellation=True,
-        auto_decompress=False,  # forward compressed request bodies byte for byte
-        access_log=None,  # one structured line per request comes from LogObserver
-    )
-    proxy_runner = web.ServerRunner(server, shutdown_timeout=1.0)
+    proxy = ProxyState(settings, observers)
+    loop = asyncio.get_running_loop()
+    _raise_fd_limit()
+    loop.set_exception_handler(_accept_errors(proxy))
     admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
     host, port = settings.listen
     admin_host, admin_port = settings.admin_listen
+    proxy_server: asyncio.Server | None = None
     try:
-        await proxy_runner.setup()
-        proxy_site = web.TCPSite(proxy_runner, host, port, reuse_port=reuse_port or None)
-        await _bind(proxy_site, "listen")
+        try:
+            proxy_server = await loop.create_server(
+                lambda: ClientConnection(proxy),
+                host,
+                port,
+                reuse_port=reuse_port or None,
+                backlog=1024,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                "listen", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         await admin_runner.setup()
         admin_site = web.TCPSite(
             admin_runner, admin_host, admin_port, reuse_port=reuse_port or None
         )
         await _bind(admin_site, "admin_listen")
     except BaseException:
-        # Release what did start (the upstream pool, a bound listener) so a failed start-up
-        # exits cleanly instead of leaking an unclosed session.
+        # Release what did start (a bound listener) so a failed start-up exits cleanly.
         await admin_runner.cleanup()
-        await proxy_runner.cleanup()
-        await proxy.close()
+        if proxy_server is not None:
+            proxy_server.close()
+        proxy.close()
         raise
     watchdog = asyncio.get_running_loop().create_task(
         _watchdog(proxy, settings.watchdog_interval), name="streamwatch-watchdog"
@@ -175,10 +211,9 @@ async def start(
     running = Running(
         proxy=proxy,
         registry=registry,
-        proxy_runner=proxy_runner,
+        proxy_server=proxy_server,
         admin_runner=admin_runner,
-        proxy_site=proxy_site,
-        proxy_port=_bound_port(proxy_site),
+        proxy_port=int(proxy_server.sockets[0].getsockname()[1]),
         admin_port=_bound_port(admin_site),
         watchdog=watchdog,
         closers=list(closers),
@@ -198,25 +233,16 @@ async def stop(running: Running, drain_timeout: float) -> None:
     abort the rest (recorded as ``shutdown``), flush sinks.
     """
     proxy = running.proxy
-    proxy.draining = True
-    await running.proxy_site.stop()  # the listener closes: new connections are refused
-    server = running.proxy_runner.server
-    if server is not None:
-        server.pre_shutdown()  # close idle keep-alives; busy ones close after their response
+    running.proxy_server.close()  # the listener closes: new connections are refused
+    proxy.start_drain()  # idle keep-alives close; busy ones close after their response
     with suppress(TimeoutError):
         await asyncio.wait_for(proxy.idle.wait(), drain_timeout)
-    aborted = proxy.inflight
-    proxy.shutting_down = True
-    for task in tuple(proxy.tasks):
-        task.cancel("streamwatch drain deadline")
-    with suppress(TimeoutError):
-        await asyncio.wait_for(proxy.idle.wait(), 1.0)
+    aborted = proxy.abort_all()
     running.watchdog.cancel()
     with suppress(asyncio.CancelledError):
         await running.watchdog
-    await running.proxy_runner.cleanup()
     await running.admin_runner.cleanup()
-    await proxy.close()
+    proxy.close()
     for closer in running.closers:
         await closer()
     log.info("streamwatch.stopped", aborted_streams=aborted)
@@ -240,6 +266,6 @@ async def serve(
     stopping = asyncio.Event()
     handle_signals(stopping)
     await stopping.wait()
-    log.info("streamwatch.draining", open_streams=len(running.proxy.tasks))
+    log.info("streamwatch.draining", open_streams=len(running.proxy.exchanges))
     await stop(running, settings.drain_timeout)
     return 0

@@ -1,59 +1,56 @@
 """Hop-by-hop header handling (RFC 9110 §7.6.1): what a proxy must not forward, in either direction.
 
-End-to-end headers pass unchanged, in order, duplicates included. Framing headers are the proxy's
-own business: each side's ``Content-Length`` / ``Transfer-Encoding`` describe that connection only.
+End-to-end headers pass unchanged -- as bytes, never decoded, in order, duplicates included.
+Framing headers are the relay's own business: each side's ``Content-Length`` /
+``Transfer-Encoding`` describe that connection only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from multidict import CIMultiDict, CIMultiDictProxy
+Headers = list[tuple[bytes, bytes]]
 
 # RFC 9110 §7.6.1 lists Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, Upgrade;
 # Trailer describes this connection's trailers; Proxy-Authorization/-Authenticate address this hop
-# (RFC 9110 §11.7). Host is rebuilt for the upstream by the client; Content-Length is recomputed by
-# whichever side frames the body.
+# (RFC 9110 §11.7).
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
     }
 )
-_REQUEST_ONLY = frozenset({"host", "content-length", "expect"})
+# Host is rebuilt for the upstream; Content-Length is set by whichever side frames the body;
+# Expect is answered by streamwatch itself (100 Continue), as nginx does.
+_REQUEST_ONLY = frozenset({b"host", b"content-length", b"expect"})
+_RESPONSE_ONLY = frozenset({b"content-length"})
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    """Header names the sender listed in ``Connection``: hop-by-hop for this message too."""
-    tokens: set[str] = set()
-    for value in headers.getall("Connection", ()):
-        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return tokens
-
-
-def _end_to_end(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], also_drop: Iterable[str]
-) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | _connection_tokens(headers) | set(also_drop)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
+def tokens(headers: Headers, name: bytes) -> list[bytes]:
+    """The comma-separated tokens of every ``name`` header, lower-cased."""
+    out: list[bytes] = []
+    for key, value in headers:
+        if key.lower() == name:
+            out += [t.strip().lower() for t in value.split(b",") if t.strip()]
     return out
 
 
-def upstream_request_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def _end_to_end(headers: Headers, also_drop: frozenset[bytes]) -> Headers:
+    drop = HOP_BY_HOP | also_drop | set(tokens(headers, b"connection"))
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def upstream_request_headers(headers: Headers) -> Headers:
     """Client request headers to send upstream: end-to-end ones only, as the client wrote them."""
     return _end_to_end(headers, _REQUEST_ONLY)
 
 
-def client_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Upstream response headers to send to the client; body framing is set by the proxy."""
-    return _end_to_end(headers, ("content-length",))
+def client_response_headers(headers: Headers, *, keep_length: bool = False) -> Headers:
+    """Upstream response headers to send to the client; body framing is set by the relay
+    (``keep_length``: a HEAD or 304 response, whose Content-Length describes another body)."""
+    return _end_to_end(headers, frozenset() if keep_length else _RESPONSE_ONLY)

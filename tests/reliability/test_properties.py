@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from streamwatch.config import Route
@@ -30,26 +29,23 @@ HEADERS = st.lists(
 )
 
 
-def _proxy(items: list[tuple[str, str]]) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict(items))
-
-
 class TestHeaderSanitiser:
     """Hop-by-hop stripping: nothing Connection names survives; end-to-end headers keep order."""
 
     @given(HEADERS)
     def test_properties(self, items: list[tuple[str, str]]) -> None:
         """Output has no hop-by-hop or Connection-named header, keeps the rest in order, is idempotent."""
+        raw = [(k.encode(), v.encode()) for k, v in items]
         named = {
-            t.strip().lower() for k, v in items if k.lower() == "connection" for t in v.split(",")
+            t.strip().lower() for k, v in raw if k.lower() == b"connection" for t in v.split(b",")
         }
         for build in (upstream_request_headers, client_response_headers):
-            out = build(_proxy(items))
-            names = {k.lower() for k in out}
+            out = build(raw)
+            names = {k.lower() for k, _ in out}
             assert not names & (HOP_BY_HOP | named)
-            kept = [(k, v) for k, v in items if k.lower() in names]
-            assert list(out.items()) == kept
-            assert list(build(CIMultiDictProxy(out)).items()) == list(out.items())
+            kept = [(k, v) for k, v in raw if k.lower() in names]
+            assert out == kept
+            assert build(out) == out
 
 
 TARGETS = st.one_of(

@@ -1,0 +1,437 @@
+"""One exchange: a client request tied to one upstream request, bytes relayed as they arrive.
+
+Request: admitted (or refused with a small JSON answer, counted like any request) when its head
+arrives; its body is forwarded piece by piece as it is read -- never held whole -- while the
+core's :class:`~streamwatch.core.request.RequestFactsReader` learns ``model`` and ``stream``.
+``Expect: 100-continue`` is answered by streamwatch as the body starts to be read (as nginx does)
+and not forwarded. Flow control: a full upstream write buffer pauses reading from the client.
+
+Response: the status line and end-to-end headers are relayed byte for byte; framing is the
+relay's: a Content-Length body is relayed as is; a chunked or close-delimited upstream body goes
+to an HTTP/1.1 client re-chunked, one chunk per upstream read (llhttp decodes; the decoded bytes go
+to the tap), and to an HTTP/1.0 client close-delimited. The terminating chunk is written only
+after llhttp saw the upstream's own end of body, so an upstream failure mid-body reaches the client
+as an incomplete chunked body (FIN without the last chunk), a short Content-Length body, or, for a
+close-delimited body, a TCP RST -- never as a clean end. Nothing is added: no ``Server``, no
+``Date``. A full client write buffer pauses reading from the upstream.
+
+Per upstream read: take the arrival time, write to the client, then feed the tap. The end of an
+exchange (:meth:`Exchange._end`) is recorded exactly once, whatever ended it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from streamwatch.config import Route
+from streamwatch.core.record import CloseCause
+from streamwatch.core.request import RequestFactsReader, has_dot_segment
+from streamwatch.proxy import responses
+from streamwatch.proxy.headers import client_response_headers, tokens, upstream_request_headers
+from streamwatch.proxy.pool import Origin
+from streamwatch.proxy.responses import Refusal
+from streamwatch.proxy.tap import Tap
+from streamwatch.proxy.telemetry import Telemetry
+from streamwatch.proxy.upstream import UpstreamConnection, UpstreamError, connect
+
+if TYPE_CHECKING:
+    from streamwatch.proxy.downstream import ClientConnection, Request
+    from streamwatch.proxy.headers import Headers
+    from streamwatch.proxy.state import ProxyState
+
+log = structlog.get_logger("streamwatch.proxy")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response began
+_PENDING_LIMIT = 64 << 10  # body bytes held while the upstream connects; then the client waits
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUSES = (204, 304)
+
+
+def _origin(route: Route) -> Origin:
+    url = route.upstream
+    return (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+
+
+class Exchange:
+    """One request and its response, from the head arriving to the last byte relayed."""
+
+    def __init__(self, state: ProxyState, client: ClientConnection, request: Request) -> None:
+        self.state = state
+        self.client = client
+        self.request = request
+        self.telemetry: Telemetry | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.read_ns = 0  # last upstream byte (0: not waiting on the upstream)
+        self.write_since_ns = 0  # client write blocked since (0: not blocked)
+        self.outq = -1
+        self._route: Route | None = None
+        self._origin: Origin | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._facts = RequestFactsReader()
+        self._captured: list[bytes] | None = [] if state.settings.capture_content else None
+        self._body_bytes = 0
+        self._chunked_in = False
+        self._body_sent = False
+        self._slot = False
+        self._head_sent = False  # the response head went to the client
+        self._chunked_out = False
+        self._close_delimited_out = False
+        self._close_delimited_in = False
+        self._keep_alive = False
+        self._tap: Tap | None = None
+        self._ended = False
+
+    # -- admission -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Admit the request (or refuse it), then open the upstream request."""
+        request = self.request
+        settings = self.state.settings
+        target = request.target.decode("latin-1")
+        path = target.partition("?")[0]
+        route: Route | None = None
+        refusal: Refusal | None = None
+        if request.method == "CONNECT" or not target.startswith("/"):
+            refusal, path = responses.BAD_TARGET, ""  # an absolute URL may carry credentials
+        elif has_dot_segment(path):  # routes are an allowlist: /openai/../admin must not escape
+            refusal, path = responses.BAD_PATH, ""
+        elif request.method == "TRACE":
+            refusal = responses.TRACE_REFUSED
+        else:
+            route = settings.route_for(path)
+            if route is None:
+                refusal = responses.NO_ROUTE
+            elif self.state.draining:
+                refusal = responses.DRAINING
+            elif self.state.inflight >= settings.max_streams:
+                refusal = responses.OVERLOADED
+            elif self._content_length() > settings.max_request_body:
+                refusal = responses.BODY_TOO_LARGE
+        self._route = route
+        origin = _origin(route) if route is not None else None
+        self.telemetry = Telemetry(
+            self.state.observers,
+            method=request.method,
+            path=path,
+            route=route.name if route is not None else None,
+            headers=request.headers,
+            t_request_ns=request.t_ns,
+            server=(origin[1], origin[2]) if origin is not None else ("", None),
+            capture=settings.capture_content,
+        )
+        self.state.opened(self)
+        if refusal is not None or route is None or origin is None:
+            self._refuse(refusal or responses.NO_ROUTE, None)
+            return
+        self._origin = origin
+        self._chunked_in = b"chunked" in tokens(request.headers, b"transfer-encoding")
+        expects = tokens(request.headers, b"expect")
+        if request.version == "1.1" and b"100-continue" in expects and not request.complete:
+            self.client.write(_CONTINUE)  # as nginx: the body is read now, so ask for it
+        head = self._upstream_head(route)
+        conn = self.state.pool.take(origin)
+        if conn is not None:
+            self._attach(conn, head)
+        else:
+            self._pending.append(head)
+            self._connecting = asyncio.get_running_loop().create_task(self._connect(origin))
+
+    def _content_length(self) -> int:
+        for name, value in self.request.headers:
+            if name.lower() == b"content-length":
+                return int(value.strip() or b"0")  # llhttp accepted it: digits only
+        return 0
+
+    def _upstream_head(self, route: Route) -> bytes:
+        request = self.request
+        url = route.upstream
+        default_port = 443 if url.scheme == "https" else 80
+        host = (url.raw_host or "").encode("idna")
+        if url.port and url.port != default_port:
+            host += b":%d" % url.port
+        target = route.target(request.target.decode("latin-1")).raw_path_qs.encode("latin-1")
+        assert self.telemetry is not None  # noqa: S101 (start() built it)
+        headers = self.telemetry.inject(upstream_request_headers(request.headers))
+        lines = [request.method.encode() + b" " + target + b" HTTP/1.1", b"Host: " + host]
+        lines += [name + b": " + value for name, value in headers]
+        if self._chunked_in:
+            lines.append(b"Transfer-Encoding: chunked")
+        elif self._content_length() or request.method in ("POST", "PUT", "PATCH"):
+            lines.append(b"Content-Length: %d" % self._content_length())
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    async def _connect(self, origin: Origin) -> None:
+        settings = self.state.settings
+        try:
+            conn = await connect(origin, self.state.tls, settings.connect_timeout)
+        except UpstreamError as exc:
+            self._connecting = None
+            if not self._ended:
+                log.warning("upstream.connect_failed", kind=exc.kind)
+                refusal = {"timeout": responses.UPSTREAM_TIMEOUT, "tls": responses.UPSTREAM_TLS}
+                self._refuse(refusal.get(exc.kind, responses.UPSTREAM_CONNECT), exc.kind)
+            return
+        self._connecting = None
+        if self._ended:
+            conn.abort()
+            return
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        self._attach(conn, b"".join(pending))
+        self.client.resume("connect")
+
+    def _attach(self, conn: UpstreamConnection, data: bytes) -> None:
+        self.upstream = conn
+        conn.attach(self, head_only=self.request.method == "HEAD")
+        conn.write(data)
+        if self._body_sent:
+            self.read_ns = time.monotonic_ns()
+
+    # -- the request body --------------------------------------------------------------------------
+
+    def client_body(self, data: bytes) -> None:
+        """A piece of the request body: scanned for facts, forwarded at once."""
+        if self._ended:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self.state.settings.max_request_body:
+            self.client_body_error(responses.BODY_TOO_LARGE)
+            return
+        self._facts.feed(data)
+        if self._captured is not None:
+            self._captured.append(data)
+        self._send(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked_in else data)
+
+    def client_body_complete(self) -> None:
+        """The request is complete: the response phase starts and takes a stream slot."""
+        if self._ended:
+            return
+        if self._chunked_in:
+            self._send(b"0\r\n\r\n")
+        self._body_sent = True
+        if self.telemetry is not None:
+            body = b"".join(self._captured) if self._captured is not None else b""
+            self.telemetry.facts(self._facts.facts(), body)
+        self._slot = True
+        self.state.inflight += 1
+        if self.upstream is not None:
+            self.read_ns = time.monotonic_ns()  # from now on upstream silence is timed
+
+    def _send(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.write(data)
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > _PENDING_LIMIT:
+            self.client.pause("connect")
+
+    def client_body_error(self, refusal: Refusal) -> None:
+        """Body too slow, too large or malformed: 408/413/400 if nothing was answered yet, else an
+        abort of both sides; the upstream request is abandoned (it never sees a complete body)."""
+        if self._ended:
+            return
+        self._abandon_upstream()
+        if not self._head_sent:
+            self._refuse(refusal, None, keep_alive=False)
+        else:
+            self.client.reset()
+            self._end(CloseCause.CLIENT_ABORT)
+
+    # -- the response ------------------------------------------------------------------------------
+
+    def upstream_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        if self._ended:
+            return
+        if status == 101:  # never asked for (Upgrade is not forwarded)
+            self.upstream_failed("unexpected 101")
+            return
+        request = self.request
+        te = tokens(headers, b"transfer-encoding")
+        chunked = bool(te) and te[-1] == b"chunked"
+        has_cl = any(k.lower() == b"content-length" for k, _ in headers)
+        no_body = request.method == "HEAD" or status in _NO_BODY_STATUSES
+        self._close_delimited_in = not no_body and not chunked and (bool(te) or not has_cl)
+        keep = request.keep_alive and request.version == "1.1" and not self.state.draining
+        out = client_response_headers(headers, keep_length=no_body and status != 204)
+        lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+        lines += [name + b": " + value for name, value in out]
+        if not no_body:
+            if has_cl and not te:
+                lines += [k + b": " + v for k, v in headers if k.lower() == b"content-length"][:1]
+            elif request.version == "1.1":
+                lines.append(b"transfer-encoding: chunked")
+                self._chunked_out = True
+            else:
+                self._close_delimited_out = True
+                keep = False
+        if not request.complete:
+            keep = False  # the rest of the body would be read as the next request
+        if not keep:
+            lines.append(b"connection: close")
+        self._keep_alive = keep
+        self.client.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._head_sent = True
+        self.read_ns = time.monotonic_ns()
+        assert self.telemetry is not None  # noqa: S101
+        content_type = content_encoding = None
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"content-type":
+                content_type = value.decode("latin-1")
+            elif lowered == b"content-encoding":
+                content_encoding = value.decode("latin-1")
+        self._tap = self.telemetry.response(
+            status, content_type, content_encoding, self.state.analyzer_config
+        )
+        if self._tap is not None and self.telemetry is not None:
+            from streamwatch.proxy.state import LiveStream  # noqa: PLC0415 (import cycle)
+
+            exchange = self.telemetry.exchange
+            self.state.streams[id(self)] = LiveStream(
+                exchange.request_id, exchange.route, self._tap
+            )
+
+    def upstream_body(self, data: bytes, complete: bool) -> None:
+        if self._ended:
+            return
+        if data:
+            arrived = self.read_ns = time.monotonic_ns()
+            self.client.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked_out else data)
+            if self._tap is not None:
+                self._tap.feed(data, arrived)
+        if complete:
+            self._response_complete()
+
+    def _response_complete(self) -> None:
+        if self._chunked_out:
+            self.client.write(b"0\r\n\r\n")
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.detach()
+            if conn.reusable() and self._body_sent and self._origin is not None:
+                self.state.pool.put(self._origin, conn)
+            else:
+                conn.abort()
+        keep = self._keep_alive and self.request.complete
+        self._end(CloseCause.UPSTREAM_EOF)
+        self.client.exchange_done(keep_alive=keep)
+
+    def upstream_failed(self, reason: str) -> None:
+        """The upstream sent something llhttp or the relay rejects."""
+        if self._ended:
+            return
+        log.warning("upstream.invalid_response", reason=reason)
+        self._abandon_upstream()
+        if not self._head_sent:
+            self._refuse(responses.UPSTREAM_PROTOCOL, "protocol")
+        else:
+            self._abort_client()
+            self._end(CloseCause.UPSTREAM_RESET)
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if self._ended:
+            return
+        self.upstream = None
+        if not self._head_sent:
+            self._refuse(responses.UPSTREAM_PROTOCOL, "protocol")
+        elif self._close_delimited_in and exc is None:
+            self._response_complete()  # the close is the end of this body
+        else:
+            self._abort_client()
+            self._end(CloseCause.UPSTREAM_RESET)
+
+    def _abort_client(self) -> None:
+        """The upstream failed mid-body: the client must be able to tell."""
+        if self._close_delimited_out:
+            self.client.reset()  # a FIN would look like the end of the body
+        else:
+            self.client.close()  # no last chunk / short Content-Length: visibly incomplete
+
+    # -- flow control and the watchdog ------------------------------------------------------------
+
+    def client_flow(self, paused: bool) -> None:
+        self.write_since_ns = time.monotonic_ns() if paused else 0
+        if self.upstream is not None:
+            self.upstream.pause_reading(paused)
+
+    def upstream_flow(self, paused: bool) -> None:
+        if paused:
+            self.client.pause("upstream")
+        else:
+            self.client.resume("upstream")
+
+    def upstream_timeout(self) -> None:
+        """Upstream silent past ``upstream_idle_timeout``: 504 before the head, else an abort."""
+        self._abandon_upstream()
+        if not self._head_sent:
+            self._refuse(responses.UPSTREAM_TIMEOUT, "timeout")
+        else:
+            self.client.reset()
+            self._end(CloseCause.UPSTREAM_TIMEOUT)
+
+    def write_timeout(self) -> None:
+        """The client stopped reading past ``downstream_write_timeout``: abort both sides."""
+        self._abandon_upstream()
+        self.client.reset()
+        self._end(CloseCause.CLIENT_ABORT)
+
+    def shutdown(self) -> None:
+        """The drain deadline passed: abort both sides (never a clean end)."""
+        self._abandon_upstream()
+        self.client.reset()
+        self._end(CloseCause.SHUTDOWN, status=503)
+
+    def client_lost(self) -> None:
+        """The client went away: close the upstream at once so the generation stops."""
+        if self._ended:
+            return
+        if not self._body_sent:
+            log.info("client.cancelled_upload", received_bytes=self._body_bytes)
+        self._abandon_upstream()
+        self._end(CloseCause.CLIENT_ABORT, status=CLIENT_CLOSED_REQUEST)
+
+    # -- ending, exactly once ----------------------------------------------------------------------
+
+    def _abandon_upstream(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.detach()
+            conn.abort()
+
+    def _refuse(self, refusal: Refusal, error_kind: str | None, *, keep_alive: bool = True) -> None:
+        """Answer with streamwatch's own response instead of the upstream's."""
+        self._abandon_upstream()
+        keep = (
+            keep_alive
+            and not refusal.close
+            and self.request.complete
+            and self.request.keep_alive
+            and not self.state.draining
+        )
+        self.client.write(refusal.encode(close=not keep))
+        self._end(CloseCause.UPSTREAM_EOF, status=refusal.status, error_kind=error_kind)
+        self.client.exchange_done(keep_alive=keep)
+
+    def _end(
+        self, cause: CloseCause, *, status: int | None = None, error_kind: str | None = None
+    ) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.read_ns = self.write_since_ns = 0
+        self.state.streams.pop(id(self), None)
+        if self._slot:
+            self._slot = False
+            self.state.inflight -= 1
+        self.state.closed(self)
+        if self.telemetry is not None:
+            self.telemetry.finish(status, cause, error_kind)

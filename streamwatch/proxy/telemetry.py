@@ -1,0 +1,140 @@
+"""Every call from the relay into the sinks, for one request, in one place.
+
+The relay builds one :class:`Telemetry` per request and calls it at five moments: ``start``
+(request head parsed), ``inject`` (upstream request headers, trace context), ``facts`` (the body's
+model and stream flag, once it is complete), ``response`` (upstream answered; builds the analyzer
+tap for event streams), ``feed`` (each relayed read), ``finish`` (exactly once, whatever happened).
+Headers cross this seam as ``latin-1`` strings, which maps every byte to one character and back,
+so trace headers added by a sink and the client's own header bytes reach the upstream unaltered.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.events import Api
+from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
+from streamwatch.core.record import CloseCause, StreamRecord
+from streamwatch.core.request import RequestFacts, api_for_path, select_api
+from streamwatch.proxy.headers import Headers
+from streamwatch.proxy.observe import Exchange, Observer, Watcher
+from streamwatch.proxy.tap import Tap, Watchers
+
+log = structlog.get_logger("streamwatch.proxy")
+
+UNMATCHED_ROUTE = "unmatched"  # route label of requests no configured route accepts
+
+
+def _request_id(headers: Headers) -> str:
+    for name, value in headers:
+        if name.lower() == b"x-request-id":
+            given = value.decode("latin-1")
+            if (
+                given
+                and len(given) <= MAX_REQUEST_ID_CHARS
+                and given.isascii()
+                and given.isprintable()
+            ):
+                return given
+            break
+    return uuid.uuid4().hex
+
+
+def _as_text(headers: Headers) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers:
+        out.add(name.decode("latin-1"), value.decode("latin-1"))
+    return out
+
+
+class Telemetry:
+    """One request's watchers and, for event streams, its analyzer tap."""
+
+    __slots__ = ("_capture", "exchange", "tap", "watchers")
+
+    def __init__(
+        self,
+        observers: Sequence[Observer],
+        *,
+        method: str,
+        path: str,
+        route: str | None,
+        headers: Headers,
+        t_request_ns: int,
+        server: tuple[str, int | None],
+        capture: bool,
+    ) -> None:
+        self.exchange = Exchange(
+            request_id=_request_id(headers),
+            route=route or UNMATCHED_ROUTE,
+            method=cap(method),
+            path=cap(path, MAX_PATH_CHARS),
+            api=api_for_path(path) if route is not None else None,
+            request_model=None,
+            stream_requested=None,
+            t_request_ns=t_request_ns,
+            headers=CIMultiDictProxy(_as_text(headers)),
+            server_address=server[0],
+            server_port=server[1],
+        )
+        self.tap: Tap | None = None
+        items: list[Watcher] = []
+        for observer in observers:
+            try:
+                watcher = observer.watch(self.exchange)
+            except Exception:
+                log.warning("observer.failed", observer=type(observer).__name__, exc_info=True)
+                continue
+            if watcher is not None:
+                items.append(watcher)
+        self.watchers = Watchers(items)
+        self._capture = capture
+
+    def inject(self, headers: Headers) -> Headers:
+        """The upstream request headers after every sink added its own (trace context)."""
+        text = _as_text(headers)
+        self.watchers.call("inject", text)
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
+
+    def facts(self, facts: RequestFacts, body: bytes) -> None:
+        """The request body is complete: what it said, and the body itself if capture is on."""
+        self.exchange.request_model = facts.model
+        self.exchange.stream_requested = facts.stream
+        if self._capture:
+            self.exchange.body = body
+
+    def response(
+        self,
+        status: int,
+        content_type: str | None,
+        content_encoding: str | None,
+        config: AnalyzerConfig,
+    ) -> Tap | None:
+        """Upstream answered: tell the sinks, start analysis of an uncompressed event stream."""
+        exchange = self.exchange
+        exchange.status = status
+        api: Api | None = None
+        if (content_encoding or "identity").strip().lower() in ("", "identity"):
+            api = select_api(exchange.path, content_type)
+        self.watchers.call("response", status, api)
+        if api is not None:
+            analyzer = StreamAnalyzer(
+                api, exchange.t_request_ns, request_model=exchange.request_model, config=config
+            )
+            self.tap = Tap(analyzer, self.watchers)
+        return self.tap
+
+    def finish(self, status: int | None, cause: CloseCause, error_kind: str | None) -> None:
+        """The request ended (exactly once): final record for streams, status for all."""
+        if self.exchange.status is None:
+            self.exchange.status = status
+        record: StreamRecord | None = None
+        if self.tap is not None:
+            record = self.tap.close(time.monotonic_ns(), cause)
+        self.watchers.call("finish", record, error_kind)
