@@ -54,7 +54,7 @@ OUTCOMES: Final = tuple(o.value for o in Outcome)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
-UPSTREAM_ERROR_KINDS: Final = ("connect", "timeout", "protocol")
+UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 STAGE_ANALYZER: Final = "analyzer"
 STAGE_MALFORMED: Final = "malformed_frame"
 STAGE_OVERSIZE: Final = "oversize_event"
@@ -301,7 +301,7 @@ UPSTREAM_ERRORS: Final = Family(
     "Upstream requests that failed before a response, by failure kind.",
     "{request}",
     (ROUTE, KIND),
-    "upstream failed before a response: `connect`, `timeout`, `protocol`",
+    "upstream failed before a response: `connect`, `tls` (certificate or handshake), `timeout`, `protocol`",
 )
 ANALYSIS_ERRORS: Final = Family(
     "streamwatch_analysis_errors_total",
