@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamwatch.export.prometheus import STREAMS_TOTAL
+from streamwatch.metricspec import STREAMS
 
 SCHEMA_VERSION = 1  # the /debug/streams schema this view reads
 WINDOW_S = 60.0  # "outcomes over the last minute"
@@ -91,7 +91,7 @@ def outcome_totals(metrics_text: str) -> dict[str, float]:
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
-            if sample.name == STREAMS_TOTAL:
+            if sample.name == STREAMS.name:
                 outcome = sample.labels.get("outcome", "")
                 totals[outcome] = totals.get(outcome, 0.0) + sample.value
     return totals
