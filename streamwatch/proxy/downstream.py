@@ -128,10 +128,10 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
-        transport.set_write_buffer_limits(high=64 << 10)
+        stream = self.transport = cast("asyncio.Transport", transport)  # uvloop's: no subclass
+        stream.set_write_buffer_limits(high=64 << 10)
         if not self.state.open_connection(self):
-            transport.write(responses.TOO_MANY_CONNECTIONS.encode())
+            stream.write(responses.TOO_MANY_CONNECTIONS.encode())
             transport.close()
             self.phase = Phase.CLOSED
             return

@@ -288,7 +288,9 @@ class TestEndOfStream:
         ended(metrics, make_record(), "4bf92f3577b34da6a3ce929d0e0e4736")
         assert value(registry, spec.STREAMS.name, **LABELS, outcome="completed") == 1
         assert value(registry, spec.STREAMS.name, **LABELS, outcome="truncated") == 0
-        assert value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="stop") == 1
+        assert (
+            value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="stop") == 1
+        )
         for kind, n in (("input", 7), ("output", 10), ("reasoning", 3), ("cached_input", 2)):
             assert value(registry, spec.TOKENS.name, **ROUTE_API, type=kind) == n
         assert value(registry, "streamwatch_output_tokens_per_second_sum", **LABELS) == 42.0
@@ -311,8 +313,12 @@ class TestEndOfStream:
         """An unknown finish reason counts as other; a truncation counts under its outcome."""
         ended(metrics, make_record(outcome=Outcome.TRUNCATED, finish_reasons=("STOP", "weird")))
         assert value(registry, spec.STREAMS.name, **LABELS, outcome="truncated") == 1
-        assert value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="stop") == 1
-        assert value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="other") == 1
+        assert (
+            value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="stop") == 1
+        )
+        assert (
+            value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="other") == 1
+        )
 
     def test_response_model_moves_end_metrics_to_its_label(
         self, registry: CollectorRegistry, metrics: Metrics
