@@ -152,3 +152,114 @@ class TestConfig:
         err = io.StringIO()
         assert probe_main(["--once", "--config", str(path)], io.StringIO(), err) == 2
         assert "targets[0].api" in err.getvalue()
+
+
+class TestDaemon:
+    """As a daemon the probe exports the proxy's families with source="probe" and its verdicts."""
+
+    async def test_metrics(self, tmp_path: Path) -> None:
+        import os
+        import sys
+        import time
+
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        async with simulator() as upstream:
+            config = {
+                "targets": [
+                    {"name": "good", "url": upstream, "interval": 0.2, "credential_env": "PK"},
+                    {
+                        "name": "bad",
+                        "url": upstream,
+                        "interval": 0.2,
+                        "headers": {"x-sim-scenario": "error"},
+                    },
+                ]
+            }
+            path = tmp_path / "probes.yaml"
+            path.write_text(json.dumps(config))  # JSON is YAML
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "streamwatch",
+                "probe",
+                "--config",
+                str(path),
+                "--listen",
+                "127.0.0.1:0",
+                stderr=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PK": CANARY},
+            )
+            lines: list[str] = []
+            try:
+                assert proc.stderr is not None
+                port = None
+                while port is None:
+                    raw = await asyncio.wait_for(proc.stderr.readline(), 30)
+                    assert raw, "probe exited: " + "".join(lines)
+                    lines.append(raw.decode())
+                    event = json.loads(raw)
+                    if event.get("event") == "probe.started":
+                        port = int(event["listen"].rpartition(":")[2])
+
+                def values() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+                    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                    return {
+                        (s.name, tuple(sorted(s.labels.items()))): s.value
+                        for f in text_string_to_metric_families(text)
+                        for s in f.samples
+                    }
+
+                deadline = time.monotonic() + 30
+                while True:
+                    found = await asyncio.to_thread(values)
+                    passed = found.get(
+                        ("streamwatch_probes_total", (("result", "passed"), ("target", "good"))), 0
+                    )
+                    failed = found.get(
+                        ("streamwatch_probes_total", (("result", "failed"), ("target", "bad"))), 0
+                    )
+                    if passed >= 2 and failed >= 2:
+                        break
+                    assert time.monotonic() < deadline, found
+                    await asyncio.sleep(0.1)
+                text = await asyncio.to_thread(
+                    lambda: httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                )
+            finally:
+                proc.terminate()
+                assert await asyncio.wait_for(proc.wait(), 15) == 0
+                assert proc.stderr is not None
+                lines.append((await proc.stderr.read()).decode())
+        assert found[("streamwatch_probe_success", (("target", "good"),))] == 1
+        assert found[("streamwatch_probe_success", (("target", "bad"),))] == 0
+        stream_samples = [k for k in found if k[0] == "streamwatch_streams_total"]
+        assert stream_samples
+        assert all(("source", "probe") in labels for _, labels in stream_samples)
+        completed = sum(
+            v
+            for (name, labels), v in found.items()
+            if name == "streamwatch_streams_total"
+            and ("outcome", "completed") in labels
+            and ("route", "good") in labels
+        )
+        errored = sum(
+            v
+            for (name, labels), v in found.items()
+            if name == "streamwatch_streams_total"
+            and ("outcome", "error_frame") in labels
+            and ("route", "bad") in labels
+        )
+        assert completed >= 2
+        assert errored >= 2
+        ttft = [
+            v
+            for (name, labels), v in found.items()
+            if name == "streamwatch_time_to_first_token_seconds_count"
+            and ("route", "good") in labels
+        ]
+        assert sum(ttft) >= 2
+        assert CANARY not in text + "".join(lines)
+        assert any('"probe.failed"' in line and '"bad"' in line for line in lines)
