@@ -158,7 +158,7 @@ class FakeUpstream:
     """The H1 server; ``start()`` returns once it listens on an ephemeral loopback port."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.tls = tls  # serve HTTPS with this context (the TLS upstream tests)
+        self.tls = tls  # serve https with this server context
         self.scenarios: dict[str, Scenario] = {}
         self.default: Scenario = sse_scenario([b"data: {}\n\n", b"data: [DONE]\n\n"])
         self.connections: list[Connection] = []
