@@ -30,7 +30,7 @@ from streamwatch.export.prometheus import (
     STREAMS_TOTAL,
     TIME_TO_FIRST_TOKEN_SECONDS,
 )
-from streamwatch.proxy.app import Running, start, stop
+from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
 
