@@ -42,6 +42,8 @@ STAGE: Final = "stage"
 VERSION: Final = "version"
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
+#: Families people do not slice by model carry only these (the series budget in the README).
+ROUTE_API: Final = (ROUTE, API)
 
 # --- bounded label values -------------------------------------------------------------------------
 
@@ -60,16 +62,26 @@ STAGE_MALFORMED: Final = "malformed_frame"
 STAGE_OVERSIZE: Final = "oversize_event"
 ANALYSIS_STAGES: Final = (STAGE_ANALYZER, STAGE_MALFORMED, STAGE_OVERSIZE)
 
-FINISH_REASONS: Final = frozenset(
-    {
-        # OpenAI chat (chat_completion_chunk.py) and Gemini (lower-cased)
-        "stop", "length", "tool_calls", "content_filter", "function_call",
-        # Anthropic stop_reason
-        "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal",
-        # Responses terminal status, and gateways that write "error" as a finish reason
-        "completed", "incomplete", "failed", "error", "max_output_tokens",
-    }
-)  # fmt: skip
+#: Per API, the finish reasons that keep their own label value; anything else is ``other``. A
+#: vocabulary per API, not one shared set, bounds the series per (route, api, model): an Anthropic
+#: stream cannot fan out into OpenAI's reasons. ``error`` is there because gateways (LiteLLM)
+#: write it as a finish reason when the provider failed mid-stream.
+FINISH_REASONS_BY_API: Final[Mapping[str, frozenset[str]]] = {
+    # openai chat_completion_chunk.py (function_call is the legacy tool reason)
+    Api.OPENAI_CHAT.value: frozenset(
+        {"stop", "length", "tool_calls", "content_filter", "function_call", "error"}
+    ),
+    # Responses terminal status, and the reason of an incomplete one
+    Api.OPENAI_RESPONSES.value: frozenset(
+        {"completed", "incomplete", "max_output_tokens", "content_filter", "failed", "error"}
+    ),
+    # Anthropic stop_reason
+    Api.ANTHROPIC_MESSAGES.value: frozenset(
+        {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "error"}
+    ),
+    Api.SSE.value: frozenset(),  # not interpreted: no finish reasons
+}
+FINISH_REASONS: Final = frozenset().union(*FINISH_REASONS_BY_API.values())
 
 #: Provider error types and codes named in corpus/ERROR_FRAMES.md; anything else is ``other``.
 ERROR_TYPES: Final = frozenset(
@@ -123,30 +135,21 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
 
 # --- buckets --------------------------------------------------------------------------------------
 
-#: TTFB/TTFT: 5 ms (a cached or local model answering at once) up to 10 min, because reasoning
-#: models legitimately think for minutes before the first token (client defaults stop at 10 s).
-#: An SLO objective for TTFT must be one of these bounds (the alert reads the ``le`` bucket).
-LATENCY_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0,
-    20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
-)  # fmt: skip
-#: Inter-chunk gaps: 1 ms (tokens batched in one read) up to 120 s, with bounds at the default stall
-#: threshold (10 s) and above it, so stalled gaps land in buckets of their own instead of +Inf.
-GAP_BUCKETS: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    20.0, 30.0, 60.0, 120.0,
-)  # fmt: skip
-#: Decode rate: 1 tok/s (an overloaded or CPU backend) to 5000 tok/s (speculative decoding, fast
-#: inference hardware); the interesting band for hosted models is 20..300.
-TOKENS_PER_SECOND_BUCKETS: Final = (
-    1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0,
-    2000.0, 5000.0,
-)  # fmt: skip
-#: Whole-stream duration: 100 ms (a short refusal) up to 1 h (long agentic or reasoning streams).
-DURATION_BUCKETS: Final = (
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
-    3600.0,
-)  # fmt: skip
+# Every bucket is a series per label set, so each histogram has the fewest bounds that still
+# answer its questions; the OTLP exporter can use base-2 exponential histograms for fine resolution.
+
+#: TTFB/TTFT: 100 ms (a warm cache) up to 5 min (reasoning models think for minutes before the
+#: first token; client defaults stop at 10 s), dense around 0.5..10 s where TTFT objectives sit.
+#: A TTFT objective must be one of these bounds (the SLI reads the ``le`` bucket).
+LATENCY_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: Inter-chunk gaps: 10 ms (tokens at 100/s) up to the default stall threshold (10 s); a longer
+#: gap is a stall, counted by the stall families, so it needs no bucket of its own beyond +Inf.
+GAP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+#: Decode rate: 10 tok/s (an overloaded or CPU backend) to 500 tok/s (speculative decoding, fast
+#: inference hardware); the interesting band for hosted models is 20..200.
+TOKENS_PER_SECOND_BUCKETS: Final = (10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0)
+#: Whole-stream duration: 1 s up to 1 h (long agentic or reasoning streams).
+DURATION_BUCKETS: Final = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 # --- the families ---------------------------------------------------------------------------------
 
@@ -181,7 +184,7 @@ REQUESTS: Final = Family(
     "counter",
     "Proxied requests, by the HTTP status code returned to the client.",
     "{request}",
-    (*STREAM_LABELS, CODE),
+    (*ROUTE_API, CODE),
     "every proxied request, by status returned",
 )
 STREAMS: Final = Family(
@@ -197,7 +200,7 @@ STREAMS_ACTIVE: Final = Family(
     "gauge",
     "SSE streams open right now.",
     "{stream}",
-    (ROUTE, API),
+    ROUTE_API,
     "open SSE streams",
     multiprocess_mode="livesum",  # --workers: sum over live workers
 )
@@ -206,7 +209,7 @@ STREAMS_STALLED: Final = Family(
     "gauge",
     "Open SSE streams that are stalled right now.",
     "{stream}",
-    (ROUTE, API),
+    ROUTE_API,
     "open streams stalled right now",
     multiprocess_mode="livesum",
 )
@@ -215,7 +218,7 @@ STALLS: Final = Family(
     "counter",
     "Stall episodes, counted when the silence crosses the stall threshold.",
     "{stall}",
-    (*STREAM_LABELS, PHASE),
+    (*ROUTE_API, PHASE),
     "stall episodes (`before_first_token`, `mid_stream`), counted when the threshold is crossed",
 )
 TTFB: Final = Family(
@@ -223,7 +226,7 @@ TTFB: Final = Family(
     "histogram",
     "Time from the request's headers to the first response body byte from upstream.",
     "s",
-    STREAM_LABELS,
+    ROUTE_API,
     "TTFB",
     LATENCY_BUCKETS,
 )
@@ -259,7 +262,7 @@ DURATION: Final = Family(
     "histogram",
     "Time from the request's headers to the end of the stream.",
     "s",
-    STREAM_LABELS,
+    ROUTE_API,
     "request → stream end",
     DURATION_BUCKETS,
 )
@@ -268,7 +271,7 @@ FINISH_REASONS_TOTAL: Final = Family(
     "counter",
     "Finish reasons reported by streams, unknown values counted as other.",
     "{stream}",
-    (*STREAM_LABELS, FINISH_REASON),
+    (*ROUTE_API, FINISH_REASON),
     "known reasons, else `other`",
 )
 ERROR_FRAMES: Final = Family(
@@ -276,7 +279,7 @@ ERROR_FRAMES: Final = Family(
     "counter",
     "Mid-stream error events, by provider error type (bounded set plus other).",
     "{event}",
-    (*STREAM_LABELS, ERROR_TYPE),
+    (*ROUTE_API, ERROR_TYPE),
     "mid-stream error events (bounded set + `other`)",
 )
 TOKENS: Final = Family(
@@ -284,7 +287,7 @@ TOKENS: Final = Family(
     "counter",
     "Tokens the streams reported in their own usage, by token type.",
     "{token}",
-    (*STREAM_LABELS, TOKEN_TYPE),
+    (*ROUTE_API, TOKEN_TYPE),
     "reported usage: `input`, `output`, `reasoning`, `cached_input`",
 )
 OUTPUT_EVENTS: Final = Family(
@@ -292,7 +295,7 @@ OUTPUT_EVENTS: Final = Family(
     "counter",
     "Output events (text, reasoning, refusal or tool-call deltas) seen in streams.",
     "{event}",
-    STREAM_LABELS,
+    ROUTE_API,
     "output events",
 )
 UPSTREAM_ERRORS: Final = Family(
@@ -308,7 +311,7 @@ ANALYSIS_ERRORS: Final = Family(
     "counter",
     "Analyzer faults, oversize events and malformed frames; the bytes still flowed.",
     "{event}",
-    (ROUTE, API, STAGE),
+    (*ROUTE_API, STAGE),
     "analyzer faults, malformed and oversize frames (the bytes still flowed)",
 )
 BUILD_INFO: Final = Family(

@@ -10,7 +10,7 @@ import re
 from collections.abc import Collection
 from typing import Final
 
-from streamwatch.metricspec import ERROR_TYPES, FINISH_REASONS, OTHER, UNKNOWN_MODEL
+from streamwatch.metricspec import ERROR_TYPES, FINISH_REASONS_BY_API, OTHER, UNKNOWN_MODEL
 
 MAX_LABEL_LEN: Final = 64
 
@@ -22,17 +22,18 @@ def sanitize_label(value: str) -> str:
     return _UNSAFE.sub("_", value[:MAX_LABEL_LEN])
 
 
-def normalise_finish_reason(value: str) -> str:
-    """A finish reason from the known set (case-insensitive), else ``other``.
+def normalise_finish_reason(value: str, api: str) -> str:
+    """A finish reason from ``api``'s vocabulary (case-insensitive), else ``other``.
 
     Responses streams report ``incomplete:<reason>``: the reason itself is the useful label
     (``max_output_tokens``, ``content_filter``), else ``incomplete``.
     """
+    known = FINISH_REASONS_BY_API.get(api, frozenset())
     lowered = value.strip().lower()
     status, _, reason = lowered.partition(":")
     if reason:
-        return reason if reason in FINISH_REASONS else status if status in FINISH_REASONS else OTHER
-    return lowered if lowered in FINISH_REASONS else OTHER
+        return reason if reason in known else status if status in known else OTHER
+    return lowered if lowered in known else OTHER
 
 
 def normalise_error_type(value: str) -> str:

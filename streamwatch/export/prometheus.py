@@ -86,7 +86,8 @@ class Metrics:
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
         self.build_info = _gauge(spec.BUILD_INFO, registry)
         self.build_info.labels(version).set(1)
-        self._bound: dict[tuple[str, str, str], _Children] = {}
+        self._per_model: dict[tuple[str, str, str], _ModelChildren] = {}
+        self._per_route_api: dict[tuple[str, str], _RouteApiChildren] = {}
         for route in routes:
             self.prepare_route(route)
 
@@ -100,12 +101,20 @@ class Metrics:
             for stage in spec.ANALYSIS_STAGES:
                 self.analysis_errors.labels(route, api.value, stage)
 
-    def children(self, route: str, api: str, model: str | None) -> _Children:
-        """The cached label children for one (route, api, model); created on first use."""
-        key = (route, str(api), self.models(model))
-        found = self._bound.get(key)
+    def route_api(self, route: str, api: str) -> _RouteApiChildren:
+        """The cached label children of one (route, api); created on first use."""
+        key = (route, str(api))
+        found = self._per_route_api.get(key)
         if found is None:
-            found = self._bound[key] = _Children(self, *key)
+            found = self._per_route_api[key] = _RouteApiChildren(self, *key)
+        return found
+
+    def children(self, route: str, api: str, model: str | None) -> _ModelChildren:
+        """The cached label children of one (route, api, model); created on first use."""
+        key = (route, str(api), self.models(model))
+        found = self._per_model.get(key)
+        if found is None:
+            found = self._per_model[key] = _ModelChildren(self, *key)
         return found
 
     def open_stream(self, route: str, api: str, model: str | None) -> StreamMetrics:
@@ -114,61 +123,52 @@ class Metrics:
 
     # -- per-request and per-route counters (not tied to a stream) --
 
-    def request_finished(self, route: str, api: str, model: str | None, code: int) -> None:
-        """Count a proxied request by the status code returned to the client (any request).
-
-        Not through :meth:`children`: a request that never streams must not create stream series.
-        """
-        self.requests.labels(route, str(api), self.models(model), str(code)).inc()
+    def request_finished(self, route: str, api: str, code: int) -> None:
+        """Count a proxied request by the status code returned to the client (any request)."""
+        self.requests.labels(route, str(api), str(code)).inc()
 
     def upstream_error(self, route: str, kind: str) -> None:
-        """Count an upstream failure before a response: ``connect``, ``timeout`` or ``protocol``."""
+        """Count an upstream failure before a response (connect, tls, timeout or protocol)."""
         self.upstream_errors.labels(
             route, kind if kind in spec.UPSTREAM_ERROR_KINDS else spec.OTHER
         ).inc()
 
-    def analysis_error(self, route: str, api: str, stage: str) -> None:
-        """Count an analyzer fault (``analyzer``) or a malformed/oversize frame."""
-        self.analysis_errors.labels(route, str(api), stage).inc()
 
-
-class _Children:
-    """Label children of one (route, api, model), so hot-path observations skip ``labels()``."""
+class _RouteApiChildren:
+    """Label children of one (route, api): the families not sliced by model."""
 
     __slots__ = (
+        "active",
         "analysis",
         "api",
         "duration",
         "error_frames",
         "finish",
-        "gap",
         "metrics",
-        "model",
-        "outcomes",
         "output_events",
         "route",
+        "stalled",
         "stalls",
         "tokens",
-        "tps",
         "ttfb",
-        "ttft",
     )
 
-    def __init__(self, metrics: Metrics, route: str, api: str, model: str) -> None:
-        labels = (route, api, model)
+    def __init__(self, metrics: Metrics, route: str, api: str) -> None:
+        labels = (route, api)
         self.metrics = metrics
-        self.route, self.api, self.model = labels
+        self.route, self.api = labels
         self.ttfb = metrics.ttfb.labels(*labels)
-        self.ttft = metrics.ttft.labels(*labels)
-        self.gap = metrics.gap.labels(*labels)
-        self.tps = metrics.tokens_per_second.labels(*labels)
         self.duration = metrics.duration.labels(*labels)
         self.output_events = metrics.output_events.labels(*labels)
-        # Known values pre-initialised at zero: a combination's first stream makes all of them
-        # visible, so rate(...{outcome="truncated"}) is 0, not absent.
-        self.outcomes = {o: metrics.streams.labels(*labels, o) for o in spec.OUTCOMES}
+        self.active = metrics.streams_active.labels(*labels)
+        self.stalled = metrics.streams_stalled.labels(*labels)
         self.stalls = {p: metrics.stalls.labels(*labels, p) for p in spec.STALL_PHASES}
+        self.analysis = {
+            s: metrics.analysis_errors.labels(*labels, s) for s in spec.ANALYSIS_STAGES
+        }
         self.tokens = {t: metrics.tokens.labels(*labels, t) for t in spec.TOKEN_TYPES}
+        # Known values at zero: the first length cut or overloaded_error of a (route, api) is
+        # visible to rate() (a counter that appears at 1 is invisible to it).
         self.finish: dict[str, Counter] = {
             r: metrics.finish_reasons.labels(*labels, r)
             for r in spec.EXPECTED_FINISH_REASONS.get(api, ())
@@ -179,25 +179,15 @@ class _Children:
         }
 
     def finish_reason(self, value: str) -> None:
-        label = normalise_finish_reason(value)
+        label = normalise_finish_reason(value, self.api)
         child = self.finish.get(label)
         if child is None:
             child = self.finish[label] = self.metrics.finish_reasons.labels(
-                self.route, self.api, self.model, label
-            )
-        child.inc()
-
-    def error_frame(self, error_type: str) -> None:
-        label = normalise_error_type(error_type)
-        child = self.error_frames.get(label)
-        if child is None:
-            child = self.error_frames[label] = self.metrics.error_frames.labels(
-                self.route, self.api, self.model, label
+                self.route, self.api, label
             )
         child.inc()
 
     def record(self, record: StreamRecord, trace_id: str | None) -> None:
-        self.outcomes[record.outcome.value].inc()
         for reason in record.finish_reasons:
             self.finish_reason(reason)
         usage = record.usage
@@ -210,11 +200,38 @@ class _Children:
             ):
                 if count:
                     self.tokens[kind].inc(count)
-        exemplar = _exemplar(trace_id)
+        self.duration.observe(max(0.0, _ns_to_s(record.duration_ns)), _exemplar(trace_id))
+
+    def error_frame(self, error_type: str) -> None:
+        label = normalise_error_type(error_type)
+        child = self.error_frames.get(label)
+        if child is None:
+            child = self.error_frames[label] = self.metrics.error_frames.labels(
+                self.route, self.api, label
+            )
+        child.inc()
+
+
+class _ModelChildren:
+    """Label children of one (route, api, model), so hot-path observations skip ``labels()``."""
+
+    __slots__ = ("api", "gap", "model", "outcomes", "route", "tps", "ttft")
+
+    def __init__(self, metrics: Metrics, route: str, api: str, model: str) -> None:
+        labels = (route, api, model)
+        self.route, self.api, self.model = labels
+        self.ttft = metrics.ttft.labels(*labels)
+        self.gap = metrics.gap.labels(*labels)
+        self.tps = metrics.tokens_per_second.labels(*labels)
+        # Every outcome at zero with a combination's first stream, so rate(...{outcome="truncated"})
+        # is 0, not absent.
+        self.outcomes = {o: metrics.streams.labels(*labels, o) for o in spec.OUTCOMES}
+
+    def record(self, record: StreamRecord, trace_id: str | None) -> None:
+        self.outcomes[record.outcome.value].inc()
         tps = record.tokens_per_second
         if tps is not None and math.isfinite(tps) and tps >= 0:
-            self.tps.observe(tps, exemplar)
-        self.duration.observe(max(0.0, _ns_to_s(record.duration_ns)), exemplar)
+            self.tps.observe(tps, _exemplar(trace_id))
 
 
 class StreamMetrics:
@@ -224,25 +241,24 @@ class StreamMetrics:
     once (active gauge -1, stalled gauge -1 if the stream ended stalled, end-of-stream metrics).
     """
 
-    __slots__ = ("_c", "_closed", "_metrics", "_route_api", "_stalled", "trace_id")
+    __slots__ = ("_c", "_closed", "_metrics", "_ra", "_stalled", "trace_id")
 
     def __init__(self, metrics: Metrics, route: str, api: str, model: str | None) -> None:
         self._metrics = metrics
+        self._ra = metrics.route_api(route, api)
         self._c = metrics.children(route, api, model)
-        self._route_api = (route, api)
         self._stalled = False
         self._closed = False
         self.trace_id: str | None = None  # set once tracing knows it; used as the exemplar
-        metrics.streams_active.labels(route, api).inc()
+        self._ra.active.inc()
 
     def set_model(self, model: str | None) -> None:
         """The response named its model: count the rest of the stream under that label."""
-        route, api = self._route_api
-        self._c = self._metrics.children(route, api, model)
+        self._c = self._metrics.children(self._ra.route, self._ra.api, model)
 
     def on_first_byte(self, ttfb_s: float) -> None:
         """Live, on :class:`FirstByteReceived`: observe TTFB."""
-        self._c.ttfb.observe(ttfb_s, _exemplar(self.trace_id))
+        self._ra.ttfb.observe(ttfb_s, _exemplar(self.trace_id))
 
     def on_first_token(self, ttft_s: float) -> None:
         """Live, on :class:`FirstTokenReceived`: observe TTFT."""
@@ -250,38 +266,38 @@ class StreamMetrics:
 
     def on_output(self, gap_s: float | None) -> None:
         """Live, on :class:`OutputReceived`: count the output event and observe its gap if any."""
-        self._c.output_events.inc()
+        self._ra.output_events.inc()
         if gap_s is not None:
             self._c.gap.observe(gap_s, _exemplar(self.trace_id))
 
     def on_error_frame(self, error_type: str) -> None:
         """Live, on :class:`ErrorFrameReceived`: count it by bounded error type."""
-        self._c.error_frame(error_type)
+        self._ra.error_frame(error_type)
 
     def on_stall_started(self, phase: StallPhase | str) -> None:
         """Live, on :class:`StallStarted`: count the episode and mark the stream stalled."""
-        self._c.stalls[str(phase)].inc()
+        self._ra.stalls[str(phase)].inc()
         if not self._stalled:
             self._stalled = True
-            self._metrics.streams_stalled.labels(*self._route_api).inc()
+            self._ra.stalled.inc()
 
     def on_stall_ended(self) -> None:
         """Live, on :class:`StallEnded`: the stream is no longer stalled."""
         if self._stalled:
             self._stalled = False
-            self._metrics.streams_stalled.labels(*self._route_api).dec()
+            self._ra.stalled.dec()
 
     def on_malformed_frame(self) -> None:
         """Live, on :class:`MalformedFrameReceived`."""
-        self._metrics.analysis_error(self._c.route, self._c.api, spec.STAGE_MALFORMED)
+        self._ra.analysis[spec.STAGE_MALFORMED].inc()
 
     def on_oversize_event(self) -> None:
         """Live, on :class:`OversizeEventDropped`."""
-        self._metrics.analysis_error(self._c.route, self._c.api, spec.STAGE_OVERSIZE)
+        self._ra.analysis[spec.STAGE_OVERSIZE].inc()
 
     def on_analysis_failed(self) -> None:
         """Live: the analyzer raised and analysis of this stream stopped (bytes still flow)."""
-        self._metrics.analysis_error(self._c.route, self._c.api, spec.STAGE_ANALYZER)
+        self._ra.analysis[spec.STAGE_ANALYZER].inc()
 
     def close(self, record: StreamRecord | None) -> None:
         """At stream end: release the gauges and record outcome, reasons, tokens, rate, duration.
@@ -292,8 +308,9 @@ class StreamMetrics:
             return
         self._closed = True
         self.on_stall_ended()
-        self._metrics.streams_active.labels(*self._route_api).dec()
+        self._ra.active.dec()
         if record is not None:
             if record.model and self._metrics.models(record.model) != self._c.model:
                 self.set_model(record.model)
             self._c.record(record, self.trace_id)
+            self._ra.record(record, self.trace_id)

@@ -175,13 +175,14 @@ class Layout:
         tgts = targets(*quantiles(family, qs, *labels), exemplar=True)
         self.timeseries(title, description, tgts, unit=grafana_unit(family), w=w)
 
-    def outcomes(self, description: str) -> None:
+    def outcomes(self, description: str, *, w: int = 8) -> None:
         """How streams ended, stacked."""
         self.timeseries(
             "Outcomes",
             description,
             targets(rate_by(spec.STREAMS, spec.OUTCOME)),
             unit="reqps",
+            w=w,
             stack=True,
         )
 

@@ -27,7 +27,6 @@ QUANTILES: dict[spec.Family, tuple[float, ...]] = {
     spec.TOKENS_PER_SECOND: (0.1, 0.5, 0.9),
     spec.DURATION: (0.5, 0.95),
 }
-RAM = "route_api_model"
 
 
 def slo_miss(window: str) -> str:
@@ -47,8 +46,9 @@ def recording_rules(cfg: Config) -> Json:
     s = cfg.selector
     rules: list[Json] = []
     for hist, qs in QUANTILES.items():
-        buckets = f"{RAM}_le:{hist.series('_bucket')}:rate5m"
         group = [label for label in spec.STREAM_LABELS if label in hist.labels]
+        level = "_".join(group)
+        buckets = f"{level}_le:{hist.series('_bucket')}:rate5m"
         rules.append(
             {
                 "record": buckets,
@@ -57,7 +57,7 @@ def recording_rules(cfg: Config) -> Json:
         )
         rules.extend(
             {
-                "record": f"{RAM}:{hist.name}:p{round(q * 100)}_rate5m",
+                "record": f"{level}:{hist.name}:p{round(q * 100)}_rate5m",
                 "expr": f"histogram_quantile({q}, {buckets})",
             }
             for q in qs
@@ -70,7 +70,7 @@ def recording_rules(cfg: Config) -> Json:
 
     rules += [
         {
-            "record": f"{RAM}_outcome:{streams.base}:rate5m",
+            "record": f"route_api_model_outcome:{streams.base}:rate5m",
             "expr": sum_rate(streams, s, *spec.STREAM_LABELS, spec.OUTCOME, window="5m"),
         },
         {"record": STREAM_RATE, "expr": route_rate(streams)},

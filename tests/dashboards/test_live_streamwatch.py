@@ -254,7 +254,7 @@ class TestEveryExpression:
 
     def assert_all_have_data(self, live: Live, values: Mapping[str, str]) -> None:
         exprs = named_exprs(values)
-        assert len(exprs) > 100
+        assert len(exprs) > 90  # the mixin was read, not an empty list
         empty, nan = [], []
         for where, expr in exprs.items():
             result = live.query(expr)
