@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.proxy.headers import HOP_BY_HOP
 from tests.reliability.harness.checks import (
     Baseline,
