@@ -22,8 +22,9 @@ from typing import Any, TextIO
 import orjson
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.api import Api
 from streamwatch.core.capture import CaptureError, decode, looks_like_capture
-from streamwatch.core.events import Api, OutputReceived
+from streamwatch.core.events import OutputReceived
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import select_api
 from streamwatch.core.sniff import sniff_api
