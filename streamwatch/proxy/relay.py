@@ -116,7 +116,7 @@ class Exchange:
         self._route = route
         origin = _origin(route) if route is not None else None
         self.telemetry = Telemetry(
-            self.state.observers,
+            self.state.sinks,
             method=request.method,
             path=path,
             route=route.name if route is not None else None,

@@ -16,7 +16,6 @@ import fcntl
 import struct
 import termios
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,11 +24,11 @@ import structlog
 from streamwatch.config import Settings, upstream_tls
 from streamwatch.core.analyzer import AnalyzerConfig
 from streamwatch.core.record import CloseCause
-from streamwatch.proxy.observe import Observer
 from streamwatch.proxy.pool import Pool
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.tap import Tap
 from streamwatch.proxy.telemetry import Telemetry
+from streamwatch.sinks import Sinks
 
 if TYPE_CHECKING:
     import ssl
@@ -52,9 +51,9 @@ class LiveStream:
 class ProxyState:
     """Shared by every connection of one proxy listener."""
 
-    def __init__(self, settings: Settings, observers: Sequence[Observer]) -> None:
+    def __init__(self, settings: Settings, sinks: Sinks) -> None:
         self.settings = settings
-        self.observers = tuple(observers)
+        self.sinks = sinks
         self.analyzer_config = AnalyzerConfig(
             stall_threshold_ns=int(settings.stall_threshold * 1e9),
             first_token_stall_threshold_ns=int(settings.first_token_stall_threshold * 1e9),
@@ -94,7 +93,7 @@ class ProxyState:
 
         refusal = refusal or TOO_MANY_CONNECTIONS
         telemetry = Telemetry(
-            self.observers, method="", path="", route=None, headers=[],
+            self.sinks, method="", path="", route=None, headers=[],
             t_request_ns=time.monotonic_ns(), server=("", None), capture=False,
         )  # fmt: skip
         telemetry.finish(refusal.status, CloseCause.UPSTREAM_EOF, None)

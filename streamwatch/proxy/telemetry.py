@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
 
-import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import RequestFacts, api_for_path, select_api
 from streamwatch.proxy.headers import Headers
-from streamwatch.proxy.observe import Exchange, Observer, Watcher
-from streamwatch.proxy.tap import Tap, Watchers
-
-log = structlog.get_logger("streamwatch.proxy")
+from streamwatch.proxy.tap import Tap
+from streamwatch.sinks import Exchange, Sinks
 
 UNMATCHED_ROUTE = "unmatched"  # route label of requests no configured route accepts
 
@@ -60,7 +56,7 @@ class Telemetry:
 
     def __init__(
         self,
-        observers: Sequence[Observer],
+        sinks: Sinks,
         *,
         method: str,
         path: str,
@@ -84,22 +80,13 @@ class Telemetry:
             server_port=server[1],
         )
         self.tap: Tap | None = None
-        items: list[Watcher] = []
-        for observer in observers:
-            try:
-                watcher = observer.watch(self.exchange)
-            except Exception:
-                log.warning("observer.failed", observer=type(observer).__name__, exc_info=True)
-                continue
-            if watcher is not None:
-                items.append(watcher)
-        self.watchers = Watchers(items)
+        self.watchers = sinks.open(self.exchange)
         self._capture = capture
 
     def inject(self, headers: Headers) -> Headers:
         """The upstream request headers after every sink added its own (trace context)."""
         text = _as_text(headers)
-        self.watchers.call("inject", text)
+        self.watchers.upstream_request(text)
         return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
 
     def facts(self, facts: RequestFacts, body: bytes) -> None:
@@ -122,7 +109,7 @@ class Telemetry:
         api: Api | None = None
         if (content_encoding or "identity").strip().lower() in ("", "identity"):
             api = select_api(exchange.path, content_type)
-        self.watchers.call("response", status, api)
+        self.watchers.response(status, api)
         if api is not None:
             analyzer = StreamAnalyzer(
                 api, exchange.t_request_ns, request_model=exchange.request_model, config=config
@@ -137,4 +124,4 @@ class Telemetry:
         record: StreamRecord | None = None
         if self.tap is not None:
             record = self.tap.close(time.monotonic_ns(), cause)
-        self.watchers.call("finish", record, error_kind)
+        self.watchers.finish(record, error_kind)

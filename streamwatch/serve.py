@@ -1,9 +1,14 @@
-"""Process wiring for ``streamwatch serve``: proxy listener, admin listener, watchdog, drain.
+"""The composition root of ``streamwatch serve``: every sink, the proxy, both listeners, the
+watchdog and the drain are built and wired here and nowhere else.
 
-The proxy port is the relay (:mod:`streamwatch.proxy.downstream` and friends): asyncio protocols
-with llhttp on both sides, no aiohttp. aiohttp stays where it earns its place: the admin port,
-which serves ``/metrics`` with prometheus-client's own aiohttp handler, ``/healthz``, ``/readyz``
-and ``/debug/streams``, bound to loopback by default.
+:func:`build_sinks` makes the sinks (Prometheus metrics, the log line, and the OpenTelemetry
+tracer when ``OTEL_*`` asks for one) into one :class:`~streamwatch.sinks.Sinks`, which the proxy
+reports to through the port's typed hooks; the proxy never imports a sink.
+
+The proxy port is the relay (:mod:`streamwatch.proxy.downstream` and friends, ``docs/relay.md``):
+asyncio protocols with llhttp on both sides, no aiohttp. aiohttp stays where it earns its place:
+the admin port, which serves ``/metrics`` with prometheus-client's own aiohttp handler,
+``/healthz``, ``/readyz`` and ``/debug/streams``, bound to loopback by default.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import errno
 import resource
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,14 +29,15 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, Settings
-from streamwatch.export.logs import LogObserver
-from streamwatch.export.metrics_observer import MetricsObserver
+from streamwatch.export.logs import LogSink
+from streamwatch.export.metrics_observer import MetricsSink
+from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.prometheus import Metrics
 from streamwatch.proxy.downstream import ClientConnection
-from streamwatch.proxy.observe import Observer
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.signals import handle_signals
 from streamwatch.proxy.state import ProxyState
+from streamwatch.sinks import Sinks
 
 log = structlog.get_logger("streamwatch")
 
@@ -155,24 +161,35 @@ def _admin_app(proxy: ProxyState, registry: CollectorRegistry) -> web.Applicatio
     return app
 
 
-async def start(
-    settings: Settings,
-    *,
-    extra_observers: Sequence[Observer] = (),
-    closers: Sequence[Closer] = (),
-    reuse_port: bool = False,
-) -> Running:
-    """Start both listeners and the watchdog; returns once both ports accept connections."""
-    registry = CollectorRegistry()
+def build_sinks(
+    settings: Settings, environ: Mapping[str, str], registry: CollectorRegistry
+) -> tuple[Sinks, list[Closer]]:
+    """Every sink of the process, and what must run at exit to flush them.
+
+    Metrics go to ``registry``; tracing is on only if ``environ`` (``OTEL_*``) asks for it, and
+    raises :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
+    """
     metrics = Metrics(
         registry,
         model_allowlist=settings.model_allowlist,
         max_models=settings.max_models,
         routes=[r.name for r in settings.routes],
     )
-    # Tracing first: it sets the trace id the metrics watcher uses as the exemplar.
-    observers: list[Observer] = [*extra_observers, MetricsObserver(metrics), LogObserver()]
-    proxy = ProxyState(settings, observers)
+    tracer, closers = tracing_from_env(environ, settings)
+    return Sinks(sinks=(MetricsSink(metrics), LogSink()), tracer=tracer), closers
+
+
+async def start(
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    reuse_port: bool = False,
+) -> Running:
+    """Build every sink, start both listeners and the watchdog; returns once both ports accept
+    connections. ``environ`` holds the ``OTEL_*`` variables (tracing is off without them)."""
+    registry = CollectorRegistry()
+    sinks, closers = build_sinks(settings, environ or {}, registry)
+    proxy = ProxyState(settings, sinks)
     loop = asyncio.get_running_loop()
     _raise_fd_limit()
     loop.set_exception_handler(_accept_errors(proxy))
@@ -183,27 +200,25 @@ async def start(
     try:
         try:
             proxy_server = await loop.create_server(
-                lambda: ClientConnection(proxy),
-                host,
-                port,
-                reuse_port=reuse_port or None,
+                lambda: ClientConnection(proxy), host, port, reuse_port=reuse_port or None,
                 backlog=1024,
-            )
+            )  # fmt: skip
         except OSError as exc:
-            raise ConfigError(
-                "listen", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            ) from None
+            problem = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            raise ConfigError("listen", problem) from None
         await admin_runner.setup()
         admin_site = web.TCPSite(
             admin_runner, admin_host, admin_port, reuse_port=reuse_port or None
         )
         await _bind(admin_site, "admin_listen")
     except BaseException:
-        # Release what did start (a bound listener) so a failed start-up exits cleanly.
+        # Release what did start (a bound listener, the sinks) so a failed start-up exits cleanly.
         await admin_runner.cleanup()
         if proxy_server is not None:
             proxy_server.close()
         proxy.close()
+        for closer in closers:
+            await closer()
         raise
     watchdog = asyncio.get_running_loop().create_task(
         _watchdog(proxy, settings.watchdog_interval), name="streamwatch-watchdog"
@@ -216,7 +231,7 @@ async def start(
         proxy_port=int(proxy_server.sockets[0].getsockname()[1]),
         admin_port=_bound_port(admin_site),
         watchdog=watchdog,
-        closers=list(closers),
+        closers=closers,
     )
     log.info(
         "streamwatch.started",
@@ -250,17 +265,14 @@ async def stop(running: Running, drain_timeout: float) -> None:
 
 async def serve(
     settings: Settings,
+    environ: Mapping[str, str],
     *,
-    extra_observers: Sequence[Observer] = (),
-    closers: Sequence[Closer] = (),
     reuse_port: bool = False,
     on_started: Callable[[Running], None] | None = None,
 ) -> int:
     """Run until SIGTERM, SIGINT or SIGQUIT, then drain; exit status 0. ``on_started`` runs once both
     listeners accept connections (a ``--workers`` worker reports readiness with it)."""
-    running = await start(
-        settings, extra_observers=extra_observers, closers=closers, reuse_port=reuse_port
-    )
+    running = await start(settings, environ, reuse_port=reuse_port)
     if on_started is not None:
         on_started(running)
     stopping = asyncio.Event()
