@@ -40,6 +40,7 @@ ERROR_TYPE: Final = "error_type"
 TOKEN_TYPE: Final = "type"
 KIND: Final = "kind"
 STAGE: Final = "stage"
+REASON: Final = "reason"
 VERSION: Final = "version"
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
@@ -58,6 +59,9 @@ STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
 UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
+REFUSED_MAX_CONNECTIONS: Final = "max_connections"
+REFUSED_NO_DESCRIPTORS: Final = "out_of_file_descriptors"
+CONNECTION_REFUSAL_REASONS: Final = (REFUSED_MAX_CONNECTIONS, REFUSED_NO_DESCRIPTORS)
 STAGE_ANALYZER: Final = "analyzer"
 STAGE_MALFORMED: Final = "malformed_frame"
 STAGE_OVERSIZE: Final = "oversize_event"
@@ -130,6 +134,7 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
+    REASON: frozenset(CONNECTION_REFUSAL_REASONS),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
     ERROR_TYPE: frozenset({*ERROR_TYPES, OTHER}),
 }
@@ -307,6 +312,16 @@ UPSTREAM_ERRORS: Final = Family(
     (ROUTE, KIND),
     "upstream failed before a response: `connect`, `tls` (certificate or handshake), `timeout`, `protocol`",
 )
+CONNECTIONS_REFUSED: Final = Family(
+    "streamwatch_connections_refused_total",
+    "counter",
+    "Client connections refused before a request was read: over --max-connections, or accept() "
+    "failing for lack of file descriptors.",
+    "{connection}",
+    (REASON,),
+    "client connections refused before a request was read: `max_connections`, "
+    "`out_of_file_descriptors`",
+)
 ANALYSIS_ERRORS: Final = Family(
     "streamwatch_analysis_errors_total",
     "counter",
@@ -342,6 +357,7 @@ FAMILIES: Final = (
     TOKENS,
     OUTPUT_EVENTS,
     UPSTREAM_ERRORS,
+    CONNECTIONS_REFUSED,
     ANALYSIS_ERRORS,
     BUILD_INFO,
 )

@@ -14,13 +14,11 @@ the admin port, which serves ``/metrics`` with prometheus-client's own aiohttp h
 from __future__ import annotations
 
 import asyncio
-import errno
 import resource
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -34,7 +32,7 @@ from streamwatch.export.metrics_observer import MetricsSink
 from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.prometheus import Metrics
 from streamwatch.proxy.downstream import ClientConnection
-from streamwatch.proxy.responses import Refusal
+from streamwatch.proxy.listener import Listener, bind
 from streamwatch.proxy.signals import handle_signals
 from streamwatch.proxy.state import ProxyState
 from streamwatch.sinks import Sinks
@@ -50,7 +48,7 @@ class Running:
 
     proxy: ProxyState
     registry: CollectorRegistry
-    proxy_server: asyncio.Server
+    listener: Listener
     admin_runner: web.AppRunner
     proxy_port: int
     admin_port: int
@@ -74,10 +72,6 @@ async def _bind(site: web.TCPSite, option: str) -> None:
         raise ConfigError(option, f"cannot listen on {site.name}: {exc.strerror or exc}") from None
 
 
-FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-OUT_OF_FILES = Refusal(503, "out_of_file_descriptors", "accept failed: no file descriptors")
-
-
 def _raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit (as nginx's ``worker_rlimit_nofile``): each stream
     holds two descriptors, and the default soft limit (often 1024) runs out first."""
@@ -85,24 +79,6 @@ def _raise_fd_limit() -> None:
     if soft != hard:
         with suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _accept_errors(
-    state: ProxyState,
-) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
-    """The loop's exception handler: a failed accept() for lack of descriptors is logged and
-    counted (``code="503"``), never a silent reset; anything else goes to the default handler."""
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in FD_ERRORS:
-            log.error("accept.failed", error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                      connections=len(state.connections))  # fmt: skip
-            state.count_refusal(OUT_OF_FILES)
-            return
-        loop.default_exception_handler(context)
-
-    return handler
 
 
 async def _watchdog(proxy: ProxyState, interval: float) -> None:
@@ -190,22 +166,18 @@ async def start(
     registry = CollectorRegistry()
     sinks, closers = build_sinks(settings, environ or {}, registry)
     proxy = ProxyState(settings, sinks)
-    loop = asyncio.get_running_loop()
     _raise_fd_limit()
-    loop.set_exception_handler(_accept_errors(proxy))
     admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
     host, port = settings.listen
     admin_host, admin_port = settings.admin_listen
-    proxy_server: asyncio.Server | None = None
+    listener: Listener | None = None
     try:
         try:
-            proxy_server = await loop.create_server(
-                lambda: ClientConnection(proxy), host, port, reuse_port=reuse_port or None,
-                backlog=1024,
-            )  # fmt: skip
+            sock = bind(host, port, reuse_port=reuse_port)
         except OSError as exc:
             problem = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
             raise ConfigError("listen", problem) from None
+        listener = Listener(sock, lambda: ClientConnection(proxy), sinks)
         await admin_runner.setup()
         admin_site = web.TCPSite(
             admin_runner, admin_host, admin_port, reuse_port=reuse_port or None
@@ -214,21 +186,22 @@ async def start(
     except BaseException:
         # Release what did start (a bound listener, the sinks) so a failed start-up exits cleanly.
         await admin_runner.cleanup()
-        if proxy_server is not None:
-            proxy_server.close()
+        if listener is not None:
+            listener.close()
         proxy.close()
         for closer in closers:
             await closer()
         raise
+    listener.start()
     watchdog = asyncio.get_running_loop().create_task(
         _watchdog(proxy, settings.watchdog_interval), name="streamwatch-watchdog"
     )
     running = Running(
         proxy=proxy,
         registry=registry,
-        proxy_server=proxy_server,
+        listener=listener,
         admin_runner=admin_runner,
-        proxy_port=int(proxy_server.sockets[0].getsockname()[1]),
+        proxy_port=listener.port,
         admin_port=_bound_port(admin_site),
         watchdog=watchdog,
         closers=closers,
@@ -248,7 +221,7 @@ async def stop(running: Running, drain_timeout: float) -> None:
     abort the rest (recorded as ``shutdown``), flush sinks.
     """
     proxy = running.proxy
-    running.proxy_server.close()  # the listener closes: new connections are refused
+    running.listener.close()  # new connections are refused
     proxy.start_drain()  # idle keep-alives close; busy ones close after their response
     with suppress(TimeoutError):
         await asyncio.wait_for(proxy.idle.wait(), drain_timeout)

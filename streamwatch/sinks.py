@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -117,6 +117,13 @@ class Sink(Protocol):
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks | None: ...
 
 
+@runtime_checkable
+class ConnectionSink(Protocol):
+    """A sink that also counts client connections refused before any request could be read."""
+
+    def connection_refused(self, reason: str) -> None: ...
+
+
 def _name(sink: object) -> str:
     return type(sink).__name__
 
@@ -127,6 +134,17 @@ class Sinks:
 
     sinks: Sequence[Sink] = ()
     tracer: Tracer | None = None
+
+    def connection_refused(self, reason: str) -> None:
+        """A client connection was refused before a request was read (``reason`` is one of
+        ``metricspec.CONNECTION_REFUSAL_REASONS``); told to every sink that counts them."""
+        for sink in self.sinks:
+            if isinstance(sink, ConnectionSink):
+                try:
+                    sink.connection_refused(reason)
+                except Exception:
+                    log.warning("sink.failed", stage="connection_refused", sink=_name(sink),
+                                exc_info=True)  # fmt: skip
 
     def open(self, exchange: Exchange) -> Fanout:
         """Ask the tracer, then every sink, for this request's hooks; a sink that raises is skipped."""

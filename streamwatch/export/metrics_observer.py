@@ -78,6 +78,9 @@ class MetricsSink:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
+    def connection_refused(self, reason: str) -> None:
+        self.metrics.connections_refused.labels(reason).inc()
+
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
         watcher = _MetricsWatcher(self.metrics, exchange, trace_id)
         return Hooks(response=watcher.response, event=watcher.event, finish=watcher.finish)

@@ -85,6 +85,9 @@ class Metrics:
         self.output_events = _counter(spec.OUTPUT_EVENTS, registry)
         self.upstream_errors = _counter(spec.UPSTREAM_ERRORS, registry)
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
+        self.connections_refused = _counter(spec.CONNECTIONS_REFUSED, registry)
+        for reason in spec.CONNECTION_REFUSAL_REASONS:
+            self.connections_refused.labels(reason)
         self.build_info = _gauge(spec.BUILD_INFO, registry)
         self.build_info.labels(version).set(1)
         self._per_model: dict[tuple[str, str, str], _ModelChildren] = {}

@@ -46,11 +46,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger("streamwatch.proxy")
 
 
+LINGER_S = 2.0  # how long a closing connection keeps reading for the client's own close
+
+
 class Phase(enum.Enum):
     HEADERS = "headers"
     BODY = "body"
     RESPONSE = "response"
     IDLE = "idle"
+    LINGER = "linger"  # answered and half-closed: reading and discarding until the client closes
     CLOSED = "closed"
 
 
@@ -103,6 +107,8 @@ class ClientConnection(asyncio.Protocol):
             self._timer.arm(min(settings.request_body_timeout, settings.request_body_deadline))
         elif phase is Phase.IDLE:
             self._timer.arm(settings.client_idle_timeout)
+        elif phase is Phase.LINGER:
+            self._timer.arm(LINGER_S)
         else:
             self._timer.cancel()
 
@@ -121,6 +127,9 @@ class ClientConnection(asyncio.Protocol):
             if self.exchange is not None:
                 self.exchange.client_body_error(responses.BODY_TIMEOUT)
             return
+        if phase is Phase.LINGER:
+            self.abort()
+            return
         if phase is Phase.HEADERS:
             log.info("client.header_timeout")
         self.close()
@@ -132,13 +141,12 @@ class ClientConnection(asyncio.Protocol):
         stream.set_write_buffer_limits(high=64 << 10)
         if not self.state.open_connection(self):
             stream.write(responses.TOO_MANY_CONNECTIONS.encode())
-            transport.close()
-            self.phase = Phase.CLOSED
+            self.close()
             return
         self._enter(Phase.HEADERS)
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is Phase.CLOSED or self._failed is not None:
+        if self.phase in (Phase.CLOSED, Phase.LINGER) or self._failed is not None:
             return
         if self.phase is Phase.IDLE:
             self._enter(Phase.HEADERS)  # the first byte of the next request
@@ -298,7 +306,7 @@ class ClientConnection(asyncio.Protocol):
     # -- writing and closing ---------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and self.phase is not Phase.CLOSED:
+        if self.transport is not None and self.phase not in (Phase.CLOSED, Phase.LINGER):
             self.transport.write(data)
 
     def pause(self, reason: str) -> None:
@@ -315,10 +323,26 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
-        """Close after the bytes already written (FIN)."""
+        """Close gracefully, as nginx's lingering close: FIN after the bytes already written, then
+        read and discard what the client still sends (an unread body) until it closes or
+        :data:`LINGER_S` passes. Closing at once with unread input would send an RST, which can
+        destroy the response before the client reads it."""
+        transport = self.transport
+        if transport is None or self.phase in (Phase.CLOSED, Phase.LINGER):
+            return
+        self._enter(Phase.LINGER)
+        self._paused_by.clear()
+        if transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping anything unsent."""
         self._timer.cancel()
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     def reset(self) -> None:
         """Close with a TCP RST: a close-delimited body must never look complete."""

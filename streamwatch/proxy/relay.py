@@ -22,6 +22,7 @@ exchange (:meth:`Exchange._end`) is recorded exactly once, whatever ended it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import TYPE_CHECKING
 
@@ -339,7 +340,11 @@ class Exchange:
             return
         self.upstream = None
         if not self._head_sent:
-            self._refuse(responses.UPSTREAM_PROTOCOL, "protocol")
+            if isinstance(exc, ssl.SSLError):  # e.g. a TLS 1.3 alert rejecting our certificate
+                log.warning("upstream.tls_failed", reason=type(exc).__name__)
+                self._refuse(responses.UPSTREAM_TLS, "tls")
+            else:
+                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol")
         elif self._close_delimited_in and exc is None:
             self._response_complete()  # the close is the end of this body
         else:

@@ -24,6 +24,7 @@ import structlog
 from streamwatch.config import Settings, upstream_tls
 from streamwatch.core.analyzer import AnalyzerConfig
 from streamwatch.core.record import CloseCause
+from streamwatch.metricspec import REFUSED_MAX_CONNECTIONS
 from streamwatch.proxy.pool import Pool
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.tap import Tap
@@ -77,9 +78,9 @@ class ProxyState:
     def open_connection(self, conn: ClientConnection) -> bool:
         """Admit a client connection, or refuse it past ``max_connections`` (logged, counted)."""
         if len(self.connections) >= self.settings.max_connections:
-            log.warning("client.connection_refused", reason="max_connections",
+            log.warning("client.connection_refused", reason=REFUSED_MAX_CONNECTIONS,
                         limit=self.settings.max_connections)  # fmt: skip
-            self.count_refusal(None)
+            self.sinks.connection_refused(REFUSED_MAX_CONNECTIONS)
             return False
         self.connections.add(conn)
         return True
@@ -87,11 +88,9 @@ class ProxyState:
     def close_connection(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
 
-    def count_refusal(self, refusal: Refusal | None) -> None:
-        """A refusal made before any request could be read: counted and logged like a request."""
-        from streamwatch.proxy.responses import TOO_MANY_CONNECTIONS  # noqa: PLC0415
-
-        refusal = refusal or TOO_MANY_CONNECTIONS
+    def count_refusal(self, refusal: Refusal) -> None:
+        """A malformed request answered before it could be read whole: counted and logged like
+        any request (no method, path or route: nothing of it is trusted)."""
         telemetry = Telemetry(
             self.sinks, method="", path="", route=None, headers=[],
             t_request_ns=time.monotonic_ns(), server=("", None), capture=False,
@@ -139,7 +138,7 @@ class ProxyState:
         for exchange in tuple(self.exchanges):
             exchange.shutdown()
         for conn in tuple(self.connections):
-            conn.close()
+            conn.abort()
         return open_now
 
     def close(self) -> None:

@@ -109,10 +109,6 @@ def stream_lines(proxy: ProxyProcess) -> list[dict[str, Any]]:
 class TestLargePromptHeaderTimeout:
     """Finding 1: the header timeout never applies once a request is in flight, whatever its size."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 1: body bytes re-arm the header timer; the stream is cut at 1 s",
-    )
     def test_large_body_long_stream(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
         """A 256 KB prompt answered by a 3 s stream arrives whole and is recorded completed."""
         scenario = Scenario([Headers(), Loop(EVENT, 30, 0.1), Send(DONE), End()])
@@ -154,13 +150,6 @@ STRAYS = {
 }
 
 
-STRAY_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 finding 2: aiohttp pools a connection that received unsolicited bytes "
-    "and hands them to the next client",
-)
-
-
 def own_scenario(name: str) -> Scenario:
     body = f"own-body-of-{name}".encode()
     return Scenario([Headers(200, [("Content-Type", "application/json")], "cl"), Send(body), End()])
@@ -171,10 +160,7 @@ class TestStrayUpstreamBytes:
 
     @pytest.mark.parametrize(
         "variant",
-        [
-            pytest.param(name, marks=[] if name == "bytes-after-done" else STRAY_XFAIL, id=name)
-            for name in STRAYS
-        ],
+        [pytest.param(name, id=name) for name in STRAYS],
     )
     def test_next_clients_get_their_own(self, upstream: FakeUpstream, variant: str) -> None:
         """After stray bytes, the next two clients get their own bodies on a new connection."""
@@ -243,10 +229,6 @@ class TestLargeBodies:
         yield server
         server.stop()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 3: the body is held whole and parsed on the event loop",
-    )
     @pytest.mark.parametrize("size_mb", [8, 30])
     def test_rss_bounded(self, big: FakeUpstream, size_mb: int) -> None:
         """RSS grows < 8 MiB over baseline; upstream gets the body byte-exact; model still learned."""
@@ -347,10 +329,6 @@ def trickle(tricklers: list[Trickler], until: Callable[[], bool], limit: float) 
 class TestTrickleUploads:
     """Finding 4: slow uploads neither hold concurrency slots from others nor run for ever."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 4: a request still uploading its body holds a max_streams slot",
-    )
     def test_tricklers_do_not_starve(self, upstream: FakeUpstream) -> None:
         """4 tricklers under --max-streams 4: a normal request is still served, not 503."""
         # The header timeout stays at its default here: finding 1 must not cut the uploads first.
@@ -493,20 +471,14 @@ class TestUpstreamContentLengthSpace:
         assert EVENT not in bytes(r.body)
 
 
-CONTROL_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 finding 6: aiohttp's plain 500 and a traceback, metrics say 200",
-)
-
-
 class TestUpstreamControlByte:
     """Finding 6: a control byte in an upstream header gives a clean 502: JSON, one log line, counted."""
 
     @pytest.mark.parametrize(
         "byte",
         [
-            pytest.param(b"\x01", id="soh", marks=CONTROL_XFAIL),
-            pytest.param(b"\x7f", id="del", marks=CONTROL_XFAIL),
+            pytest.param(b"\x01", id="soh"),
+            pytest.param(b"\x7f", id="del"),
             pytest.param(b"\r", id="bare-cr"),  # already refused by aiohttp's parser: a guard
         ],
     )
@@ -545,12 +517,6 @@ MALFORMED_WITH_SECRETS = {
 }
 
 
-ECHO_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 finding 6: aiohttp's 400 page quotes the offending request bytes",
-)
-
-
 class TestErrorsNeverEchoRequests:
     """Finding 6: a 400 streamwatch sends never echoes the request line or headers."""
 
@@ -558,7 +524,7 @@ class TestErrorsNeverEchoRequests:
         "case",
         [
             # aiohttp quotes only the offending line: there the canary is not in it (a guard).
-            pytest.param(name, marks=[] if name == "bad-content-length" else ECHO_XFAIL, id=name)
+            pytest.param(name, id=name)
             for name in MALFORMED_WITH_SECRETS
         ],
     )
@@ -617,9 +583,6 @@ class TestClientIdleTimeout:
 class TestConnectionCap:
     """Finding 6: past --max-connections new connections are refused cleanly; fd exhaustion is logged."""
 
-    @pytest.mark.xfail(
-        strict=True, reason="issue 10 finding 6: no --max-connections (no connection cap)"
-    )
     def test_cap_refuses_cleanly(self, upstream: FakeUpstream) -> None:
         """8 open connections under a cap of 8: the 9th gets a 503 or a close, never a hang or RST."""
         key = upstream.add(sse_scenario([EVENT, DONE]))
@@ -648,10 +611,6 @@ class TestConnectionCap:
             again = exchange(proxy.port, request_for(key, chat_body()), deadline=5)
             assert_clean_end(again)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 6: running out of file descriptors is neither logged nor counted",
-    )
     def test_fd_exhaustion_logged_and_counted(self, upstream: FakeUpstream) -> None:
         """With RLIMIT_NOFILE just above use, EMFILE is one log line and a counter; service resumes."""
         key = upstream.add(sse_scenario([EVENT, DONE]))
@@ -773,10 +732,6 @@ class TestMidBodyFailure:
         assert_aborted(r)
         assert bytes(r.body) == EVENT * 2
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 6: an HTTP/1.0 client sees a clean FIN after an upstream failure",
-    )
     @pytest.mark.parametrize("fault", list(UPSTREAM_FAULTS))
     def test_http10_client_sees_rst(
         self, proxy: ProxyProcess, upstream: FakeUpstream, fault: str
@@ -815,10 +770,6 @@ class TestDnsBoundedByConnectTimeout:
         yield ["unshare", "-m", "sh", "-c", script, str(resolv)]
         sink.close()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 6: DNS resolution is not covered by --connect-timeout",
-    )
     def test_hanging_resolver(self, silent_resolver: list[str]) -> None:
         """connect_timeout 1: a 502/504 within 2.5 s while the resolver stays silent."""
         options = {**SAFETY, "connect_timeout": 1, "upstream_idle_timeout": 30}
@@ -835,9 +786,6 @@ class TestDnsBoundedByConnectTimeout:
 class TestExpectContinue:
     """Finding 6: ``Expect: 100-continue`` is answered with ``100 Continue`` before the body is sent."""
 
-    @pytest.mark.xfail(
-        strict=True, reason="issue 10 finding 6: Expect: 100-continue is never answered"
-    )
     def test_100_continue(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
         """The interim 100 arrives while the client withholds the body; then the full response."""
         key = upstream.add(sse_scenario([EVENT, DONE]))
@@ -866,10 +814,6 @@ class TestExpectContinue:
 class TestWebsocketUpgrade:
     """Finding 6: an upgrade the upstream accepts is tunnelled both ways or refused cleanly."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 6: the 101 is relayed without Upgrade (a broken half-state)",
-    )
     def test_tunnelled_or_refused(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
         """Either 101 with Upgrade and bytes both ways, or a complete 4xx/5xx and nothing else."""
         switch = (
@@ -1001,9 +945,6 @@ class TestTlsUpstream:
 class TestCancelledUpload:
     """Finding 6: a request whose client leaves mid-upload is logged and counted (499, as nginx)."""
 
-    @pytest.mark.xfail(
-        strict=True, reason="issue 10 finding 6: a request cancelled mid-upload leaves no trace"
-    )
     @pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
     def test_logged_and_counted(self, upstream: FakeUpstream, rst: bool) -> None:
         """Half a body, then the client closes: one log line with status 499 and code="499"."""
@@ -1064,9 +1005,6 @@ LATIN = "caf\xe9 \xff\xfe end"  # bytes 0x80-0xff: not UTF-8, legal obs-text in 
 class TestNonUtf8Headers:
     """Finding 6: header values with non-UTF-8 bytes are forwarded byte-exact or refused, never altered."""
 
-    @pytest.mark.xfail(
-        strict=True, reason="issue 10 finding 6: non-UTF-8 request header bytes are altered"
-    )
     def test_request_header(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
         """Upstream sees the exact bytes, or the client gets a 400 and nothing is forwarded."""
         key = upstream.add(sse_scenario([EVENT, DONE]))
@@ -1078,9 +1016,6 @@ class TestNonUtf8Headers:
             assert_clean_end(r)
             assert got[0].header("x-latin") == [LATIN]
 
-    @pytest.mark.xfail(
-        strict=True, reason="issue 10 finding 6: non-UTF-8 response header bytes are altered"
-    )
     def test_response_header(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
         """The client sees the exact bytes, or a 502."""
         headers = [("Content-Type", "text/event-stream"), ("X-Latin", LATIN)]
