@@ -169,6 +169,14 @@ def overview(cfg: Config) -> Json:
         unit="reqps",
         w=12,
     )
+    lay.timeseries(
+        "Refused connections",
+        "Client connections refused before a request was read: over --max-connections, or "
+        "accept() out of file descriptors.",
+        targets(rate_by(spec.CONNECTIONS_REFUSED, spec.REASON)),
+        unit="cps",
+        w=12,
+    )
     return dashboard(
         OVERVIEW_UID,
         "streamwatch / Overview",
