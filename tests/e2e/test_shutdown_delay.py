@@ -30,7 +30,11 @@ pytestmark = pytest.mark.e2e
 DELAY_S = 2.0
 BODY = {"model": "m", "stream": True}
 SHORT = {"x-sim-tokens": "3", "x-sim-gap-ms": "10", "x-sim-jitter-ms": "0"}
-LONG = {"x-sim-tokens": "20", "x-sim-gap-ms": "250", "x-sim-jitter-ms": "0"}  # ~5 s: outlives the delay
+LONG = {
+    "x-sim-tokens": "20",
+    "x-sim-gap-ms": "250",
+    "x-sim-jitter-ms": "0",
+}  # ~5 s: outlives the delay
 
 
 async def status(url: str) -> int | None:
