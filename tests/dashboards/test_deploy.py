@@ -46,6 +46,19 @@ class TestCompose:
         assert cmd[cmd.index("--admin-listen") + 1] == "0.0.0.0:9464"
         assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
 
+    def test_stop_grace_period_outlasts_the_drain(self) -> None:
+        """docker stop waits longer than the shutdown delay plus the drain, so a draining stream is
+        not SIGKILLed at docker's default 10 s."""
+        sw = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["streamwatch"]
+        grace = float(str(sw["stop_grace_period"]).removesuffix("s"))
+        settings = serve_settings(sw["command"], sw.get("environment", {}))
+        assert settings.shutdown_delay + settings.drain_timeout < grace
+
+    def test_admin_port_is_not_published(self) -> None:
+        """Only the proxy port is published to the host; the admin port stays on the network."""
+        sw = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["streamwatch"]
+        assert [str(p) for p in sw["ports"]] == ["8080:8080"]
+
     def test_mounted_paths_exist(self) -> None:
         """Every bind-mounted host path exists in the repository."""
         compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
