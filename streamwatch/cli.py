@@ -41,6 +41,9 @@ def _serve(settings: Settings, argv: Sequence[str]) -> int:
         _install_uvloop()
         try:
             return run_workers(settings, argv)
+        except ListenError as exc:
+            sys.stderr.write(f"streamwatch: cannot start: {exc}\n")
+            return 1
         except ConfigError as exc:  # an unusable --metrics-dir
             sys.stderr.write(f"streamwatch: configuration error: {exc}\n")
             return 2
@@ -102,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamwatch.simulator.__main__ import main as simulate  # noqa: PLC0415
 
         return simulate(args_list[1:])
+    if args_list and args_list[0] == "analyze":
+        from streamwatch.tools.analyze import main as analyze  # noqa: PLC0415
+
+        return analyze(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="streamwatch",
         description="Transparent reverse proxy that measures LLM token streams.",
@@ -127,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=None, help="replay the same traffic mix")
     demo.add_argument("--log", action="store_true", help="also print one log line per stream")
     commands.add_parser("simulate", help="run only the simulated upstream (see simulate --help)")
+    commands.add_parser(
+        "analyze",
+        help="verdict on a captured stream: SSE body, capture or HAR (see analyze --help)",
+    )
     commands.add_parser(
         "healthcheck",
         help="probe this container's streamwatch (the image's HEALTHCHECK); exit 0 when healthy",

@@ -18,8 +18,9 @@ directory); under a read-only root filesystem that must be a writable mount (tmp
 an unusable one stops start-up naming the option.
 
 A worker that dies takes the whole process down (exit 1): a supervisor restarts it cleanly rather
-than leaving a port that silently serves with fewer workers. SIGTERM first flips the parent's
-``/readyz`` to 503 for ``--shutdown-delay`` (the workers keep serving), then drains every worker.
+than leaving a port that silently serves with fewer workers. SIGTERM, SIGINT and SIGQUIT first
+flip the parent's ``/readyz`` to 503 for ``--shutdown-delay`` (the workers keep serving), then drain
+every worker (each gets SIGTERM); SIGHUP and SIGUSR1 are logged and ignored, as in one process.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from streamwatch import __version__
-from streamwatch.config import ConfigError, Settings
+from streamwatch.config import ConfigError, ListenError, Settings
+from streamwatch.proxy.signals import handle_signals
 
 log = structlog.get_logger("streamwatch")
 
@@ -72,6 +74,11 @@ def _reserve(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
+
+
+def _listen_error(option: str, host: str, port: int, exc: OSError) -> ListenError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return ListenError(option, f"cannot listen on {host}:{port}: {reason}")
 
 
 def _ready(procs: Sequence[subprocess.Popen[bytes]], directory: str) -> bool:
@@ -136,11 +143,13 @@ async def _supervise(
     await runner.setup()
     admin_host, admin_port = settings.admin_listen
     site = web.TCPSite(runner, admin_host, admin_port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise _listen_error("admin_listen", admin_host, admin_port, exc) from None
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    handle_signals(stopping)
     while not _ready(procs, directory):
         if any(p.poll() is not None for p in procs) or stopping.is_set():
             break
@@ -186,7 +195,10 @@ async def _supervise(
 def run_workers(settings: Settings, argv: Sequence[str]) -> int:
     """Start ``settings.workers`` copies of ``streamwatch serve argv`` and supervise them."""
     host, port = settings.listen
-    reservation = _reserve(host, port)
+    try:
+        reservation = _reserve(host, port)
+    except OSError as exc:
+        raise _listen_error("listen", host, port, exc) from None
     port = int(reservation.getsockname()[1])
     try:
         directory = tempfile.mkdtemp(prefix="streamwatch-metrics-", dir=settings.metrics_dir)
