@@ -878,7 +878,8 @@ def outputs(cfg: Config) -> Iterator[tuple[Path, str]]:
     yield ROOT / "grafana" / "streamwatch-model.json", dump_json(model_drilldown(cfg))
     yield ROOT / "prometheus" / "recording_rules.yml", dump_yaml(recording_rules(cfg))
     yield ROOT / "prometheus" / "alerts.yml", dump_yaml(alert_rules(cfg))
-    yield REPO / "deploy" / "kubernetes" / "prometheusrule.yaml", dump_yaml(prometheus_rule(cfg))
+    operator = REPO / "deploy" / "kubernetes" / "components" / "prometheus-operator"
+    yield operator / "prometheusrule.yaml", dump_yaml(prometheus_rule(cfg))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

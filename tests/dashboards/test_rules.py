@@ -26,7 +26,9 @@ from tests.dashboards.mixin import (
 
 PROMTOOL = shutil.which("promtool")
 GENERATE = DASHBOARDS / "generate.py"
-PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
+PROMETHEUS_RULE = (
+    REPO / "deploy" / "kubernetes" / "components" / "prometheus-operator" / "prometheusrule.yaml"
+)
 
 
 def exported(name: str) -> str | None:
