@@ -105,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamwatch.simulator.__main__ import main as simulate  # noqa: PLC0415
 
         return simulate(args_list[1:])
+    if args_list and args_list[0] == "dashboards":
+        from streamwatch.mixin import dashboards_main  # noqa: PLC0415
+
+        return dashboards_main(args_list[1:])
     if args_list and args_list[0] == "analyze":
         from streamwatch.tools.analyze import main as analyze  # noqa: PLC0415
 
@@ -137,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "analyze",
         help="verdict on a captured stream: SSE body, capture or HAR (see analyze --help)",
+    )
+    commands.add_parser(
+        "dashboards",
+        help="export the Grafana dashboards and Prometheus rules (see dashboards export --help)",
     )
     commands.add_parser(
         "healthcheck",

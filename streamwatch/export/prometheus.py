@@ -2,7 +2,7 @@
 
 The metrics live on an injected :class:`~prometheus_client.CollectorRegistry`, never the global one.
 The metric names are module constants so the dashboard and rule generator
-(``dashboards/generate.py``) imports them instead of pasting them a second time.
+(``streamwatch/mixin.py``) imports them instead of pasting them a second time.
 
 What is counted when:
 
