@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamwatch.mixin import CHECKOUT_PATHS
+from streamwatch.mixin.output import CHECKOUT_PATHS
 from tests.conftest import REPO_ROOT
 
 
@@ -108,7 +108,11 @@ class TestWheel:
             metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
             meta = archive.read(metadata).decode()
             archive.extractall(tmp_path / "unpacked")
-        assert {"streamwatch/mixin.py", "streamwatch/mixin.yaml", "streamwatch/cli.py"} <= names
+        assert {
+            "streamwatch/mixin/export.py",
+            "streamwatch/mixin/config.yaml",
+            "streamwatch/cli.py",
+        } <= names
         assert any(
             n.endswith(".dist-info/licenses/LICENSE") or n.endswith("/LICENSE") for n in names
         )
@@ -116,7 +120,7 @@ class TestWheel:
         # The wheel's files first on the path (the dependencies come from this environment).
         unpacked = tmp_path / "unpacked"
         where = subprocess.run(
-            [sys.executable, "-c", "import streamwatch.mixin as m; print(m.__file__)"],
+            [sys.executable, "-c", "import streamwatch.mixin.export as m; print(m.__file__)"],
             capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(unpacked)},
         )  # fmt: skip
