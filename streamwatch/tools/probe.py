@@ -26,7 +26,8 @@ import httpx
 import orjson
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
-from streamwatch.core.events import Api, StreamEvent
+from streamwatch.core.api import Api
+from streamwatch.core.events import StreamEvent
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord
 from streamwatch.core.request import select_api
 

@@ -19,7 +19,8 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
-from streamwatch.core.events import Api, OutputReceived
+from streamwatch.core.api import Api
+from streamwatch.core.events import OutputReceived
 from streamwatch.tools.analyze import Source, Verdict, render_text, report
 from streamwatch.tools.probe import (
     PROBE_APIS,
