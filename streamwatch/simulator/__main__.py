@@ -12,7 +12,6 @@ import signal
 import sys
 
 from streamwatch.simulator.profile import DEFAULT_WEIGHTS, Behaviour, Profile, parse_weights
-from streamwatch.simulator.server import start_simulator
 
 
 def _mix(text: str) -> dict[Behaviour, float]:
@@ -50,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(host: str, port: int, profile: Profile) -> None:
+    # Imported here: the container HEALTHCHECK reads build_parser() and must not pay for aiohttp.
+    from streamwatch.simulator.server import start_simulator  # noqa: PLC0415
+
     runner, bound = await start_simulator(host, port, profile)
     print(f"streamwatch simulator listening on http://{host}:{bound}", flush=True)
     stop = asyncio.Event()
