@@ -45,7 +45,7 @@ from streamwatch.core.events import (
     StallStarted,
     StreamEvent,
 )
-from streamwatch.core.record import CloseCause, Outcome, StreamRecord
+from streamwatch.core.record import Outcome, StreamRecord
 from streamwatch.export import semconv as sc
 from streamwatch.proxy.observe import Exchange, Observer, Watcher
 
@@ -351,7 +351,7 @@ class _SpanWatcher:
             _set(attributes, sc.HTTP_RESPONSE_STATUS_CODE, status)
         if record is not None:
             attributes.update(_record_attributes(record))
-            if record.close_cause is CloseCause.CLIENT_ABORT:
+            if record.outcome is Outcome.CLIENT_ABORT:
                 span.add_event(sc.EVENT_CLIENT_ABORT, None, end_ns)
             if self._capture_limit is not None:
                 _set(
