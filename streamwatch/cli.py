@@ -76,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamwatch.simulator.__main__ import main as simulate  # noqa: PLC0415
 
         return simulate(args_list[1:])
+    if args_list and args_list[0] == "analyze":
+        from streamwatch.tools.analyze import main as analyze  # noqa: PLC0415
+
+        return analyze(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="streamwatch",
         description="Transparent reverse proxy that measures LLM token streams.",
@@ -94,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=None, help="replay the same traffic mix")
     demo.add_argument("--log", action="store_true", help="also print one log line per stream")
     commands.add_parser("simulate", help="run only the simulated upstream (see simulate --help)")
+    commands.add_parser(
+        "analyze",
+        help="verdict on a captured stream: SSE body, capture or HAR (see analyze --help)",
+    )
     args = parser.parse_args(args_list)
     _quiet_created_series()
     if args.command == "serve":

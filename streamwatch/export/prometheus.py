@@ -155,7 +155,7 @@ ERROR_TYPES: Final = frozenset(
 )  # fmt: skip
 
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
-UPSTREAM_ERROR_KINDS: Final = ("connect", "timeout", "protocol")
+UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 ANALYSIS_STAGES: Final = ("analyzer", "malformed_frame", "oversize_event")
 OUTCOMES: Final = tuple(o.value for o in Outcome)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)

@@ -10,7 +10,6 @@ The admin port serves ``/metrics`` (prometheus-client's own handler), ``/healthz
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -29,6 +28,7 @@ from streamwatch.export.prometheus import Metrics
 from streamwatch.proxy.forward import Proxy
 from streamwatch.proxy.observe import Observer
 from streamwatch.proxy.server import ProxyServer
+from streamwatch.proxy.signals import handle_signals
 
 log = structlog.get_logger("streamwatch")
 
@@ -144,6 +144,7 @@ async def start(
     server = ProxyServer(
         proxy.handle,
         request_header_timeout=settings.request_header_timeout,
+        keepalive_timeout=settings.client_idle_timeout,
         handler_cancellation=True,
         auto_decompress=False,  # forward compressed request bodies byte for byte
         access_log=None,  # one structured line per request comes from LogObserver
@@ -229,7 +230,7 @@ async def serve(
     reuse_port: bool = False,
     on_started: Callable[[Running], None] | None = None,
 ) -> int:
-    """Run until SIGTERM or SIGINT, then drain; exit status 0. ``on_started`` runs once both
+    """Run until SIGTERM, SIGINT or SIGQUIT, then drain; exit status 0. ``on_started`` runs once both
     listeners accept connections (a ``--workers`` worker reports readiness with it)."""
     running = await start(
         settings, extra_observers=extra_observers, closers=closers, reuse_port=reuse_port
@@ -237,9 +238,7 @@ async def serve(
     if on_started is not None:
         on_started(running)
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    handle_signals(stopping)
     await stopping.wait()
     log.info("streamwatch.draining", open_streams=len(running.proxy.tasks))
     await stop(running, settings.drain_timeout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import io
 import struct
 import termios
 import time
@@ -26,24 +27,30 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from streamwatch.config import Route, Settings
+from streamwatch.config import Route, Settings, upstream_tls
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
 from streamwatch.core.events import Api
+from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
-from streamwatch.core.request import RequestFacts, api_for_path, read_request, select_api
+from streamwatch.core.request import (
+    RequestFacts,
+    api_for_path,
+    has_dot_segment,
+    read_request,
+    select_api,
+)
 from streamwatch.proxy.headers import client_response_headers, upstream_request_headers
 from streamwatch.proxy.observe import Exchange, Observer, Watcher
 from streamwatch.proxy.tap import Tap, Watchers
 
 log = structlog.get_logger("streamwatch.proxy")
 
-_MAX_REQUEST_ID = 128
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response began
 
 
 def _request_id(request: web.BaseRequest) -> str:
     given = request.headers.get("x-request-id", "")
-    if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
+    if given and len(given) <= MAX_REQUEST_ID_CHARS and given.isascii() and given.isprintable():
         return given
     return uuid.uuid4().hex
 
@@ -76,6 +83,10 @@ class Refusal:
 
 
 BAD_TARGET = Refusal(400, "bad_target", "only origin-form request targets are proxied")
+BAD_PATH = Refusal(400, "bad_path", "dot-segments are not allowed in request paths")
+# TRACE reflects the request, credentials included, back to whoever can read the response (nginx
+# answers 405 too).
+TRACE_REFUSED = Refusal(405, "method_not_allowed", "TRACE is not proxied")
 NO_ROUTE = Refusal(404, "no_route", "no configured route matches this path")
 DRAINING = Refusal(503, "draining", "streamwatch is shutting down", (("Connection", "close"),))
 OVERLOADED = Refusal(503, "overloaded", "too many concurrent streams", (("Retry-After", "1"),))
@@ -169,6 +180,7 @@ class Proxy:
         """Create the upstream pool with every transparency-breaking aiohttp default replaced."""
         settings = self.settings
         connector = aiohttp.TCPConnector(
+            ssl=upstream_tls(settings),
             limit=settings.max_streams,  # admission is enforced by max_streams, not by pool waits
             limit_per_host=0,
             keepalive_timeout=30,
@@ -227,6 +239,10 @@ class Proxy:
             # The target itself is not logged: an absolute-form URL may carry credentials.
             return self._refuse(request, None, "", t_request, BAD_TARGET)
         path = raw_target.partition("?")[0]
+        if has_dot_segment(path):  # routes are an allowlist: /openai/../admin must not escape
+            return self._refuse(request, None, "", t_request, BAD_PATH)
+        if request.method == "TRACE":
+            return self._refuse(request, None, path, t_request, TRACE_REFUSED)
         route = self.settings.route_for(path)
         if route is None:
             return self._refuse(request, None, path, t_request, NO_ROUTE)
@@ -259,9 +275,11 @@ class Proxy:
         parts: list[bytes] = []
         size = 0
         idle = self.settings.request_body_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.request_body_deadline
         while True:
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout_at(min(loop.time() + idle, deadline)):
                     part = await request.content.readany()
             except TimeoutError:
                 raise _BodyTimeoutError from None
@@ -298,7 +316,7 @@ class Proxy:
             request_id=_request_id(request),
             route=route.name if route is not None else UNMATCHED_ROUTE,
             method=request.method,
-            path=path,
+            path=cap(path, MAX_PATH_CHARS),
             api=api,
             request_model=facts.model,
             stream_requested=facts.stream,
@@ -414,10 +432,12 @@ class Proxy:
                     request.method,
                     route.target(raw_target),
                     headers=headers,
-                    data=body if body else None,
+                    data=io.BytesIO(body) if body else None,  # bytes > 1 MB warn
                     allow_redirects=False,
                     compress=None,
                 )
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise _UpstreamFailedError(502, "tls", "upstream TLS handshake failed") from exc
         except aiohttp.ClientConnectorError as exc:
             raise _UpstreamFailedError(502, "connect", "upstream connection failed") from exc
         except TimeoutError as exc:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from streamwatch.core.limits import cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
 
@@ -24,10 +25,6 @@ DONE = "[DONE]"
 #: The largest token count believed. A u64 max froze ``tokens_total`` and a negative count broke
 #: tokens/s: 2**31 - 1 is orders of magnitude above any context window and exact in a float64.
 MAX_TOKEN_COUNT = (1 << 31) - 1
-
-# Error messages come from the provider and end up in span events and logs: keep them short so a
-# hostile or verbose upstream cannot blow up telemetry.
-MAX_ERROR_MESSAGE_CHARS = 256
 
 
 class Frame(IntFlag):
@@ -107,7 +104,8 @@ class Reading:
             call.parts.append(fragment)
 
     def error(self, index: int, error_type: str, message: str) -> None:
-        self.error_frames.append(ErrorFrame(index, error_type, message[:MAX_ERROR_MESSAGE_CHARS]))
+        """Record an error frame; both strings come through :func:`as_str`, already capped."""
+        self.error_frames.append(ErrorFrame(index, error_type, message))
 
     def malformed(self, reason: str) -> Frame:
         self.malformed_frames += 1
@@ -179,7 +177,8 @@ def read_usage(reading: Reading, **counts: object) -> Usage | None:
 
 
 def as_str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string field of an upstream event, capped (every identifier enters here)."""
+    return cap(value) if isinstance(value, str) and value else None
 
 
 def as_dict(value: object) -> dict[str, Any]:

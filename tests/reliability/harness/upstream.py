@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -156,7 +157,8 @@ class Connection:
 class FakeUpstream:
     """The H1 server; ``start()`` returns once it listens on an ephemeral loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # serve https with this server context
         self.scenarios: dict[str, Scenario] = {}
         self.default: Scenario = sse_scenario([b"data: {}\n\n", b"data: [DONE]\n\n"])
         self.connections: list[Connection] = []
@@ -170,7 +172,7 @@ class FakeUpstream:
 
     def start(self) -> FakeUpstream:
         self._thread.start()
-        self._server = self.call(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self._server = self.call(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls))
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -194,7 +196,7 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- scenarios and records -------------------------------------------------------------------
 
