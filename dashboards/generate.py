@@ -702,13 +702,22 @@ def overview(cfg: Config) -> Json:
         "Tokens by type",
         "Reported usage: input, output, reasoning and cached input tokens per second.",
         targets((rate_by(m.TOKENS_TOTAL, FULL, "type"), "{{type}}")),
-        w=12,
     )
     lay.timeseries(
         "Output events",
         "Output events (text, reasoning, refusal and tool-call deltas) per second, by model.",
         targets((rate_by(m.OUTPUT_EVENTS_TOTAL, FULL, "model"), "{{model}}")),
-        w=12,
+    )
+    lay.timeseries(
+        "Tokens delivered on streams without a usage report",
+        "Output tokens per second delivered by streams that never reported usage (cut, aborted, "
+        "failed, or usage not asked for), estimated from their output events, by model.",
+        targets(
+            (
+                rate_by(m.DELIVERED_OUTPUT_TOKENS_TOTAL, f'{FULL}, source="estimated"', "model"),
+                "{{model}}",
+            )
+        ),
     )
     lay.row("Upstream and self-health")
     lay.timeseries(

@@ -193,6 +193,7 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
         sc.SW_API: record.api.value,
         sc.SW_OUTCOME: record.outcome.value,
         sc.SW_OUTPUT_EVENTS: record.output_events,
+        sc.SW_OUTPUT_TOKENS: record.output_tokens,
         sc.SW_OUTPUT_TOKENS_ESTIMATED: record.output_tokens_estimated,
         sc.SW_STALLS: len(record.stalls),
         sc.SW_BODY_BYTES: record.body_bytes,

@@ -12,7 +12,8 @@ What is counted when:
   stall episodes and the stalled gauge (:class:`StallStarted` / :class:`StallEnded`), malformed and
   oversize frames, the active-streams gauge (open / close).
 * **At stream end**, from the final :class:`StreamRecord`: ``streams_total{outcome}``,
-  ``finish_reasons_total``, ``tokens_total`` (reported usage only), tokens/s and stream duration.
+  ``finish_reasons_total``, ``tokens_total`` (reported usage only), delivered output tokens
+  (reported or estimated, every outcome), tokens/s and stream duration.
   :meth:`StreamMetrics.close` never counts error frames, gaps or TTFT again.
 
 The hot path is a :class:`StreamMetrics` handle, bound once per stream to its label children, so a
@@ -48,6 +49,7 @@ FINISH_REASONS_TOTAL: Final = "streamwatch_finish_reasons_total"
 ERROR_FRAMES_TOTAL: Final = "streamwatch_error_frames_total"
 TOKENS_TOTAL: Final = "streamwatch_tokens_total"
 OUTPUT_EVENTS_TOTAL: Final = "streamwatch_output_events_total"
+DELIVERED_OUTPUT_TOKENS_TOTAL: Final = "streamwatch_delivered_output_tokens_total"
 UPSTREAM_ERRORS_TOTAL: Final = "streamwatch_upstream_errors_total"
 ANALYSIS_ERRORS_TOTAL: Final = "streamwatch_analysis_errors_total"
 BUILD_INFO: Final = "streamwatch_build_info"
@@ -68,6 +70,7 @@ METRIC_TYPES: Final[Mapping[str, str]] = {
     ERROR_FRAMES_TOTAL: "counter",
     TOKENS_TOTAL: "counter",
     OUTPUT_EVENTS_TOTAL: "counter",
+    DELIVERED_OUTPUT_TOKENS_TOTAL: "counter",
     UPSTREAM_ERRORS_TOTAL: "counter",
     ANALYSIS_ERRORS_TOTAL: "counter",
     BUILD_INFO: "gauge",
@@ -155,6 +158,8 @@ ERROR_TYPES: Final = frozenset(
 )  # fmt: skip
 
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
+#: Where a stream's delivered output token count came from: its own usage report, or its events.
+OUTPUT_TOKEN_SOURCES: Final = ("reported", "estimated")
 UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 ANALYSIS_STAGES: Final = ("analyzer", "malformed_frame", "oversize_event")
 OUTCOMES: Final = tuple(o.value for o in Outcome)
@@ -355,6 +360,13 @@ class Metrics:
             common,
             registry=registry,
         )
+        self.delivered_output_tokens = Counter(
+            DELIVERED_OUTPUT_TOKENS_TOTAL,
+            "Output tokens delivered by every stream whatever its outcome, from its own usage "
+            "report (source=reported) or estimated from its output events (source=estimated).",
+            [*common, "source"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             UPSTREAM_ERRORS_TOTAL,
             "Upstream requests that failed before a response, by failure kind.",
@@ -425,6 +437,7 @@ class _Children:
     __slots__ = (
         "analysis",
         "api",
+        "delivered",
         "duration",
         "error_frames",
         "finish",
@@ -456,6 +469,9 @@ class _Children:
         self.outcomes = {o: metrics.streams.labels(*labels, o) for o in OUTCOMES}
         self.stalls = {p: metrics.stalls.labels(*labels, p) for p in STALL_PHASES}
         self.tokens = {t: metrics.tokens.labels(*labels, t) for t in TOKEN_TYPES}
+        self.delivered = {
+            s: metrics.delivered_output_tokens.labels(*labels, s) for s in OUTPUT_TOKEN_SOURCES
+        }
         self.finish: dict[str, Counter] = {
             r: metrics.finish_reasons.labels(*labels, r)
             for r in EXPECTED_FINISH_REASONS.get(api, ())
@@ -496,6 +512,8 @@ class _Children:
             ):
                 if count:
                     self.tokens[kind].inc(count)
+        source = "estimated" if record.output_tokens_estimated else "reported"
+        self.delivered[source].inc(record.output_tokens)
         exemplar = _exemplar(trace_id)
         tps = record.tokens_per_second
         if tps is not None and math.isfinite(tps) and tps >= 0:
