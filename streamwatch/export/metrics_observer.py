@@ -19,9 +19,8 @@ from streamwatch.core.events import (
 )
 from streamwatch.core.record import StreamRecord
 from streamwatch.export.prometheus import Metrics, StreamMetrics
+from streamwatch.metricspec import NON_LLM_API
 from streamwatch.proxy.observe import Exchange, Watcher
-
-_NON_LLM = "other"  # api label of requests to paths that are not an LLM API (e.g. /v1/models)
 
 
 class _MetricsWatcher:
@@ -74,9 +73,8 @@ class _MetricsWatcher:
         ex = self._exchange
         if error_kind is not None:
             self._metrics.upstream_error(ex.route, error_kind)
-        api = record.api.value if record else (ex.api.value if ex.api else _NON_LLM)
-        model = record.model if record else ex.request_model
-        self._metrics.request_finished(ex.route, api, model, ex.status or 0)
+        api = record.api.value if record else (ex.api.value if ex.api else NON_LLM_API)
+        self._metrics.request_finished(ex.route, api, ex.status or 0)
         if self._stream is not None:
             self._stream.close(record)
 

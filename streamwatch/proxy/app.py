@@ -112,7 +112,7 @@ def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
                     "analysis_failed": live.tap.failed,
                 }
             )
-        return web.json_response({"streams": rows, "inflight": proxy.inflight})
+        return web.json_response({"version": 1, "streams": rows, "inflight": proxy.inflight})
 
     app = web.Application()
     app.router.add_get("/metrics", make_aiohttp_handler(registry))

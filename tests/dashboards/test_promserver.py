@@ -48,7 +48,7 @@ def observed_metrics(registry: CollectorRegistry) -> Metrics:
     )
     s.close(record)
     metrics.open_stream("default", Api.OPENAI_CHAT, "gpt-4o")  # stays open
-    metrics.request_finished("default", Api.OPENAI_CHAT, "gpt-4o", 200)
+    metrics.request_finished("default", Api.OPENAI_CHAT, 200)
     metrics.upstream_error("default", "connect")
     return metrics
 

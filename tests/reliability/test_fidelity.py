@@ -305,7 +305,7 @@ class TestErrorFrames:
     @pytest.mark.parametrize("body", ERROR_BODIES, ids=lambda b: b.name)
     def test_error_frame(self, proxy: ProxyProcess, upstream: FakeUpstream, body: Body) -> None:
         """The bytes pass, the outcome is error_frame and the metric label is from the fixed set."""
-        from streamwatch.export.prometheus import ERROR_TYPES, OTHER
+        from streamwatch.metricspec import ERROR_TYPES, OTHER
 
         rid, response = _send(proxy, upstream, body, sse_scenario(body.events))
         assert_bytes_equal(response.body, body.raw)  # type: ignore[attr-defined]
