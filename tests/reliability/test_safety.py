@@ -624,7 +624,9 @@ class TestConnectionCap:
     def test_cap_refuses_cleanly(self, upstream: FakeUpstream) -> None:
         """8 open connections under a cap of 8: a 9th gets a 503 or a close, never a hang or RST."""
         key = upstream.add(sse_scenario([EVENT, DONE]))
-        with serving(upstream.url, *proxy_args(**SAFETY, max_connections=8)) as proxy:
+        # The default header timeout: the 1 s one would close the silent extra connection too.
+        options = {**DEFAULT_OPTIONS, "max_connections": 8}
+        with serving(upstream.url, *proxy_args(**options)) as proxy:
             held = [RawClient(proxy.port, timeout=5) for _ in range(8)]
             try:
                 for c in held:
