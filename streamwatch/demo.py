@@ -24,7 +24,7 @@ from yarl import URL
 from streamwatch import metricspec as spec
 from streamwatch.config import ConfigError, Route, Settings, parse_listen
 from streamwatch.export.logs import configure_logging
-from streamwatch.proxy.app import Running, start, stop
+from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
 

@@ -1,8 +1,6 @@
-"""Feeds :mod:`streamwatch.export.prometheus` from the proxy's per-request callbacks."""
+"""Feeds :mod:`streamwatch.export.prometheus` from the sink hooks of each request."""
 
 from __future__ import annotations
-
-from multidict import CIMultiDict
 
 from streamwatch.core.events import (
     AnalysisStopped,
@@ -20,25 +18,23 @@ from streamwatch.core.events import (
 from streamwatch.core.record import StreamRecord
 from streamwatch.export.prometheus import Metrics, StreamMetrics
 from streamwatch.metricspec import NON_LLM_API
-from streamwatch.proxy.observe import Exchange, Watcher
+from streamwatch.sinks import Exchange, Hooks
 
 
 class _MetricsWatcher:
-    __slots__ = ("_exchange", "_metrics", "_stream")
+    __slots__ = ("_exchange", "_metrics", "_stream", "_trace_id")
 
-    def __init__(self, metrics: Metrics, exchange: Exchange) -> None:
+    def __init__(self, metrics: Metrics, exchange: Exchange, trace_id: str | None) -> None:
         self._metrics = metrics
         self._exchange = exchange
+        self._trace_id = trace_id  # the exemplar of every observation of this request
         self._stream: StreamMetrics | None = None
-
-    def inject(self, headers: CIMultiDict[str]) -> None:
-        return None
 
     def response(self, status: int, api: Api | None) -> None:
         if api is not None:
             ex = self._exchange
             self._stream = self._metrics.open_stream(ex.route, api.value, ex.request_model)
-            self._stream.trace_id = ex.trace_id
+            self._stream.trace_id = self._trace_id
 
     def event(self, event: StreamEvent) -> None:
         stream = self._stream
@@ -50,7 +46,6 @@ class _MetricsWatcher:
             case FirstTokenReceived(ttft_ns=ttft, model=model):
                 if model and model != self._exchange.request_model:
                     stream.set_model(model)  # count the stream under the model that answered
-                stream.trace_id = self._exchange.trace_id
                 stream.on_first_token(ttft / 1e9)
             case FirstByteReceived(ttfb_ns=ttfb):
                 stream.on_first_byte(ttfb / 1e9)
@@ -79,11 +74,12 @@ class _MetricsWatcher:
             self._stream.close(record)
 
 
-class MetricsObserver:
+class MetricsSink:
     """Counts every request and measures every analyzed stream, live."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def watch(self, exchange: Exchange) -> Watcher:
-        return _MetricsWatcher(self.metrics, exchange)
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        watcher = _MetricsWatcher(self.metrics, exchange, trace_id)
+        return Hooks(response=watcher.response, event=watcher.event, finish=watcher.finish)

@@ -3,7 +3,7 @@
 Per upstream read: take the arrival time, ``await`` the write to the client (backpressure reaches
 upstream through the read loop), then feed the tap. Nothing else is awaited per chunk. The end of a
 stream is recorded in ``finally`` without awaiting, so client aborts (the handler is cancelled, see
-``handler_cancellation`` in :mod:`streamwatch.proxy.app`), upstream faults and shutdown are all
+``handler_cancellation`` in :mod:`streamwatch.serve`), upstream faults and shutdown are all
 recorded exactly once. An upstream fault after the response started is passed on as an abort of the
 client connection, never as a clean end.
 """
@@ -17,7 +17,6 @@ import struct
 import termios
 import time
 import uuid
-from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -40,8 +39,8 @@ from streamwatch.core.request import (
     select_api,
 )
 from streamwatch.proxy.headers import client_response_headers, upstream_request_headers
-from streamwatch.proxy.observe import Exchange, Observer, Watcher
-from streamwatch.proxy.tap import Tap, Watchers
+from streamwatch.proxy.tap import Tap
+from streamwatch.sinks import Exchange, Sinks
 
 log = structlog.get_logger("streamwatch.proxy")
 
@@ -157,9 +156,9 @@ class LiveStream:
 class Proxy:
     """Holds the upstream pool, the open streams and the admission and drain state."""
 
-    def __init__(self, settings: Settings, observers: Sequence[Observer]) -> None:
+    def __init__(self, settings: Settings, sinks: Sinks) -> None:
         self.settings = settings
-        self.observers = tuple(observers)
+        self.sinks = sinks
         self.analyzer_config = AnalyzerConfig(
             stall_threshold_ns=int(settings.stall_threshold * 1e9),
             first_token_stall_threshold_ns=int(settings.first_token_stall_threshold * 1e9),
@@ -303,7 +302,7 @@ class Proxy:
         response = refusal.response()
         exchange = self._exchange(request, route, path, b"", t_request)
         exchange.status = response.status
-        self._watchers(exchange).call("finish", None, None)
+        self.sinks.open(exchange).finish(None, None)
         return response
 
     def _exchange(
@@ -327,18 +326,6 @@ class Proxy:
             server_port=upstream.port if upstream is not None else None,
         )
 
-    def _watchers(self, exchange: Exchange) -> Watchers:
-        items: list[Watcher] = []
-        for observer in self.observers:
-            try:
-                watcher = observer.watch(exchange)
-            except Exception:
-                log.warning("observer.failed", observer=type(observer).__name__, exc_info=True)
-                continue
-            if watcher is not None:
-                items.append(watcher)
-        return Watchers(items)
-
     # -- forwarding --------------------------------------------------------------------------
 
     async def _forward(
@@ -351,9 +338,9 @@ class Proxy:
         except _BodyTimeoutError:
             return self._refuse(request, route, path, t_request, BODY_TIMEOUT)
         exchange = self._exchange(request, route, path, body, t_request)
-        watchers = self._watchers(exchange)
+        sinks = self.sinks.open(exchange)
         headers = upstream_request_headers(request.headers)
-        watchers.call("inject", headers)
+        sinks.upstream_request(headers)
         record: StreamRecord | None = None
         error_kind: str | None = None
         tap: Tap | None = None
@@ -374,7 +361,7 @@ class Proxy:
             response.headers.extend(client_response_headers(upstream.headers))
             if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
                 response.content_length = upstream.content_length
-            watchers.call("response", upstream.status, api)
+            sinks.response(upstream.status, api)
             if api is not None:
                 analyzer = StreamAnalyzer(
                     api,
@@ -382,7 +369,7 @@ class Proxy:
                     request_model=exchange.request_model,
                     config=self.analyzer_config,
                 )
-                tap = Tap(analyzer, watchers)
+                tap = Tap(analyzer, sinks)
                 self.streams[id(tap)] = LiveStream(
                     exchange.request_id, route.name, tap, asyncio.current_task()
                 )
@@ -415,7 +402,7 @@ class Proxy:
             if tap is not None:
                 self.streams.pop(id(tap), None)
                 record = tap.close(time.monotonic_ns(), cause)
-            watchers.call("finish", record, error_kind)
+            sinks.finish(record, error_kind)
 
     async def _open_upstream(
         self,
