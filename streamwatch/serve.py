@@ -28,9 +28,9 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from streamwatch import __version__
 from streamwatch.config import ConfigError, Settings
 from streamwatch.export.logs import LogSink
-from streamwatch.export.metrics_observer import MetricsSink
 from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.proxy.forward import Proxy
 from streamwatch.proxy.server import ProxyServer
 from streamwatch.proxy.signals import handle_signals
@@ -143,7 +143,7 @@ def build_sinks(
         routes=[r.name for r in settings.routes],
     )
     tracer, closers = tracing_from_env(environ, settings)
-    return Sinks(sinks=(MetricsSink(metrics), LogSink()), tracer=tracer), closers
+    return Sinks(sinks=(PrometheusSink(metrics), LogSink()), tracer=tracer), closers
 
 
 async def start(
