@@ -5,7 +5,7 @@ Replays the corpus streams (or, when the corpus is absent, the project fixture s
 Each pass analyzes every stream once (construction, every ``feed``, ``close``); the table gives the
 median of ``--repeat`` passes. Run from the repository root:
 
-    .venv/bin/python benchmarks/bench_analyzer.py [--repeat 21] [--corpus PATH]
+    .venv/bin/python benchmarks/bench_analyzer.py [--repeat 21] [--corpus PATH] [--max-us-per-kib 50]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from streamwatch.core.analyzer import StreamAnalyzer  # noqa: E402
-from streamwatch.core.events import Api  # noqa: E402
+from streamwatch.core.api import Api  # noqa: E402
 from streamwatch.core.record import CloseCause  # noqa: E402
 from tests.core.support import sse_events as per_event  # noqa: E402 (the tests' own splitter)
 
@@ -88,23 +88,34 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=21, help="passes per chunking (median)")
     default_corpus = os.environ.get("STREAMWATCH_CORPUS") or str(REPO_ROOT.parent / "shared/corpus")
     parser.add_argument("--corpus", type=Path, default=Path(default_corpus))
+    parser.add_argument(
+        "--max-us-per-kib",
+        type=float,
+        help="exit 1 if any chunking costs more (T28(b) of RELIABILITY.md budgets 50)",
+    )
     args = parser.parse_args()
 
     description, streams = load_streams(args.corpus)
     total_bytes = sum(len(raw) for _, raw in streams)
     print(f"streams: {description}, {total_bytes} bytes")
     print(f"python {platform.python_version()} on {platform.machine()}, median of {args.repeat}\n")
-    print("| chunking | reads | median pass (ms) | µs per read | MB/s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| chunking | reads | median pass (ms) | µs per read | µs per KiB | MB/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    worst = 0.0
     for label, split in CHUNKINGS.items():
         chunked = [(api, split(raw)) for api, raw in streams]
         reads = sum(len(chunks) for _, chunks in chunked)
         one_pass(chunked)  # warm-up
         median_ns = statistics.median(one_pass(chunked) for _ in range(args.repeat))
+        per_kib = median_ns / 1e3 / (total_bytes / 1024)
+        worst = max(worst, per_kib)
         print(
             f"| {label} | {reads} | {median_ns / 1e6:.2f} | {median_ns / 1e3 / reads:.2f} "
-            f"| {total_bytes / (median_ns / 1e9) / 1e6:.1f} |"
+            f"| {per_kib:.1f} | {total_bytes / (median_ns / 1e9) / 1e6:.1f} |"
         )
+    if args.max_us_per_kib is not None and worst > args.max_us_per_kib:
+        print(f"\nover budget: {worst:.1f} µs/KiB > {args.max_us_per_kib}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

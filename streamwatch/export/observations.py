@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    AnalysisStopped,
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,
@@ -28,11 +27,10 @@ from streamwatch.core.events import (
     StallEnded,
     StallPhase,
     StallStarted,
-    StreamEvent,
 )
 from streamwatch.core.record import StreamRecord
 from streamwatch.metricspec import NON_LLM_API, STAGE_ANALYZER, STAGE_MALFORMED, STAGE_OVERSIZE
-from streamwatch.sinks import Exchange, Hooks
+from streamwatch.sinks import AnalysisStopped, Exchange, Hooks, SinkEvent
 
 
 class RequestObservations(ABC):
@@ -57,7 +55,7 @@ class RequestObservations(ABC):
             self.streaming = True
             self.stream_opened(api.value, self.exchange.request_model)
 
-    def event(self, event: StreamEvent) -> None:
+    def event(self, event: SinkEvent) -> None:
         """A live analyzer event, in order."""
         if not self.streaming:
             return

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    AnalysisStopped,
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,
@@ -18,7 +17,7 @@ from streamwatch.core.events import (
     StallStarted,
 )
 from streamwatch.core.record import StreamRecord
-from streamwatch.sinks import Exchange, Sink
+from streamwatch.sinks import AnalysisStopped, Exchange, Sink
 
 PATHS = {
     Api.OPENAI_CHAT: "/v1/chat/completions",

@@ -84,7 +84,19 @@ class Hang:
     """Write nothing more until the peer goes away."""
 
 
-Step = Headers | Send | Loop | Sleep | Raw | End | Rst | HalfClose | Hang
+@dataclass(frozen=True)
+class Gate:
+    """Write nothing more until the test sets ``opened`` (the connection is closed after ``within`` s).
+
+    Lets a test step the upstream in lockstep with what its client has received: proof by causality,
+    not by timing, that a write was forwarded before the next one existed.
+    """
+
+    opened: threading.Event
+    within: float = 30.0
+
+
+Step = Headers | Send | Loop | Sleep | Raw | End | Rst | HalfClose | Hang | Gate
 
 
 @dataclass(frozen=True)
@@ -367,6 +379,11 @@ class FakeUpstream:
                             await asyncio.sleep(interval)
                 case Sleep(seconds=seconds):
                     await asyncio.sleep(seconds)
+                case Gate(opened=opened, within=within):
+                    loop = asyncio.get_running_loop()
+                    if not await loop.run_in_executor(None, opened.wait, within):
+                        writer.transport.abort()
+                        return False
                 case Raw(data=data):
                     await self._write(writer, conn, data, request)
                 case End():
