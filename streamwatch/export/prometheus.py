@@ -109,17 +109,33 @@ DEFAULT_ROUTE: Final = "default"
 
 FINISH_REASONS: Final = frozenset(
     {
-        # OpenAI chat (chat_completion_chunk.py) and Gemini (lower-cased)
+        # OpenAI chat and legacy completions (chat_completion_chunk.py), Ollama done_reason
         "stop", "length", "tool_calls", "content_filter", "function_call",
-        # Anthropic stop_reason
+        # Anthropic stop_reason, Bedrock stopReason
         "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal",
+        "guardrail_intervened", "content_filtered", "malformed_model_output", "malformed_tool_use",
+        "model_context_window_exceeded",
         # Responses terminal status, and gateways that write "error" as a finish reason
         "completed", "incomplete", "failed", "error", "max_output_tokens",
+        # Gemini finishReason (lower-cased), Titan completionReason
+        "safety", "recitation", "blocklist", "prohibited_content", "spii", "language",
+        "malformed_function_call", "unexpected_tool_call", "too_many_tool_calls", "finish",
+        # Cohere v2 finish_reason
+        "complete", "tool_call", "timeout",
     }
 )  # fmt: skip
 #: Per API, the finish reasons and error types created at zero with a stream's first series, so the
 #: first ``length`` cut or ``overloaded_error`` is visible to ``rate()`` (a counter that appears at
 #: 1 is invisible to it). Other values still count; they just appear on first use.
+_GEMINI_FINISH = ("stop", "max_tokens", "safety", "recitation")
+_GEMINI_ERRORS = ("resource_exhausted", "internal", "unavailable", "cancelled", OTHER)
+_BEDROCK_ERRORS = (
+    "throttling_exception",
+    "model_stream_error_exception",
+    "service_unavailable_exception",
+    "internal_server_exception",
+    OTHER,
+)
 EXPECTED_FINISH_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
     Api.OPENAI_CHAT.value: ("stop", "length", "tool_calls", "content_filter"),
     Api.OPENAI_RESPONSES.value: ("completed", "max_output_tokens", "content_filter", "failed"),
@@ -130,11 +146,27 @@ EXPECTED_FINISH_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
         "tool_use",
         "refusal",
     ),
+    Api.OPENAI_COMPLETIONS.value: ("stop", "length"),
+    Api.GEMINI.value: _GEMINI_FINISH,
+    Api.GEMINI_JSON.value: _GEMINI_FINISH,
+    Api.BEDROCK_CONVERSE.value: ("end_turn", "tool_use", "max_tokens", "guardrail_intervened"),
+    Api.BEDROCK_INVOKE.value: ("end_turn", "tool_use", "max_tokens", "finish", "length"),
+    Api.OLLAMA_CHAT.value: ("stop", "length"),
+    Api.OLLAMA_GENERATE.value: ("stop", "length"),
+    Api.COHERE_V2.value: ("complete", "max_tokens", "tool_call", "error"),
 }
 EXPECTED_ERROR_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     Api.OPENAI_CHAT.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.OPENAI_RESPONSES.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.ANTHROPIC_MESSAGES.value: ("overloaded_error", "api_error", "rate_limit_error", OTHER),
+    Api.OPENAI_COMPLETIONS.value: ("server_error", "rate_limit_exceeded", OTHER),
+    Api.GEMINI.value: _GEMINI_ERRORS,
+    Api.GEMINI_JSON.value: _GEMINI_ERRORS,
+    Api.BEDROCK_CONVERSE.value: _BEDROCK_ERRORS,
+    Api.BEDROCK_INVOKE.value: (*_BEDROCK_ERRORS[:-1], "model_timeout_exception", OTHER),
+    Api.OLLAMA_CHAT.value: ("error", OTHER),
+    Api.OLLAMA_GENERATE.value: ("error", OTHER),
+    Api.COHERE_V2.value: ("error", "timeout", OTHER),
 }
 
 #: Provider error types and codes named in corpus/ERROR_FRAMES.md; anything else is ``other``.
@@ -151,6 +183,14 @@ ERROR_TYPES: Final = frozenset(
         "timeout_error", "overloaded_error", "api_error", "billing_error",
         # Responses image error family, collapsed to one value by normalise_error_type
         "image_error",
+        # Gemini (Google RPC status)
+        "cancelled", "resource_exhausted", "internal", "unavailable", "deadline_exceeded",
+        "invalid_argument", "permission_denied", "unauthenticated", "failed_precondition",
+        # Bedrock stream exceptions (:exception-type, camelCase turned snake_case)
+        "internal_server_exception", "model_stream_error_exception", "validation_exception",
+        "throttling_exception", "service_unavailable_exception", "model_timeout_exception",
+        # Ollama's bare error string; Cohere's message-end ERROR / TIMEOUT
+        "error", "timeout",
     }
 )  # fmt: skip
 
@@ -161,6 +201,7 @@ OUTCOMES: Final = tuple(o.value for o in Outcome)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+\-]")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def sanitize_label(value: str) -> str:
@@ -182,8 +223,11 @@ def normalise_finish_reason(value: str) -> str:
 
 
 def normalise_error_type(value: str) -> str:
-    """A provider error type from the bounded set, else ``other``; image errors become one value."""
-    lowered = value.strip().lower()
+    """A provider error type from the bounded set, else ``other``; image errors become one value.
+
+    camelCase (Bedrock's ``throttlingException``) becomes snake_case, like every other value.
+    """
+    lowered = _CAMEL.sub("_", value.strip()).lower()
     if lowered in ERROR_TYPES:
         return lowered
     if "image" in lowered and len(lowered) <= MAX_LABEL_LEN:

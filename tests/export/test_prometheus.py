@@ -394,6 +394,10 @@ class TestNormalisers:
             ("incomplete:max_output_tokens", "max_output_tokens"),
             ("incomplete:something_new", "incomplete"),
             ("weird:reason", "other"),
+            ("MAX_TOKENS", "max_tokens"),
+            ("guardrail_intervened", "guardrail_intervened"),
+            ("TOOL_CALL", "tool_call"),
+            ("1", "other"),
         ],
     )
     def test_finish_reason_examples(self, raw: str, expected: str) -> None:
@@ -408,8 +412,12 @@ class TestNormalisers:
             ("context_length_exceeded", "context_length_exceeded"),
             ("image_too_large", "image_error"),
             ("", "other"),
+            ("throttlingException", "throttling_exception"),
+            ("RESOURCE_EXHAUSTED", "resource_exhausted"),
+            ("someNewException", "other"),
         ],
     )
     def test_error_type_examples(self, raw: str, expected: str) -> None:
-        """Corpus error types keep their names; the image family collapses."""
+        """Corpus error types keep their names (Bedrock's camelCase as snake_case); the image
+        family collapses."""
         assert normalise_error_type(raw) == expected

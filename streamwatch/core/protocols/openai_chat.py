@@ -26,7 +26,8 @@ DONE = "[DONE]"
 _REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})  # DeepSeek/vLLM and OpenRouter
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
+def usage_of(usage: dict[str, Any]) -> Usage:
+    """Chat Completions (and legacy completions) usage object."""
     completion = as_dict(usage.get("completion_tokens_details"))
     prompt = as_dict(usage.get("prompt_tokens_details"))
     return Usage(
@@ -67,7 +68,7 @@ class OpenAIChat:
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")
         if type(usage) is dict:
-            reading.usage = _usage(usage)
+            reading.usage = usage_of(usage)
         return frame
 
     def _read_choice(self, choice: dict[str, Any], reading: Reading) -> bool:
