@@ -7,7 +7,7 @@ event-stream message, an NDJSON line). Each pass analyzes every stream once (con
 ``feed``, ``close``); the tables give the median CPU time of ``--repeat`` passes. Run from the
 repository root:
 
-    .venv/bin/python benchmarks/bench_analyzer.py [--repeat 21] [--corpus PATH]
+    .venv/bin/python benchmarks/bench_analyzer.py [--repeat 21] [--corpus PATH] [--max-us-per-kib 50]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from streamwatch.core.analyzer import StreamAnalyzer  # noqa: E402
-from streamwatch.core.events import Api  # noqa: E402
+from streamwatch.core.api import Api  # noqa: E402
 from streamwatch.core.formats import FORMATS  # noqa: E402
 from streamwatch.core.record import CloseCause  # noqa: E402
 from tests.core.support import frame_reads  # noqa: E402 (the tests' own splitters)
@@ -113,6 +113,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=21, help="passes per chunking (median)")
     default_corpus = os.environ.get("STREAMWATCH_CORPUS") or str(REPO_ROOT.parent / "shared/corpus")
     parser.add_argument("--corpus", type=Path, default=Path(default_corpus))
+    parser.add_argument(
+        "--max-us-per-kib",
+        type=float,
+        help="exit 1 if any chunking costs more (T28(b) of RELIABILITY.md budgets 50)",
+    )
     args = parser.parse_args()
 
     description, streams = load_streams(args.corpus)
@@ -121,19 +126,22 @@ def main() -> None:
     print(f"streams: {description}")
     print(f"python {platform.python_version()} on {platform.machine()}, median of {args.repeat}\n")
     print(f"The three SSE APIs ({len(sse_streams)} streams, {total_bytes} bytes):\n")
-    print("| chunking | reads | median pass (ms) | µs per read | MB/s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| chunking | reads | median pass (ms) | µs per read | µs per KiB | MB/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    worst = 0.0
     for label, split in CHUNKINGS.items():
         chunked = [(api, split(raw)) for api, raw in sse_streams]
         reads = sum(len(chunks) for _, chunks in chunked)
         median_ns = timed(chunked, args.repeat)
+        per_kib = median_ns / 1e3 / (total_bytes / 1024)
+        worst = max(worst, per_kib)
         print(
             f"| {label} | {reads} | {median_ns / 1e6:.2f} | {median_ns / 1e3 / reads:.2f} "
-            f"| {total_bytes / (median_ns / 1e9) / 1e6:.1f} |"
+            f"| {per_kib:.1f} | {total_bytes / (median_ns / 1e9) / 1e6:.1f} |"
         )
     print("\nEach format, one frame per read:\n")
-    print("| api | framing | streams | bytes | reads | µs per read | MB/s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| api | framing | streams | bytes | reads | µs per read | µs per KiB | MB/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for api in Api:
         mine = [raw for a, raw in streams if a is api]
         if not mine:
@@ -145,8 +153,13 @@ def main() -> None:
         median_ns = timed(chunked, args.repeat)
         print(
             f"| {api} | {framing} | {len(mine)} | {size} | {reads} "
-            f"| {median_ns / 1e3 / reads:.2f} | {size / (median_ns / 1e9) / 1e6:.1f} |"
+            f"| {median_ns / 1e3 / reads:.2f} | {median_ns / 1e3 / (size / 1024):.1f} "
+            f"| {size / (median_ns / 1e9) / 1e6:.1f} |"
         )
+
+    if args.max_us_per_kib is not None and worst > args.max_us_per_kib:
+        print(f"\nover budget: {worst:.1f} µs/KiB > {args.max_us_per_kib}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

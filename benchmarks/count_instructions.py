@@ -30,7 +30,7 @@ def replay(repo: Path, corpus: Path, passes: int) -> None:
     """The measured workload (run inside callgrind): ``passes`` passes over the streams."""
     sys.path.insert(0, str(repo))
     from streamwatch.core.analyzer import StreamAnalyzer
-    from streamwatch.core.events import Api
+    from streamwatch.core.api import Api
     from streamwatch.core.record import CloseCause
     from tests.core.support import sse_events
 

@@ -31,9 +31,9 @@ def _quiet_created_series() -> None:
 
 
 def _serve(settings: Settings, argv: Sequence[str]) -> int:
-    from streamwatch.export.otel import TracingConfigError, tracing_from_env  # noqa: PLC0415
-    from streamwatch.proxy.app import Running, serve  # noqa: PLC0415 (keeps --help fast)
-    from streamwatch.proxy.workers import WORKER_ENV, ready_file, run_workers  # noqa: PLC0415
+    from streamwatch.export.otel import TracingConfigError  # noqa: PLC0415 (keeps --help fast)
+    from streamwatch.serve import Running, serve  # noqa: PLC0415
+    from streamwatch.workers import WORKER_ENV, ready_file, run_workers  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
     worker_dir = os.environ.get(WORKER_ENV)
@@ -48,23 +48,12 @@ def _serve(settings: Settings, argv: Sequence[str]) -> int:
         if worker_dir is not None:
             ready_file(worker_dir, os.getpid()).touch()
 
-    try:  # the OTel SDK is configured here and nowhere else; off unless OTEL_* asks for it
-        observers, closers = tracing_from_env(os.environ, settings)
-    except TracingConfigError as exc:
-        sys.stderr.write(f"streamwatch: configuration error: {exc}\n")
-        return 2
     _install_uvloop()
     try:
         return asyncio.run(
-            serve(
-                settings,
-                extra_observers=observers,
-                closers=closers,
-                reuse_port=worker_dir is not None,
-                on_started=started,
-            )
+            serve(settings, os.environ, reuse_port=worker_dir is not None, on_started=started)
         )
-    except ConfigError as exc:  # a listen address that cannot be bound
+    except (ConfigError, TracingConfigError) as exc:  # an unbindable listener, a bad OTEL_* value
         sys.stderr.write(f"streamwatch: configuration error: {exc}\n")
         return 2
 
@@ -76,6 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamwatch.simulator.__main__ import main as simulate  # noqa: PLC0415
 
         return simulate(args_list[1:])
+    if args_list and args_list[0] == "analyze":
+        from streamwatch.tools.analyze import main as analyze  # noqa: PLC0415
+
+        return analyze(args_list[1:])
+    if args_list and args_list[0] == "probe":
+        from streamwatch.tools.probe_main import main as probe  # noqa: PLC0415
+
+        return probe(args_list[1:])
+    if args_list and args_list[0] == "top":
+        from streamwatch.tools.top import main as top  # noqa: PLC0415
+
+        return top(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="streamwatch",
         description="Transparent reverse proxy that measures LLM token streams.",
@@ -94,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=None, help="replay the same traffic mix")
     demo.add_argument("--log", action="store_true", help="also print one log line per stream")
     commands.add_parser("simulate", help="run only the simulated upstream (see simulate --help)")
+    commands.add_parser(
+        "analyze",
+        help="verdict on a captured stream: SSE body, capture or HAR (see analyze --help)",
+    )
     args = parser.parse_args(args_list)
     _quiet_created_series()
     if args.command == "serve":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -62,6 +63,12 @@ def parse_listen(option: str, value: str) -> tuple[str, int]:
 
 def _parse_upstream(option: str, value: str) -> URL:
     url = URL(value)
+    if url.user is not None or url.password is not None:
+        # Never echo the value: it holds a credential. Forwarding it as Basic auth would send one
+        # operator's secret on every client's request; dropping it silently hides a mistake.
+        raise ConfigError(
+            option, "must not embed credentials (user:password@); clients send their own"
+        )
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(option, f"expected an http:// or https:// URL, got {value!r}")
     if url.query_string or url.fragment:
@@ -84,8 +91,14 @@ class Settings:
     drain_timeout: float = 30.0
     request_header_timeout: float = 10.0
     request_body_timeout: float = 60.0
+    request_body_deadline: float = 300.0
+    client_idle_timeout: float = 120.0
     downstream_write_timeout: float = 120.0
     max_streams: int = 1024
+    max_connections: int = 4096
+    upstream_ca_bundle: str | None = None
+    upstream_client_cert: str | None = None
+    upstream_client_key: str | None = None
     max_request_body: int = 64 << 20
     model_allowlist: tuple[str, ...] = ()
     max_models: int = 50
@@ -137,6 +150,33 @@ def _bool(option: str, value: str) -> bool:
     raise ConfigError(option, f"expected true or false, got {value!r}")
 
 
+def _readable_file(option: str, value: str) -> str:
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(option, f"no such file: {value!r}")
+    return str(path)
+
+
+def upstream_tls(settings: Settings) -> ssl.SSLContext:
+    """The TLS context for ``https://`` upstreams: the system store or ``upstream_ca_bundle``,
+    plus the client certificate when one is configured. Built at start-up so a bad file stops
+    the process with an error naming the option instead of failing every request."""
+    try:
+        context = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("upstream_ca_bundle", f"cannot load CA bundle: {exc}") from None
+    if settings.upstream_client_key and not settings.upstream_client_cert:
+        raise ConfigError("upstream_client_key", "needs --upstream-client-cert")
+    if settings.upstream_client_cert:
+        try:
+            context.load_cert_chain(settings.upstream_client_cert, settings.upstream_client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "upstream_client_cert", f"cannot load client certificate/key: {exc}"
+            ) from None
+    return context
+
+
 def _choice(option: str, value: str, choices: Sequence[str]) -> str:
     lowered = value.strip().lower()
     if lowered not in choices:
@@ -159,9 +199,17 @@ OPTIONS: dict[str, str] = {
     "request_header_timeout": "Seconds a client may take to send a request's headers, counted "
     "from its first byte (or from connect); slower connections are closed (slowloris) (10).",
     "request_body_timeout": "Seconds of silence allowed while a client sends a request body (60).",
+    "request_body_deadline": "Seconds a client may take to send a whole request body, however "
+    "steadily it trickles; slower uploads get 408 (300).",
+    "client_idle_timeout": "Seconds an idle keep-alive client connection is kept open (120).",
     "downstream_write_timeout": "Seconds a write to a client that stopped reading may block before "
     "the stream is aborted on both sides (120).",
     "max_streams": "Concurrent proxied requests; more are refused with a fast 503 (1024).",
+    "max_connections": "Open client connections; more are answered 503 and closed (4096).",
+    "upstream_ca_bundle": "PEM file of CA certificates trusted for https:// upstreams "
+    "(default: the system store).",
+    "upstream_client_cert": "PEM client certificate presented to https:// upstreams (mTLS).",
+    "upstream_client_key": "PEM private key of --upstream-client-cert (if not in that file).",
     "max_request_body": "Largest request body in bytes; larger get 413 (67108864).",
     "model_allowlist": "Comma-separated models that keep their own metric label; others are "
     "'other'. Empty: the first --max-models seen.",
@@ -193,10 +241,14 @@ def _convert(name: str, raw: object) -> Any:
         "drain_timeout",
         "request_header_timeout",
         "request_body_timeout",
+        "request_body_deadline",
+        "client_idle_timeout",
         "downstream_write_timeout",
     ):
         return _positive(name, str(value))
-    if name in ("max_streams", "max_request_body", "capture_limit", "workers"):
+    if name in ("upstream_ca_bundle", "upstream_client_cert", "upstream_client_key"):
+        return _readable_file(name, str(value))
+    if name in ("max_streams", "max_connections", "max_request_body", "capture_limit", "workers"):
         return _count(name, str(value))
     if name == "max_models":
         return _count(name, str(value), minimum=0)
@@ -297,4 +349,12 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         )
     known = {f.name for f in fields(Settings)}
     values = {name: _convert(name, value) for name, value in raw.items() if name in known}
-    return Settings(routes=routes, **values)
+    settings = Settings(routes=routes, **values)
+    tls_files = (
+        settings.upstream_ca_bundle,
+        settings.upstream_client_cert,
+        settings.upstream_client_key,
+    )
+    if any(r.upstream.scheme == "https" for r in routes) or any(tls_files):
+        upstream_tls(settings)  # fail at start-up, naming the option, on an unusable file
+    return settings

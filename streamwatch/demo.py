@@ -21,16 +21,10 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from streamwatch import metricspec as spec
 from streamwatch.config import ConfigError, Route, Settings, parse_listen
 from streamwatch.export.logs import configure_logging
-from streamwatch.export.prometheus import (
-    STALLS_TOTAL,
-    STREAMS_ACTIVE,
-    STREAMS_STALLED,
-    STREAMS_TOTAL,
-    TIME_TO_FIRST_TOKEN_SECONDS,
-)
-from streamwatch.proxy.app import Running, start, stop
+from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
 
@@ -77,17 +71,17 @@ def _summary(running: Running) -> tuple[Counter[str], dict[str, float]]:
     gauges = {"active": 0.0, "stalled": 0.0, "stalls": 0.0, "ttft_sum": 0.0, "ttft_count": 0.0}
     for family in running.registry.collect():
         for sample in family.samples:
-            if sample.name == STREAMS_TOTAL:
+            if sample.name == spec.STREAMS.name:
                 outcomes[sample.labels["outcome"]] += int(sample.value)
-            elif sample.name == STREAMS_ACTIVE:
+            elif sample.name == spec.STREAMS_ACTIVE.name:
                 gauges["active"] += sample.value
-            elif sample.name == STREAMS_STALLED:
+            elif sample.name == spec.STREAMS_STALLED.name:
                 gauges["stalled"] += sample.value
-            elif sample.name == STALLS_TOTAL:
+            elif sample.name == spec.STALLS.name:
                 gauges["stalls"] += sample.value
-            elif sample.name == TIME_TO_FIRST_TOKEN_SECONDS + "_sum":
+            elif sample.name == spec.TTFT.series("_sum"):
                 gauges["ttft_sum"] += sample.value
-            elif sample.name == TIME_TO_FIRST_TOKEN_SECONDS + "_count":
+            elif sample.name == spec.TTFT.series("_count"):
                 gauges["ttft_count"] += sample.value
     return outcomes, gauges
 

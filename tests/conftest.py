@@ -10,9 +10,11 @@ from hypothesis import settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# `ci` (default) keeps the suite fast on two cores; `HYPOTHESIS_PROFILE=nightly` digs deeper.
+# `ci` (default) keeps the suite fast on two cores; `HYPOTHESIS_PROFILE=nightly` digs deeper;
+# `fuzz` bounds the `-m fuzz_long` step of .ci/run (about 10 s on a quiet two-core box).
 settings.register_profile("ci", max_examples=200, deadline=None)
 settings.register_profile("nightly", max_examples=5000, deadline=None)
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

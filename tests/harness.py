@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from streamwatch.config import Route, Settings
-from streamwatch.proxy.app import Running, start, stop
+from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,

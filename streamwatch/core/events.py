@@ -1,35 +1,14 @@
 """What the stream analyzer reports while a stream is open: small frozen facts, named in the past tense.
 
-Times are monotonic nanoseconds from the caller's clock; durations are nanoseconds. The proxy turns
-these into metric observations and span events as they happen, so live dashboards do not wait for a
-stream to end.
+Times are monotonic nanoseconds from the caller's clock; durations are nanoseconds. The proxy hands
+these to the sinks as they happen (metric observations, span events), so live dashboards do not wait
+for a stream to end. Only the analyzer emits them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-
-
-class Api(StrEnum):
-    """Which protocol interpreter, over which framing, reads a stream (the ``api`` metric label).
-
-    A fixed set: adding a member adds a label value. ``gemini`` and ``gemini_json`` are the same
-    API read from its two framings (``?alt=sse`` event stream, or one streamed JSON array).
-    """
-
-    OPENAI_CHAT = "openai_chat"
-    OPENAI_RESPONSES = "openai_responses"
-    ANTHROPIC_MESSAGES = "anthropic_messages"
-    OPENAI_COMPLETIONS = "openai_completions"  # legacy /v1/completions
-    GEMINI = "gemini"  # :streamGenerateContent?alt=sse
-    GEMINI_JSON = "gemini_json"  # :streamGenerateContent, one JSON array as application/json
-    BEDROCK_CONVERSE = "bedrock_converse"  # /model/{id}/converse-stream, AWS event stream
-    BEDROCK_INVOKE = "bedrock_invoke"  # /model/{id}/invoke-with-response-stream
-    OLLAMA_CHAT = "ollama_chat"  # /api/chat, NDJSON
-    OLLAMA_GENERATE = "ollama_generate"  # /api/generate, NDJSON
-    COHERE_V2 = "cohere_v2"  # /v2/chat
-    SSE = "sse"  # an event stream we do not interpret: timed only
 
 
 class StallPhase(StrEnum):
@@ -120,17 +99,6 @@ class StallEnded:
     phase: StallPhase
 
 
-@dataclass(frozen=True, slots=True)
-class AnalysisStopped:
-    """The analyzer (or a sink) raised on this stream: analysis stopped, the bytes kept flowing.
-
-    Emitted by the proxy's tap, never by the analyzer itself; ``stage`` names where it failed.
-    """
-
-    at_ns: int
-    stage: str
-
-
 StreamEvent = (
     FirstByteReceived
     | FirstTokenReceived
@@ -141,5 +109,4 @@ StreamEvent = (
     | OversizeEventDropped
     | StallStarted
     | StallEnded
-    | AnalysisStopped
 )

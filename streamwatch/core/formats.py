@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.eventstream import EventStreamDecoder, EventStreamMessage
 from streamwatch.core.json_array import ElementReceived, JSONArrayDecoder
 from streamwatch.core.ndjson import LineReceived, NDJSONDecoder

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 
 import orjson
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.formats import FORMATS, MEDIA_TYPE, Framing
+from streamwatch.core.limits import cap
 
 # Path suffix -> API, first match wins (``/chat/completions`` before ``/completions``). Matched by
 # suffix so gateway prefixes (``/openai/v1/...``, ``/llm/v1/...``) still match.
@@ -45,6 +48,32 @@ def api_for_path(path: str) -> Api | None:
         if trimmed.endswith(suffix):
             return api
     return None
+
+
+_SEGMENT_SPLIT = re.compile(r"[/\\]")
+
+
+def has_dot_segment(path: str) -> bool:
+    """Whether a request path holds a ``.`` or ``..`` segment, in any spelling an upstream may
+    decode: literal, percent-encoded (``%2e%2e``, ``..%2f``), with a backslash separator, or with
+    a matrix parameter (``..;``, which Tomcat and Spring strip before resolving), also
+    double-encoded.
+
+    Routes are matched on the path as sent and the path is forwarded as sent, so a dot-segment
+    would let ``/openai/../admin`` match the ``/openai`` route and then reach ``/admin`` upstream.
+    Such paths are refused rather than normalised: normalising would forward bytes the client did
+    not send, and no API client sends dot-segments.
+    """
+    decoded = path
+    for _ in range(3):  # also double-encoded (%252e): some stacks decode twice
+        decoded, previous = urllib.parse.unquote(decoded, errors="surrogateescape"), decoded
+        if decoded == previous:
+            break
+    for segment in _SEGMENT_SPLIT.split(decoded):
+        name = segment.partition(";")[0]
+        if name in (".", ".."):
+            return True
+    return False
 
 
 def select_api(path: str, content_type: str | None, override: Api | None = None) -> Api | None:
@@ -87,6 +116,6 @@ def read_request(body: bytes) -> RequestFacts:
     model = obj.get("model")
     stream = obj.get("stream")
     return RequestFacts(
-        model=model if isinstance(model, str) and model else None,
+        model=cap(model) if isinstance(model, str) and model else None,
         stream=stream if isinstance(stream, bool) else None,
     )

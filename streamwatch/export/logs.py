@@ -14,9 +14,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from streamwatch.core.events import Api, StreamEvent
 from streamwatch.core.record import StreamRecord
-from streamwatch.proxy.observe import Exchange, Watcher
+from streamwatch.sinks import Exchange, Hooks
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -95,22 +94,15 @@ def stream_fields(record: StreamRecord) -> dict[str, Any]:
     return fields
 
 
-class _LogWatcher:
-    __slots__ = ("_exchange", "_log")
-    wants_events = False  # one line at the end: the per-event fan-out can skip this watcher
+class _LogLine:
+    """The one line of one request, written when it finishes."""
 
-    def __init__(self, exchange: Exchange, logger: Any) -> None:
+    __slots__ = ("_exchange", "_log", "_trace_id")
+
+    def __init__(self, exchange: Exchange, trace_id: str | None, logger: Any) -> None:
         self._exchange = exchange
+        self._trace_id = trace_id
         self._log = logger
-
-    def inject(self, headers: object) -> None:
-        return None
-
-    def response(self, status: int, api: Api | None) -> None:
-        return None
-
-    def event(self, event: StreamEvent) -> None:
-        return None
 
     def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
         ex = self._exchange
@@ -120,7 +112,7 @@ class _LogWatcher:
             "method": ex.method,
             "path": ex.path,
             "status": ex.status,
-            "trace_id": ex.trace_id,
+            "trace_id": self._trace_id,
         }
         if record is not None:
             self._log.info(f"stream.{record.outcome.value}", **common, **stream_fields(record))
@@ -131,11 +123,14 @@ class _LogWatcher:
             self._log.info("request.completed", **common, duration_s=duration)
 
 
-class LogObserver:
-    """Logs one line per request: ``stream.<outcome>`` for streams, else ``request.completed``."""
+class LogSink:
+    """Logs one line per request: ``stream.<outcome>`` for streams, else ``request.completed``.
+
+    Only a ``finish`` hook: the per-event fan-out never calls this sink.
+    """
 
     def __init__(self) -> None:
         self._log = structlog.get_logger("streamwatch.stream")
 
-    def watch(self, exchange: Exchange) -> Watcher:
-        return _LogWatcher(exchange, self._log)
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        return Hooks(finish=_LogLine(exchange, trace_id, self._log).finish)

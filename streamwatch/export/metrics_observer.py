@@ -1,12 +1,9 @@
-"""Feeds :mod:`streamwatch.export.prometheus` from the proxy's per-request callbacks."""
+"""Feeds :mod:`streamwatch.export.prometheus` from the sink hooks of each request."""
 
 from __future__ import annotations
 
-from multidict import CIMultiDict
-
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    AnalysisStopped,
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,
@@ -15,33 +12,29 @@ from streamwatch.core.events import (
     OversizeEventDropped,
     StallEnded,
     StallStarted,
-    StreamEvent,
 )
 from streamwatch.core.record import StreamRecord
 from streamwatch.export.prometheus import Metrics, StreamMetrics
-from streamwatch.proxy.observe import Exchange, Watcher
-
-_NON_LLM = "other"  # api label of requests to paths that are not an LLM API (e.g. /v1/models)
+from streamwatch.metricspec import NON_LLM_API
+from streamwatch.sinks import AnalysisStopped, Exchange, Hooks, SinkEvent
 
 
 class _MetricsWatcher:
-    __slots__ = ("_exchange", "_metrics", "_stream")
+    __slots__ = ("_exchange", "_metrics", "_stream", "_trace_id")
 
-    def __init__(self, metrics: Metrics, exchange: Exchange) -> None:
+    def __init__(self, metrics: Metrics, exchange: Exchange, trace_id: str | None) -> None:
         self._metrics = metrics
         self._exchange = exchange
+        self._trace_id = trace_id  # the exemplar of every observation of this request
         self._stream: StreamMetrics | None = None
-
-    def inject(self, headers: CIMultiDict[str]) -> None:
-        return None
 
     def response(self, status: int, api: Api | None) -> None:
         if api is not None:
             ex = self._exchange
             self._stream = self._metrics.open_stream(ex.route, api.value, ex.request_model)
-            self._stream.trace_id = ex.trace_id
+            self._stream.trace_id = self._trace_id
 
-    def event(self, event: StreamEvent) -> None:
+    def event(self, event: SinkEvent) -> None:
         stream = self._stream
         if stream is None:
             return
@@ -51,7 +44,6 @@ class _MetricsWatcher:
             case FirstTokenReceived(ttft_ns=ttft, model=model):
                 if model and model != self._exchange.request_model:
                     stream.set_model(model)  # count the stream under the model that answered
-                stream.trace_id = self._exchange.trace_id
                 stream.on_first_token(ttft / 1e9)
             case FirstByteReceived(ttfb_ns=ttfb):
                 stream.on_first_byte(ttfb / 1e9)
@@ -74,18 +66,18 @@ class _MetricsWatcher:
         ex = self._exchange
         if error_kind is not None:
             self._metrics.upstream_error(ex.route, error_kind)
-        api = record.api.value if record else (ex.api.value if ex.api else _NON_LLM)
-        model = record.model if record else ex.request_model
-        self._metrics.request_finished(ex.route, api, model, ex.status or 0)
+        api = record.api.value if record else (ex.api.value if ex.api else NON_LLM_API)
+        self._metrics.request_finished(ex.route, api, ex.status or 0)
         if self._stream is not None:
             self._stream.close(record)
 
 
-class MetricsObserver:
+class MetricsSink:
     """Counts every request and measures every analyzed stream, live."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def watch(self, exchange: Exchange) -> Watcher:
-        return _MetricsWatcher(self.metrics, exchange)
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        watcher = _MetricsWatcher(self.metrics, exchange, trace_id)
+        return Hooks(response=watcher.response, event=watcher.event, finish=watcher.finish)

@@ -4,16 +4,16 @@ The span starts when the request's headers arrived (``Exchange.t_request_ns``), 
 client's W3C trace context (``traceparent``/``tracestate``, with its baggage) or starts a new trace,
 and its context replaces the client's in the upstream request, so the gateway's spans become its
 children. Stream facts arrive as span events while the stream is open (first token, each stall as
-it starts and ends, each error frame) and as attributes when it ends. The sampled trace id is
-handed to the metrics watcher through ``Exchange.trace_id`` for exemplars: the tracing observer
-must come first in ``start(extra_observers=...)``.
+it starts and ends, each error frame) and as attributes when it ends. :class:`TracingSink` is the
+port's :class:`~streamwatch.sinks.Tracer`: it answers first, and the sampled trace id it returns is
+given to the other sinks (metrics exemplars, the log line).
 
 Nothing is read from headers except the trace context, no body, header value or query string is
 copied into a span, and prompt and completion are recorded only with content capture on (the
 opt-in ``gen_ai.input.messages`` / ``gen_ai.output.messages`` attributes, truncated).
 
-The SDK is configured only by :func:`tracing_from_env`, called from the entry point; with tracing
-off it returns no observer at all, so the hot path pays nothing.
+The SDK is configured only by :func:`tracing_from_env`, called from the composition root; with
+tracing off it returns no tracer at all, so the hot path pays nothing.
 """
 
 from __future__ import annotations
@@ -37,17 +37,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from streamwatch import __version__
 from streamwatch.config import Settings
 from streamwatch.core.events import (
-    Api,
     ErrorFrameReceived,
     FirstTokenReceived,
     OutputReceived,
     StallEnded,
     StallStarted,
-    StreamEvent,
 )
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord
 from streamwatch.export import semconv as sc
-from streamwatch.proxy.observe import Exchange, Observer, Watcher
+from streamwatch.sinks import Exchange, Hooks, SinkEvent, Trace
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -247,7 +245,7 @@ def error_type(
 
 
 class _SpanWatcher:
-    """One request's span: started in ``watch``, events while the stream runs, ended in ``finish``."""
+    """One request's span: started by ``trace``, events while the stream runs, ended in ``finish``."""
 
     __slots__ = (
         "_capture_limit",
@@ -257,6 +255,7 @@ class _SpanWatcher:
         "_propagator",
         "_recording",
         "_span",
+        "trace_id",
     )
 
     def __init__(
@@ -286,10 +285,14 @@ class _SpanWatcher:
         self._context: Context = trace.set_span_in_context(span, parent)  # keeps the baggage
         self._recording = span.is_recording()
         span_context = span.get_span_context()
-        if span_context.trace_flags.sampled:  # only sampled traces make exemplars
-            exchange.trace_id = trace.format_trace_id(span_context.trace_id)
+        # Only sampled traces make exemplars and log ids: an unsampled id leads nowhere.
+        self.trace_id = (
+            trace.format_trace_id(span_context.trace_id)
+            if span_context.trace_flags.sampled
+            else None
+        )
 
-    def inject(self, headers: CIMultiDict[str]) -> None:
+    def upstream_request(self, headers: CIMultiDict[str]) -> None:
         """Our span's context replaces the client's; the client's baggage passes as it was sent."""
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=self._context)
@@ -299,10 +302,7 @@ class _SpanWatcher:
                 continue
             headers[key] = value
 
-    def response(self, status: int, api: Api | None) -> None:
-        return None  # the status is set in finish, also for upstream failures
-
-    def event(self, event: StreamEvent) -> None:
+    def event(self, event: SinkEvent) -> None:
         if type(event) is OutputReceived or not self._recording:
             return  # the per-chunk event: nothing to do, and cheaply so
         span = self._span
@@ -367,7 +367,7 @@ class _SpanWatcher:
         span.set_attributes(attributes)
 
 
-class TracingObserver:
+class TracingSink:
     """Gives every request a span on ``tracer``; content capture only if ``capture_limit`` is set."""
 
     def __init__(
@@ -382,8 +382,11 @@ class TracingObserver:
         # The global propagator (W3C trace context + baggage unless OTEL_PROPAGATORS says else).
         self._propagator = propagator or propagate.get_global_textmap()
 
-    def watch(self, exchange: Exchange) -> Watcher:
-        return _SpanWatcher(self._tracer, self._propagator, exchange, self._capture_limit)
+    def trace(self, exchange: Exchange) -> Trace:
+        """Start the request's span (the status is set in ``finish``, also for upstream failures)."""
+        span = _SpanWatcher(self._tracer, self._propagator, exchange, self._capture_limit)
+        hooks = Hooks(upstream_request=span.upstream_request, event=span.event, finish=span.finish)
+        return Trace(hooks, span.trace_id)
 
 
 # -- configuration from OTEL_* -------------------------------------------------------------------
@@ -462,8 +465,8 @@ def _resource() -> Resource:
 
 def tracing_from_env(
     environ: Mapping[str, str], settings: Settings
-) -> tuple[list[Observer], list[Closer]]:
-    """Observers and closers for ``start``/``serve``: empty lists when tracing is off.
+) -> tuple[TracingSink | None, list[Closer]]:
+    """The tracer and its closers for the composition root: none when tracing is off.
 
     The exporter choice comes from ``environ``; the SDK itself reads the sampler
     (``OTEL_TRACES_SAMPLER``/``_ARG``), resource attributes and exporter options (headers,
@@ -472,16 +475,16 @@ def tracing_from_env(
     """
     exporters = span_exporters(environ)
     if not exporters:
-        return [], []
+        return None, []
     provider = TracerProvider(resource=_resource())
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer("streamwatch", __version__)
-    observer = TracingObserver(
+    tracer_sink = TracingSink(
         tracer, capture_limit=settings.capture_limit if settings.capture_content else None
     )
 
     async def shutdown() -> None:
         await asyncio.to_thread(provider.shutdown)
 
-    return [observer], [shutdown]
+    return tracer_sink, [shutdown]

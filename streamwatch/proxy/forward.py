@@ -3,7 +3,7 @@
 Per upstream read: take the arrival time, ``await`` the write to the client (backpressure reaches
 upstream through the read loop), then feed the tap. Nothing else is awaited per chunk. The end of a
 stream is recorded in ``finally`` without awaiting, so client aborts (the handler is cancelled, see
-``handler_cancellation`` in :mod:`streamwatch.proxy.app`), upstream faults and shutdown are all
+``handler_cancellation`` in :mod:`streamwatch.serve`), upstream faults and shutdown are all
 recorded exactly once. An upstream fault after the response started is passed on as an abort of the
 client connection, never as a clean end.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import io
 import struct
 import termios
 import time
 import uuid
-from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -26,24 +26,30 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from streamwatch.config import Route, Settings
+from streamwatch.config import Route, Settings, upstream_tls
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
+from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
-from streamwatch.core.request import RequestFacts, api_for_path, read_request, select_api
+from streamwatch.core.request import (
+    RequestFacts,
+    api_for_path,
+    has_dot_segment,
+    read_request,
+    select_api,
+)
 from streamwatch.proxy.headers import client_response_headers, upstream_request_headers
-from streamwatch.proxy.observe import Exchange, Observer, Watcher
-from streamwatch.proxy.tap import Tap, Watchers
+from streamwatch.proxy.tap import Tap
+from streamwatch.sinks import Exchange, Sinks
 
 log = structlog.get_logger("streamwatch.proxy")
 
-_MAX_REQUEST_ID = 128
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response began
 
 
 def _request_id(request: web.BaseRequest) -> str:
     given = request.headers.get("x-request-id", "")
-    if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
+    if given and len(given) <= MAX_REQUEST_ID_CHARS and given.isascii() and given.isprintable():
         return given
     return uuid.uuid4().hex
 
@@ -76,6 +82,10 @@ class Refusal:
 
 
 BAD_TARGET = Refusal(400, "bad_target", "only origin-form request targets are proxied")
+BAD_PATH = Refusal(400, "bad_path", "dot-segments are not allowed in request paths")
+# TRACE reflects the request, credentials included, back to whoever can read the response (nginx
+# answers 405 too).
+TRACE_REFUSED = Refusal(405, "method_not_allowed", "TRACE is not proxied")
 NO_ROUTE = Refusal(404, "no_route", "no configured route matches this path")
 DRAINING = Refusal(503, "draining", "streamwatch is shutting down", (("Connection", "close"),))
 OVERLOADED = Refusal(503, "overloaded", "too many concurrent streams", (("Retry-After", "1"),))
@@ -146,9 +156,9 @@ class LiveStream:
 class Proxy:
     """Holds the upstream pool, the open streams and the admission and drain state."""
 
-    def __init__(self, settings: Settings, observers: Sequence[Observer]) -> None:
+    def __init__(self, settings: Settings, sinks: Sinks) -> None:
         self.settings = settings
-        self.observers = tuple(observers)
+        self.sinks = sinks
         self.analyzer_config = AnalyzerConfig(
             stall_threshold_ns=int(settings.stall_threshold * 1e9),
             first_token_stall_threshold_ns=int(settings.first_token_stall_threshold * 1e9),
@@ -169,6 +179,7 @@ class Proxy:
         """Create the upstream pool with every transparency-breaking aiohttp default replaced."""
         settings = self.settings
         connector = aiohttp.TCPConnector(
+            ssl=upstream_tls(settings),
             limit=settings.max_streams,  # admission is enforced by max_streams, not by pool waits
             limit_per_host=0,
             keepalive_timeout=30,
@@ -227,6 +238,10 @@ class Proxy:
             # The target itself is not logged: an absolute-form URL may carry credentials.
             return self._refuse(request, None, "", t_request, BAD_TARGET)
         path = raw_target.partition("?")[0]
+        if has_dot_segment(path):  # routes are an allowlist: /openai/../admin must not escape
+            return self._refuse(request, None, "", t_request, BAD_PATH)
+        if request.method == "TRACE":
+            return self._refuse(request, None, path, t_request, TRACE_REFUSED)
         route = self.settings.route_for(path)
         if route is None:
             return self._refuse(request, None, path, t_request, NO_ROUTE)
@@ -259,9 +274,11 @@ class Proxy:
         parts: list[bytes] = []
         size = 0
         idle = self.settings.request_body_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.request_body_deadline
         while True:
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout_at(min(loop.time() + idle, deadline)):
                     part = await request.content.readany()
             except TimeoutError:
                 raise _BodyTimeoutError from None
@@ -285,7 +302,7 @@ class Proxy:
         response = refusal.response()
         exchange = self._exchange(request, route, path, b"", t_request)
         exchange.status = response.status
-        self._watchers(exchange).call("finish", None, None)
+        self.sinks.open(exchange).finish(None, None)
         return response
 
     def _exchange(
@@ -298,7 +315,7 @@ class Proxy:
             request_id=_request_id(request),
             route=route.name if route is not None else UNMATCHED_ROUTE,
             method=request.method,
-            path=path,
+            path=cap(path, MAX_PATH_CHARS),
             api=api,
             request_model=facts.model,
             stream_requested=facts.stream,
@@ -308,18 +325,6 @@ class Proxy:
             server_address=(upstream.host or "") if upstream is not None else "",
             server_port=upstream.port if upstream is not None else None,
         )
-
-    def _watchers(self, exchange: Exchange) -> Watchers:
-        items: list[Watcher] = []
-        for observer in self.observers:
-            try:
-                watcher = observer.watch(exchange)
-            except Exception:
-                log.warning("observer.failed", observer=type(observer).__name__, exc_info=True)
-                continue
-            if watcher is not None:
-                items.append(watcher)
-        return Watchers(items)
 
     # -- forwarding --------------------------------------------------------------------------
 
@@ -333,9 +338,9 @@ class Proxy:
         except _BodyTimeoutError:
             return self._refuse(request, route, path, t_request, BODY_TIMEOUT)
         exchange = self._exchange(request, route, path, body, t_request)
-        watchers = self._watchers(exchange)
+        sinks = self.sinks.open(exchange)
         headers = upstream_request_headers(request.headers)
-        watchers.call("inject", headers)
+        sinks.upstream_request(headers)
         record: StreamRecord | None = None
         error_kind: str | None = None
         tap: Tap | None = None
@@ -356,7 +361,7 @@ class Proxy:
             response.headers.extend(client_response_headers(upstream.headers))
             if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
                 response.content_length = upstream.content_length
-            watchers.call("response", upstream.status, api)
+            sinks.response(upstream.status, api)
             if api is not None:
                 analyzer = StreamAnalyzer(
                     api,
@@ -364,7 +369,7 @@ class Proxy:
                     request_model=exchange.request_model,
                     config=self.analyzer_config,
                 )
-                tap = Tap(analyzer, watchers)
+                tap = Tap(analyzer, sinks)
                 self.streams[id(tap)] = LiveStream(
                     exchange.request_id, route.name, tap, asyncio.current_task()
                 )
@@ -397,7 +402,7 @@ class Proxy:
             if tap is not None:
                 self.streams.pop(id(tap), None)
                 record = tap.close(time.monotonic_ns(), cause)
-            watchers.call("finish", record, error_kind)
+            sinks.finish(record, error_kind)
 
     async def _open_upstream(
         self,
@@ -414,10 +419,12 @@ class Proxy:
                     request.method,
                     route.target(raw_target),
                     headers=headers,
-                    data=body if body else None,
+                    data=io.BytesIO(body) if body else None,  # bytes > 1 MB warn
                     allow_redirects=False,
                     compress=None,
                 )
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise _UpstreamFailedError(502, "tls", "upstream TLS handshake failed") from exc
         except aiohttp.ClientConnectorError as exc:
             raise _UpstreamFailedError(502, "connect", "upstream connection failed") from exc
         except TimeoutError as exc:

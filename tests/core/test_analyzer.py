@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamwatch.core.analyzer import NS_PER_S, AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,

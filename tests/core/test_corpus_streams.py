@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.eventstream import EventStreamDecoder, EventStreamMessage, MessageCorrupt
 from streamwatch.core.json_array import ElementReceived, JSONArrayDecoder
 from streamwatch.core.ndjson import NDJSONDecoder

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamwatch.export.prometheus import METRIC_TYPES
+from streamwatch import metricspec as spec
+from streamwatch.metricspec import BY_NAME
+from streamwatch.mixin.output import TABLE_END, TABLE_START, with_metric_table
+from streamwatch.mixin.promql import UnknownLabelError, dashboard_selector, sum_rate
 from tests.dashboards.mixin import (
     DASHBOARD_FILES,
     DASHBOARDS,
@@ -31,11 +34,11 @@ PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 
 def exported(name: str) -> str | None:
     """The exported metric a referenced series name belongs to, or None."""
-    if name in METRIC_TYPES:
+    if name in BY_NAME:
         return name
     for suffix in ("_bucket", "_sum", "_count"):
         base = name.removesuffix(suffix)
-        if base != name and METRIC_TYPES.get(base) == "histogram":
+        if base != name and base in BY_NAME and BY_NAME[base].kind == "histogram":
             return base
     return None
 
@@ -134,7 +137,7 @@ class TestMetricNames:
         """Each metric of the contract is queried by some overview panel."""
         overview = DASHBOARDS / "grafana" / "streamwatch-overview.json"
         used = {exported(n) for e in dashboard_exprs(overview) for n in metric_names(e)}
-        assert set(METRIC_TYPES) - used == set()
+        assert set(BY_NAME) - used == set()
 
     def test_latency_panels_have_exemplars(self) -> None:
         """Every histogram query of a graph or heatmap panel asks Grafana for exemplars."""
@@ -168,3 +171,43 @@ class TestRunbook:
             assert rule["annotations"]["dashboard_url"].startswith("http")
             assert rule["labels"]["severity"] in {"warning", "critical"}
             assert rule["for"]
+
+
+class TestSpecDrivenQueries:
+    """The mixin's PromQL is built from the metric spec and refuses what the spec does not have."""
+
+    def test_a_label_the_family_lacks_is_refused(self) -> None:
+        """Grouping the TTFB histogram by a label it does not carry fails at generation time."""
+        with pytest.raises(UnknownLabelError, match="no label outcome"):
+            sum_rate(spec.TTFB, "", spec.OUTCOME)
+
+    def test_a_value_outside_the_label_set_is_refused(self) -> None:
+        """An outcome matcher with a value the core never produces fails at generation time."""
+        with pytest.raises(UnknownLabelError, match="timed_out"):
+            dashboard_selector(spec.STREAMS, outcome="timed_out")
+
+    def test_the_dashboard_selector_has_only_the_family_labels(self) -> None:
+        """A (route, api) gauge is not filtered by $model, a stream family is."""
+        assert "$model" not in dashboard_selector(spec.STREAMS_ACTIVE)
+        assert 'model=~"$model"' in dashboard_selector(spec.STREAMS)
+
+
+class TestReadmeTable:
+    """The README's metric table is the spec's, and a stale one is rewritten."""
+
+    def test_the_committed_table_is_generated(self) -> None:
+        """README.md holds exactly the table the spec renders."""
+        readme = (REPO / "README.md").read_text(encoding="utf-8")
+        assert TABLE_START + spec.markdown_table() + TABLE_END in readme
+
+    def test_a_stale_table_is_replaced(self) -> None:
+        """Text between the markers is replaced, text around them kept."""
+        text = f"before\n{TABLE_START}| stale |\n{TABLE_END}after\n"
+        assert with_metric_table(text) == (
+            f"before\n{TABLE_START}{spec.markdown_table()}{TABLE_END}after\n"
+        )
+
+    def test_missing_markers_are_an_error(self) -> None:
+        """A README without the markers is not silently left stale."""
+        with pytest.raises(ValueError, match="markers"):
+            with_metric_table("no table here\n")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from streamwatch.proxy.app import Running
+from streamwatch.serve import Running
 from streamwatch.simulator.scenario import Api, Scenario, plan
 from tests.harness import (
     CHAT,

@@ -25,8 +25,7 @@ from multidict import CIMultiDict
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from streamwatch.export import semconv as sc
-from streamwatch.export.otel import tracing_from_env
-from streamwatch.proxy.app import Running, start, stop
+from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.server import make_app
 from tests.e2e.otlp import Receiver, otlp_receiver
 from tests.harness import (
@@ -127,10 +126,7 @@ async def traced(upstream: str | None = None, **overrides: Any) -> AsyncIterator
             watchdog_interval=0.02,
             **overrides,
         )
-        observers, closers = tracing_from_env(
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}, settings
-        )
-        running = await start(settings, extra_observers=observers, closers=closers)
+        running = await start(settings, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
         stack = Stack(running, receiver, seen)
         try:
             yield stack
@@ -315,10 +311,9 @@ class TestStreamSpans:
             server.close()
             await server.wait_closed()
             settings = settings_for(f"http://{LOOPBACK}:{dead}")
-            observers, closers = tracing_from_env(
-                {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces"}, settings
+            running = await start(
+                settings, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces"}
             )
-            running = await start(settings, extra_observers=observers, closers=closers)
             async with (
                 aiohttp.ClientSession() as session,
                 session.post(

@@ -23,7 +23,7 @@ import pytest
 from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from streamwatch.proxy.app import Running
+from streamwatch.serve import Running
 from streamwatch.simulator.scenario import Scenario, plan
 from tests.harness import (
     CHAT,

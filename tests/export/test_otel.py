@@ -20,17 +20,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from streamwatch.config import ConfigError, load_settings
-from streamwatch.core.events import Api, OutputReceived
+from streamwatch.core.api import Api
+from streamwatch.core.events import OutputReceived
 from streamwatch.export import semconv as sc
 from streamwatch.export.otel import (
     TracingConfigError,
-    TracingObserver,
+    TracingSink,
     error_type,
     prompt_attributes,
     span_exporters,
     tracing_from_env,
 )
-from streamwatch.proxy.observe import Exchange
+from streamwatch.sinks import Exchange, Hooks
 from tests.harness import settings_for
 
 ENDPOINT = "http://127.0.0.1:4318"
@@ -51,7 +52,7 @@ class TestSpanExporters:
         return exporters
 
     def test_off_without_endpoint_or_exporter(self) -> None:
-        """No OTEL_* at all: no exporter, so no observer and no hot-path cost."""
+        """No OTEL_* at all: no exporter, so no tracer and no hot-path cost."""
         assert span_exporters({}) == []
 
     def test_base_endpoint_gets_the_signal_path(self) -> None:
@@ -119,15 +120,15 @@ class TestSpanExporters:
             span_exporters(environ)
 
     async def test_tracing_from_env_off_installs_nothing(self) -> None:
-        """Tracing off: no observer, no closer."""
-        assert tracing_from_env({}, settings_for("http://127.0.0.1:1")) == ([], [])
+        """Tracing off: no tracer, no closer."""
+        assert tracing_from_env({}, settings_for("http://127.0.0.1:1")) == (None, [])
 
-    async def test_tracing_from_env_on_gives_observer_and_closer(self) -> None:
-        """Tracing on: one TracingObserver and a closer that shuts the provider down."""
-        observers, closers = tracing_from_env(
+    async def test_tracing_from_env_on_gives_tracer_and_closer(self) -> None:
+        """Tracing on: a TracingSink and a closer that shuts the provider down."""
+        tracer, closers = tracing_from_env(
             {"OTEL_TRACES_EXPORTER": "console"}, settings_for("http://127.0.0.1:1")
         )
-        assert [type(o) for o in observers] == [TracingObserver]
+        assert isinstance(tracer, TracingSink)
         (close,) = closers
         await close()
 
@@ -261,6 +262,11 @@ def _exchange(**overrides: Any) -> Exchange:
     return Exchange(**values)
 
 
+def _finish_hook(hooks: Hooks) -> Any:
+    assert hooks.finish is not None
+    return hooks.finish
+
+
 @pytest.fixture
 def memory() -> tuple[TracerProvider, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
@@ -280,15 +286,18 @@ class TestSpanLifecycle:
         t_request = time.monotonic_ns() - 2_000_000_000
         before = time.time_ns()
         exchange = _exchange(t_request_ns=t_request)
-        watcher = TracingObserver(provider.get_tracer("t")).watch(exchange)
-        watcher.event(OutputReceived(t_request, None))
+        traced = TracingSink(provider.get_tracer("t")).trace(exchange)
+        hooks = traced.hooks
+        assert hooks.event is not None
+        assert hooks.finish is not None
+        hooks.event(OutputReceived(t_request, None))
         exchange.status = 200
-        watcher.finish(None, None)
+        hooks.finish(None, None)
         (span,) = exporter.get_finished_spans()
         assert span.kind is SpanKind.CLIENT
         assert span.start_time is not None
         assert abs(span.start_time - (before - 2_000_000_000)) < 50_000_000
-        assert exchange.trace_id == format(span.context.trace_id, "032x")
+        assert traced.trace_id == format(span.context.trace_id, "032x")
 
     def test_non_llm_paths_get_an_http_span_without_genai_attributes(
         self, memory: tuple[TracerProvider, InMemorySpanExporter]
@@ -296,9 +305,9 @@ class TestSpanLifecycle:
         """``GET /v1/models`` is named by its method and carries no gen_ai.* attribute."""
         provider, exporter = memory
         exchange = _exchange(method="GET", path="/v1/models", api=None, request_model=None)
-        watcher = TracingObserver(provider.get_tracer("t")).watch(exchange)
+        finish = _finish_hook(TracingSink(provider.get_tracer("t")).trace(exchange).hooks)
         exchange.status = 200
-        watcher.finish(None, None)
+        finish(None, None)
         (span,) = exporter.get_finished_spans()
         assert span.name == "GET"
         assert span.attributes is not None
@@ -311,8 +320,8 @@ class TestSpanLifecycle:
         """A fault while setting final attributes still ends (and exports) the span."""
         provider, exporter = memory
         exchange = _exchange()
-        watcher = TracingObserver(provider.get_tracer("t")).watch(exchange)
+        finish = _finish_hook(TracingSink(provider.get_tracer("t")).trace(exchange).hooks)
         exchange.status = "not a status"  # type: ignore[assignment]  # provokes the fault
         with pytest.raises(TypeError):
-            watcher.finish(None, None)
+            finish(None, None)
         assert len(exporter.get_finished_spans()) == 1

@@ -12,23 +12,19 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from streamwatch.core.events import Api, StallPhase
+from streamwatch import metricspec as spec
+from streamwatch.core.api import Api
+from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
-from streamwatch.export import prometheus as pm
-from streamwatch.export.prometheus import (
-    ERROR_TYPES,
-    FINISH_REASONS,
-    METRIC_TYPES,
-    Metrics,
-    ModelLabels,
-    normalise_error_type,
-    normalise_finish_reason,
-)
+from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
+from streamwatch.export.prometheus import Metrics
+from streamwatch.metricspec import ERROR_TYPES
 
 ROUTE = "default"
 API = Api.OPENAI_CHAT.value
 MODEL = "gpt-4o"
 LABELS = {"route": ROUTE, "api": API, "model": MODEL}
+ROUTE_API = {"route": ROUTE, "api": API}
 
 
 def make_record(**changes: object) -> StreamRecord:
@@ -75,14 +71,14 @@ class TestDeclarations:
     def test_every_contract_metric_is_registered_with_its_type(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
-        """The registry's metric families match METRIC_TYPES exactly."""
+        """The registry's metric families match the spec table exactly."""
         metrics.open_stream(ROUTE, API, MODEL).close(make_record())
-        metrics.request_finished(ROUTE, API, MODEL, 200)
+        metrics.request_finished(ROUTE, API, 200)
         families = {}
         for family in registry.collect():
             name = family.name + ("_total" if family.type == "counter" else "")
             families[name] = family
-        assert {n: f.type for n, f in families.items()} == dict(METRIC_TYPES)
+        assert {n: f.type for n, f in families.items()} == {f.name: f.kind for f in spec.FAMILIES}
         for family in families.values():
             assert family.documentation.endswith("."), family.name
             assert family.documentation[0].isupper(), family.name
@@ -93,16 +89,13 @@ class TestDeclarations:
         assert value(registry, "streamwatch_build_info", version="9.9.9") == 1
 
     def test_buckets_cover_llm_ranges(self) -> None:
-        """Latency buckets reach 300 s, gaps 120 s, tokens/s 5000, duration 1 h."""
-        assert pm.LATENCY_BUCKETS[0] == 0.005
-        assert pm.LATENCY_BUCKETS[-1] >= 300
-        assert pm.GAP_BUCKETS[0] == 0.001
-        assert pm.GAP_BUCKETS[-1] >= 120
-        assert pm.TOKENS_PER_SECOND_BUCKETS[0] == 1
-        assert pm.TOKENS_PER_SECOND_BUCKETS[-1] == 5000
-        assert pm.DURATION_BUCKETS[-1] >= 3600
-        for buckets in (pm.LATENCY_BUCKETS, pm.GAP_BUCKETS, pm.DURATION_BUCKETS):
-            assert list(buckets) == sorted(set(buckets))
+        """Latency buckets reach 300 s, gaps the default stall threshold, duration 1 h."""
+        assert spec.LATENCY_BUCKETS[-1] >= 300
+        assert spec.GAP_BUCKETS[-1] >= 10
+        assert spec.TOKENS_PER_SECOND_BUCKETS[-1] >= 500
+        assert spec.DURATION_BUCKETS[-1] >= 3600
+        for family in spec.FAMILIES:
+            assert list(family.buckets) == sorted(set(family.buckets))
 
     def test_a_slow_ttft_lands_in_a_finite_bucket(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -110,7 +103,7 @@ class TestDeclarations:
         """A 200 s reasoning-model TTFT is below the 300 s bucket, not only in +Inf."""
         metrics.open_stream(ROUTE, API, MODEL).on_first_token(200.0)
         name = "streamwatch_time_to_first_token_seconds_bucket"
-        assert value(registry, name, **LABELS, le="180.0") == 0
+        assert value(registry, name, **LABELS, le="60.0") == 0
         assert value(registry, name, **LABELS, le="300.0") == 1
 
 
@@ -122,9 +115,9 @@ class TestPreinitialisation:
         Metrics(registry, routes=("default", "anthropic"))
         for route in ("default", "anthropic"):
             for kind in ("connect", "timeout", "protocol"):
-                assert value(registry, pm.UPSTREAM_ERRORS_TOTAL, route=route, kind=kind) == 0
-            assert value(registry, pm.STREAMS_ACTIVE, route=route, api=API) == 0
-            assert value(registry, pm.STREAMS_STALLED, route=route, api=API) == 0
+                assert value(registry, spec.UPSTREAM_ERRORS.name, route=route, kind=kind) == 0
+            assert value(registry, spec.STREAMS_ACTIVE.name, route=route, api=API) == 0
+            assert value(registry, spec.STREAMS_STALLED.name, route=route, api=API) == 0
 
     def test_outcomes_and_phases_start_at_zero_with_the_first_stream(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -132,28 +125,41 @@ class TestPreinitialisation:
         """The first stream of a (route, api, model) creates every outcome and stall phase."""
         metrics.open_stream(ROUTE, API, MODEL)
         for outcome in Outcome:
-            assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome=outcome.value) == 0
+            assert value(registry, spec.STREAMS.name, **LABELS, outcome=outcome.value) == 0
         for phase in StallPhase:
-            assert value(registry, pm.STALLS_TOTAL, **LABELS, phase=phase.value) == 0
+            assert value(registry, spec.STALLS.name, route=ROUTE, api=API, phase=phase.value) == 0
 
     def test_expected_reasons_and_error_types_start_at_zero(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A stream's first series include its API's usual finish reasons and error types at zero."""
         metrics.open_stream(ROUTE, Api.ANTHROPIC_MESSAGES.value, MODEL)
-        labels = {"route": ROUTE, "api": Api.ANTHROPIC_MESSAGES.value, "model": MODEL}
+        labels = {"route": ROUTE, "api": Api.ANTHROPIC_MESSAGES.value}
         for reason in ("end_turn", "max_tokens", "tool_use"):
-            assert value(registry, pm.FINISH_REASONS_TOTAL, **labels, finish_reason=reason) == 0
-        assert value(registry, pm.ERROR_FRAMES_TOTAL, **labels, error_type="overloaded_error") == 0
+            assert (
+                value(registry, spec.FINISH_REASONS_TOTAL.name, **labels, finish_reason=reason) == 0
+            )
+        assert (
+            value(
+                registry,
+                spec.ERROR_FRAMES.name,
+                route=ROUTE,
+                api=Api.ANTHROPIC_MESSAGES.value,
+                error_type="overloaded_error",
+            )
+            == 0
+        )
 
     def test_requests_alone_create_no_stream_series(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A route that only answers errors or JSON gets request counts, not empty histograms."""
-        metrics.request_finished("dead", "openai_chat", MODEL, 502)
-        labels = {"route": "dead", "api": "openai_chat", "model": MODEL}
-        assert value(registry, pm.REQUESTS_TOTAL, **labels, code="502") == 1
-        assert value(registry, pm.STREAMS_TOTAL, **labels, outcome="completed") is None
+        metrics.request_finished("dead", "openai_chat", 502)
+        labels = {"route": "dead", "api": "openai_chat"}
+        assert value(registry, spec.REQUESTS.name, **labels, code="502") == 1
+        assert (
+            value(registry, spec.STREAMS.name, **labels, model=MODEL, outcome="completed") is None
+        )
 
 
 class TestLiveObservations:
@@ -169,11 +175,11 @@ class TestLiveObservations:
         s.on_output(None)
         s.on_output(0.0)
         s.on_output(0.03)
-        assert value(registry, "streamwatch_time_to_first_byte_seconds_sum", **LABELS) == 0.2
+        assert value(registry, "streamwatch_time_to_first_byte_seconds_sum", **ROUTE_API) == 0.2
         assert value(registry, "streamwatch_time_to_first_token_seconds_count", **LABELS) == 1
         assert value(registry, "streamwatch_inter_chunk_gap_seconds_count", **LABELS) == 2
         assert value(registry, "streamwatch_inter_chunk_gap_seconds_sum", **LABELS) == 0.03
-        assert value(registry, pm.OUTPUT_EVENTS_TOTAL, **LABELS) == 3
+        assert value(registry, spec.OUTPUT_EVENTS.name, **ROUTE_API) == 3
 
     def test_active_and_stalled_gauges_follow_the_stream(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -181,18 +187,20 @@ class TestLiveObservations:
         """Open/stall raise the gauges; stall end and close lower them, even if closed stalled."""
         a = metrics.open_stream(ROUTE, API, MODEL)
         b = metrics.open_stream(ROUTE, API, "other-model")
-        assert value(registry, pm.STREAMS_ACTIVE, route=ROUTE, api=API) == 2
+        assert value(registry, spec.STREAMS_ACTIVE.name, route=ROUTE, api=API) == 2
         a.on_stall_started(StallPhase.BEFORE_FIRST_TOKEN)
         b.on_stall_started(StallPhase.MID_STREAM)
-        assert value(registry, pm.STREAMS_STALLED, route=ROUTE, api=API) == 2
+        assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 2
         a.on_stall_ended()
-        assert value(registry, pm.STREAMS_STALLED, route=ROUTE, api=API) == 1
+        assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 1
         b.close(None)
         b.close(None)  # idempotent
         a.close(make_record())
-        assert value(registry, pm.STREAMS_STALLED, route=ROUTE, api=API) == 0
-        assert value(registry, pm.STREAMS_ACTIVE, route=ROUTE, api=API) == 0
-        assert value(registry, pm.STALLS_TOTAL, **LABELS, phase=StallPhase.BEFORE_FIRST_TOKEN) == 1
+        assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 0
+        assert value(registry, spec.STREAMS_ACTIVE.name, route=ROUTE, api=API) == 0
+        assert (
+            value(registry, spec.STALLS.name, **ROUTE_API, phase=StallPhase.BEFORE_FIRST_TOKEN) == 1
+        )
 
     def test_error_frames_are_counted_live_by_bounded_type(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -202,9 +210,11 @@ class TestLiveObservations:
         s.on_error_frame("overloaded_error")
         s.on_error_frame("invalid_image_format")
         s.on_error_frame("user 1234 quota blown")
-        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="overloaded_error") == 1
-        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="image_error") == 1
-        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="other") == 1
+        assert (
+            value(registry, spec.ERROR_FRAMES.name, **ROUTE_API, error_type="overloaded_error") == 1
+        )
+        assert value(registry, spec.ERROR_FRAMES.name, **ROUTE_API, error_type="image_error") == 1
+        assert value(registry, spec.ERROR_FRAMES.name, **ROUTE_API, error_type="other") == 1
 
     def test_close_does_not_count_error_frames_again(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -217,8 +227,8 @@ class TestLiveObservations:
             error_frames=(pm_error_frame(),),
         )
         s.close(record)
-        assert value(registry, pm.ERROR_FRAMES_TOTAL, **LABELS, error_type="server_error") == 1
-        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="error_frame") == 1
+        assert value(registry, spec.ERROR_FRAMES.name, **ROUTE_API, error_type="server_error") == 1
+        assert value(registry, spec.STREAMS.name, **LABELS, outcome="error_frame") == 1
 
     def test_exemplar_carries_the_trace_id(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -242,7 +252,9 @@ class TestLiveObservations:
         s.on_analysis_failed()
         s.on_analysis_failed()
         for stage, n in (("malformed_frame", 1), ("oversize_event", 1), ("analyzer", 2)):
-            assert value(registry, pm.ANALYSIS_ERRORS_TOTAL, route=ROUTE, api=API, stage=stage) == n
+            assert (
+                value(registry, spec.ANALYSIS_ERRORS.name, route=ROUTE, api=API, stage=stage) == n
+            )
 
     def test_upstream_errors_and_requests(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -250,10 +262,10 @@ class TestLiveObservations:
         """Upstream errors count by kind (unknown kinds as other); requests by status code."""
         metrics.upstream_error(ROUTE, "connect")
         metrics.upstream_error(ROUTE, "dns-weirdness")
-        metrics.request_finished(ROUTE, API, MODEL, 502)
-        assert value(registry, pm.UPSTREAM_ERRORS_TOTAL, route=ROUTE, kind="connect") == 1
-        assert value(registry, pm.UPSTREAM_ERRORS_TOTAL, route=ROUTE, kind="other") == 1
-        assert value(registry, pm.REQUESTS_TOTAL, **LABELS, code="502") == 1
+        metrics.request_finished(ROUTE, API, 502)
+        assert value(registry, spec.UPSTREAM_ERRORS.name, route=ROUTE, kind="connect") == 1
+        assert value(registry, spec.UPSTREAM_ERRORS.name, route=ROUTE, kind="other") == 1
+        assert value(registry, spec.REQUESTS.name, **ROUTE_API, code="502") == 1
 
 
 def pm_error_frame() -> object:
@@ -275,13 +287,15 @@ class TestEndOfStream:
     def test_completed_stream(self, registry: CollectorRegistry, metrics: Metrics) -> None:
         """Outcome, finish reason, reported tokens, tokens/s and duration are recorded once."""
         ended(metrics, make_record(), "4bf92f3577b34da6a3ce929d0e0e4736")
-        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="completed") == 1
-        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="truncated") == 0
-        assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="stop") == 1
+        assert value(registry, spec.STREAMS.name, **LABELS, outcome="completed") == 1
+        assert value(registry, spec.STREAMS.name, **LABELS, outcome="truncated") == 0
+        assert (
+            value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="stop") == 1
+        )
         for kind, n in (("input", 7), ("output", 10), ("reasoning", 3), ("cached_input", 2)):
-            assert value(registry, pm.TOKENS_TOTAL, **LABELS, type=kind) == n
+            assert value(registry, spec.TOKENS.name, **ROUTE_API, type=kind) == n
         assert value(registry, "streamwatch_output_tokens_per_second_sum", **LABELS) == 42.0
-        assert value(registry, "streamwatch_stream_duration_seconds_sum", **LABELS) == 2.5
+        assert value(registry, "streamwatch_stream_duration_seconds_sum", **ROUTE_API) == 2.5
 
     def test_estimated_tokens_are_not_counted(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -291,7 +305,7 @@ class TestEndOfStream:
             metrics,
             make_record(usage=None, output_tokens_estimated=True, tokens_per_second=None),
         )
-        assert value(registry, pm.TOKENS_TOTAL, **LABELS, type="output") == 0
+        assert value(registry, spec.TOKENS.name, **ROUTE_API, type="output") == 0
         assert value(registry, "streamwatch_output_tokens_per_second_count", **LABELS) == 0
 
     def test_unknown_finish_reason_and_truncation(
@@ -299,9 +313,13 @@ class TestEndOfStream:
     ) -> None:
         """An unknown finish reason counts as other; a truncation counts under its outcome."""
         ended(metrics, make_record(outcome=Outcome.TRUNCATED, finish_reasons=("STOP", "weird")))
-        assert value(registry, pm.STREAMS_TOTAL, **LABELS, outcome="truncated") == 1
-        assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="stop") == 1
-        assert value(registry, pm.FINISH_REASONS_TOTAL, **LABELS, finish_reason="other") == 1
+        assert value(registry, spec.STREAMS.name, **LABELS, outcome="truncated") == 1
+        assert (
+            value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="stop") == 1
+        )
+        assert (
+            value(registry, spec.FINISH_REASONS_TOTAL.name, **ROUTE_API, finish_reason="other") == 1
+        )
 
     def test_response_model_moves_end_metrics_to_its_label(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -310,7 +328,7 @@ class TestEndOfStream:
         s = metrics.open_stream(ROUTE, API, "gpt-4o-latest")
         s.close(make_record(response_model="gpt-4o-2024-08-06"))
         labels = {**LABELS, "model": "gpt-4o-2024-08-06"}
-        assert value(registry, pm.STREAMS_TOTAL, **labels, outcome="completed") == 1
+        assert value(registry, spec.STREAMS.name, **labels, outcome="completed") == 1
 
 
 class TestModelLabels:
@@ -341,7 +359,7 @@ class TestModelLabels:
         ended(metrics, make_record(response_model="first"))
         ended(metrics, make_record(response_model="second"))
         labels = {**LABELS, "model": "other"}
-        assert value(registry, pm.STREAMS_TOTAL, **labels, outcome="completed") == 1
+        assert value(registry, spec.STREAMS.name, **labels, outcome="completed") == 1
 
     @settings(max_examples=200, deadline=None)
     @given(
@@ -377,7 +395,8 @@ class TestNormalisers:
     @given(st.text(max_size=100))
     def test_finish_reason_is_bounded(self, raw: str) -> None:
         """Any string maps into the known finish reasons or other."""
-        assert normalise_finish_reason(raw) in FINISH_REASONS | {"other"}
+        for api in spec.APIS:
+            assert normalise_finish_reason(raw, api) in spec.FINISH_REASONS_BY_API[api] | {"other"}
 
     @given(st.text(max_size=100))
     def test_error_type_is_bounded(self, raw: str) -> None:
@@ -385,24 +404,28 @@ class TestNormalisers:
         assert normalise_error_type(raw) in ERROR_TYPES | {"other"}
 
     @pytest.mark.parametrize(
-        ("raw", "expected"),
+        ("api", "raw", "expected"),
         [
-            ("end_turn", "end_turn"),
-            ("STOP", "stop"),
-            (" length ", "length"),
-            ("done", "other"),
-            ("incomplete:max_output_tokens", "max_output_tokens"),
-            ("incomplete:something_new", "incomplete"),
-            ("weird:reason", "other"),
-            ("MAX_TOKENS", "max_tokens"),
-            ("guardrail_intervened", "guardrail_intervened"),
-            ("TOOL_CALL", "tool_call"),
-            ("1", "other"),
+            ("anthropic_messages", "end_turn", "end_turn"),
+            ("openai_chat", "end_turn", "other"),
+            ("openai_chat", "STOP", "stop"),
+            ("openai_chat", " length ", "length"),
+            ("openai_chat", "done", "other"),
+            ("openai_responses", "incomplete:max_output_tokens", "max_output_tokens"),
+            ("openai_responses", "incomplete:something_new", "incomplete"),
+            ("openai_responses", "weird:reason", "other"),
+            ("sse", "stop", "other"),
+            ("gemini", "MAX_TOKENS", "max_tokens"),
+            ("gemini_json", "1", "other"),  # Vertex int enum
+            ("bedrock_converse", "guardrail_intervened", "guardrail_intervened"),
+            ("bedrock_invoke", "LENGTH", "length"),
+            ("cohere_v2", "TOOL_CALL", "tool_call"),
+            ("ollama_chat", "tool_call", "other"),
         ],
     )
-    def test_finish_reason_examples(self, raw: str, expected: str) -> None:
-        """Known reasons are case-folded; unknown ones are other."""
-        assert normalise_finish_reason(raw) == expected
+    def test_finish_reason_examples(self, api: str, raw: str, expected: str) -> None:
+        """Known reasons of the stream's API are case-folded; others, even another API's, are other."""
+        assert normalise_finish_reason(raw, api) == expected
 
     @pytest.mark.parametrize(
         ("raw", "expected"),

@@ -4,9 +4,9 @@ Property: for any bytes and any split into reads, the decoder never raises and y
 events of the same bytes fed in one piece. Run outside CI:
 
     .venv/bin/python -m tests.reliability.fuzz_sse -atheris_runs=1000000      # atheris (pip install atheris)
-    HYPOTHESIS_PROFILE=nightly .venv/bin/pytest -m fuzz_long tests/reliability  # no atheris
+    HYPOTHESIS_PROFILE=fuzz .venv/bin/pytest -m fuzz_long tests/reliability  # no atheris
 
-A crashing input goes into tests/fixtures/fuzz/ and is replayed by test_properties.py.
+A crashing input goes into tests/fixtures/fuzz/ as ``NAME.bin`` and is replayed by test_properties.py.
 """
 
 from __future__ import annotations

@@ -391,7 +391,7 @@ class TestDestinationPinning:
                 (build_request("GET", "/x", [hdr, ("X-Forwarded-Host", c)], host=c), 200, "/x"),
                 (build_request("GET", "/x", [hdr, ("X-Upstream", f"http://{c}")]), 200, "/x"),
                 (build_request("GET", f"/%2F%2F{c}/x", [hdr]), 200, f"/%2F%2F{c}/x"),
-                (build_request("GET", f"/x/..%2F..%2F{c}", [hdr]), 200, f"/x/..%2F..%2F{c}"),
+                (build_request("GET", f"/x/..%2F..%2F{c}", [hdr]), 400, None),  # dot-segment
             ]
             for raw, status, path in cases:
                 before = len(upstream.requests_for(key))
@@ -540,18 +540,20 @@ class TestNoContentByDefault:
 
 
 class TestLabelCardinality:
-    """T23: 10,000 junk model names, paths and user agents leave the series count and memory bounded."""
+    """T23: junk model names, paths and user agents leave the series count and memory bounded."""
 
-    N = 10_000
-
-    def test_junk_models(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
+    # 2,000 distinct models are 40x the model-label cap; the 10,000 of RELIABILITY.md run as a soak.
+    @pytest.mark.parametrize(
+        "n", [2_000, pytest.param(10_000, marks=pytest.mark.soak)], ids=lambda n: f"{n}-models"
+    )
+    def test_junk_models(self, proxy: ProxyProcess, upstream: FakeUpstream, n: int) -> None:
         """Series per family <= (max_models + 2) x (buckets + 3); RSS grows <= 10 MiB; no path/IP/UA."""
         key = upstream.add(sse_scenario(EVENTS))
         rng = random.Random(23)
         junk = ["x" * 10_000, "{}", "\u2603\u00e9\U0001f600", "model\nname", 'a"b']
         models = [
             rng.choice(junk) + str(i) if i % 3 == 0 else f"model-{i}-{rng.random()}"
-            for i in range(self.N)
+            for i in range(n)
         ]
         rss_before = proxy.rss()
         errors: list[str] = []
@@ -564,6 +566,12 @@ class TestLabelCardinality:
 
         def run(chunk: list[str]) -> None:
             client = RawClient(proxy.port, timeout=10)
+            try:
+                send_all(client, chunk)
+            finally:
+                client.close()
+
+        def send_all(client: RawClient, chunk: list[str]) -> None:
             for i, model in enumerate(chunk):
                 body = json.dumps({"model": model, "stream": True}).encode()
                 path = f"/v{i}/{model[:20]}/chat/completions".replace(" ", "_").replace("\n", "_")
@@ -584,7 +592,6 @@ class TestLabelCardinality:
                     return
                 client._parser.start_next_cycle()
                 client.response = type(client.response)()
-            client.close()
 
         threads = [threading.Thread(target=worker, args=(models[i::50],)) for i in range(50)]
         t0 = time.monotonic()
@@ -600,7 +607,7 @@ class TestLabelCardinality:
             families[name] = families.get(name, 0) + 1
         growth = (proxy.rss() - rss_before) / 2**20
         print(
-            f"T23 {self.N} junk-model requests in {elapsed:.1f} s: /metrics {len(text) / 1024:.0f} KiB, "
+            f"T23 {n} junk-model requests in {elapsed:.1f} s: /metrics {len(text) / 1024:.0f} KiB, "
             f"max series/family {max(families.values())}, RSS growth {growth:.1f} MiB"
         )
         # model label: max_models (50) + other + unknown; histograms: 25 buckets + +Inf/sum/count.

@@ -15,14 +15,11 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from streamwatch.core.limits import cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
 
 F_contra = TypeVar("F_contra", contravariant=True)
-
-# Error messages come from the provider and end up in span events and logs: keep them short so a
-# hostile or verbose upstream cannot blow up telemetry.
-MAX_ERROR_MESSAGE_CHARS = 256
 
 
 class Frame(IntFlag):
@@ -102,7 +99,8 @@ class Reading:
             call.parts.append(fragment)
 
     def error(self, index: int, error_type: str, message: str) -> None:
-        self.error_frames.append(ErrorFrame(index, error_type, message[:MAX_ERROR_MESSAGE_CHARS]))
+        """Record an error frame; both strings come through :func:`as_str`, already capped."""
+        self.error_frames.append(ErrorFrame(index, error_type, message))
 
     def malformed(self, reason: str) -> Frame:
         self.malformed_frames += 1
@@ -165,7 +163,8 @@ def as_int(value: object) -> int | None:
 
 
 def as_str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string field of an upstream event, capped (every identifier enters here)."""
+    return cap(value) if isinstance(value, str) and value else None
 
 
 def as_dict(value: object) -> dict[str, Any]:

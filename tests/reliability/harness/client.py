@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import h11
@@ -123,12 +123,13 @@ class RawClient:
         self,
         *,
         until_body: int | None = None,
+        until: Callable[[Response], bool] | None = None,
         rate: float | None = None,
         bufsize: int = 65536,
         deadline: float = 30.0,
         to_eof: bool = False,
     ) -> Response:
-        """Read until the response ends (or ``until_body`` body bytes, or the deadline).
+        """Read until the response ends (or ``until_body`` body bytes, or ``until``, or the deadline).
 
         ``rate`` (bytes/s) paces the reads: ``bufsize`` bytes at a time with sleeps between.
         ``to_eof`` keeps reading after the response until the server closes the connection.
@@ -139,6 +140,8 @@ class RawClient:
         received = 0
         while time.monotonic() < end:
             if until_body is not None and len(r.body) >= until_body:
+                return r
+            if until is not None and until(r):
                 return r
             if rate is not None:
                 due = started + received / rate

@@ -34,8 +34,11 @@ class ProxyProcess:
         *args: str,
         env: Mapping[str, str] | None = None,
         log_level: str = "debug",
+        prefix: Sequence[str] = (),
     ) -> None:
+        # ``prefix`` wraps the command (e.g. ``unshare -m ...``); it must exec, keeping the pid.
         self.argv = [
+            *prefix,
             sys.executable,
             "-m",
             "streamwatch",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -83,7 +84,19 @@ class Hang:
     """Write nothing more until the peer goes away."""
 
 
-Step = Headers | Send | Loop | Sleep | Raw | End | Rst | HalfClose | Hang
+@dataclass(frozen=True)
+class Gate:
+    """Write nothing more until the test sets ``opened`` (the connection is closed after ``within`` s).
+
+    Lets a test step the upstream in lockstep with what its client has received: proof by causality,
+    not by timing, that a write was forwarded before the next one existed.
+    """
+
+    opened: threading.Event
+    within: float = 30.0
+
+
+Step = Headers | Send | Loop | Sleep | Raw | End | Rst | HalfClose | Hang | Gate
 
 
 @dataclass(frozen=True)
@@ -156,7 +169,8 @@ class Connection:
 class FakeUpstream:
     """The H1 server; ``start()`` returns once it listens on an ephemeral loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # serve https with this server context
         self.scenarios: dict[str, Scenario] = {}
         self.default: Scenario = sse_scenario([b"data: {}\n\n", b"data: [DONE]\n\n"])
         self.connections: list[Connection] = []
@@ -170,7 +184,7 @@ class FakeUpstream:
 
     def start(self) -> FakeUpstream:
         self._thread.start()
-        self._server = self.call(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self._server = self.call(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls))
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -194,7 +208,7 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- scenarios and records -------------------------------------------------------------------
 
@@ -365,6 +379,11 @@ class FakeUpstream:
                             await asyncio.sleep(interval)
                 case Sleep(seconds=seconds):
                     await asyncio.sleep(seconds)
+                case Gate(opened=opened, within=within):
+                    loop = asyncio.get_running_loop()
+                    if not await loop.run_in_executor(None, opened.wait, within):
+                        writer.transport.abort()
+                        return False
                 case Raw(data=data):
                     await self._write(writer, conn, data, request)
                 case End():

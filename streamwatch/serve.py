@@ -1,4 +1,9 @@
-"""Process wiring for ``streamwatch serve``: proxy listener, admin listener, watchdog, drain.
+"""The composition root of ``streamwatch serve``: every sink, the proxy, both listeners, the
+watchdog and the drain are built and wired here and nowhere else.
+
+:func:`build_sinks` makes the sinks (Prometheus metrics, the log line, and the OpenTelemetry
+tracer when ``OTEL_*`` asks for one) into one :class:`~streamwatch.sinks.Sinks`, which the proxy
+reports to through the port's typed hooks; the proxy never imports a sink.
 
 The proxy port runs aiohttp's low-level server (no router, no middleware: every request goes to
 :meth:`Proxy.handle`, and nothing can buffer a response). ``handler_cancellation`` is on so a client
@@ -10,9 +15,8 @@ The admin port serves ``/metrics`` (prometheus-client's own handler), ``/healthz
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -23,12 +27,14 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, Settings
-from streamwatch.export.logs import LogObserver
-from streamwatch.export.metrics_observer import MetricsObserver
+from streamwatch.export.logs import LogSink
+from streamwatch.export.metrics_observer import MetricsSink
+from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.prometheus import Metrics
 from streamwatch.proxy.forward import Proxy
-from streamwatch.proxy.observe import Observer
 from streamwatch.proxy.server import ProxyServer
+from streamwatch.proxy.signals import handle_signals
+from streamwatch.sinks import Sinks
 
 log = structlog.get_logger("streamwatch")
 
@@ -112,7 +118,7 @@ def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
                     "analysis_failed": live.tap.failed,
                 }
             )
-        return web.json_response({"streams": rows, "inflight": proxy.inflight})
+        return web.json_response({"version": 1, "streams": rows, "inflight": proxy.inflight})
 
     app = web.Application()
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
@@ -122,31 +128,43 @@ def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
     return app
 
 
-async def start(
-    settings: Settings,
-    *,
-    extra_observers: Sequence[Observer] = (),
-    closers: Sequence[Closer] = (),
-    reuse_port: bool = False,
-) -> Running:
-    """Start both listeners and the watchdog; returns once both ports accept connections."""
-    registry = CollectorRegistry()
+def build_sinks(
+    settings: Settings, environ: Mapping[str, str], registry: CollectorRegistry
+) -> tuple[Sinks, list[Closer]]:
+    """Every sink of the process, and what must run at exit to flush them.
+
+    Metrics go to ``registry``; tracing is on only if ``environ`` (``OTEL_*``) asks for it, and
+    raises :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
+    """
     metrics = Metrics(
         registry,
         model_allowlist=settings.model_allowlist,
         max_models=settings.max_models,
         routes=[r.name for r in settings.routes],
     )
-    # Tracing first: it sets the trace id the metrics watcher uses as the exemplar.
-    observers: list[Observer] = [*extra_observers, MetricsObserver(metrics), LogObserver()]
-    proxy = Proxy(settings, observers)
+    tracer, closers = tracing_from_env(environ, settings)
+    return Sinks(sinks=(MetricsSink(metrics), LogSink()), tracer=tracer), closers
+
+
+async def start(
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    reuse_port: bool = False,
+) -> Running:
+    """Build every sink, start both listeners and the watchdog; returns once both ports accept
+    connections. ``environ`` holds the ``OTEL_*`` variables (tracing is off without them)."""
+    registry = CollectorRegistry()
+    sinks, closers = build_sinks(settings, environ or {}, registry)
+    proxy = Proxy(settings, sinks)
     await proxy.start()
     server = ProxyServer(
         proxy.handle,
         request_header_timeout=settings.request_header_timeout,
+        keepalive_timeout=settings.client_idle_timeout,
         handler_cancellation=True,
         auto_decompress=False,  # forward compressed request bodies byte for byte
-        access_log=None,  # one structured line per request comes from LogObserver
+        access_log=None,  # one structured line per request comes from LogSink
     )
     proxy_runner = web.ServerRunner(server, shutdown_timeout=1.0)
     admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
@@ -167,6 +185,8 @@ async def start(
         await admin_runner.cleanup()
         await proxy_runner.cleanup()
         await proxy.close()
+        for closer in closers:
+            await closer()
         raise
     watchdog = asyncio.get_running_loop().create_task(
         _watchdog(proxy, settings.watchdog_interval), name="streamwatch-watchdog"
@@ -180,7 +200,7 @@ async def start(
         proxy_port=_bound_port(proxy_site),
         admin_port=_bound_port(admin_site),
         watchdog=watchdog,
-        closers=list(closers),
+        closers=closers,
     )
     log.info(
         "streamwatch.started",
@@ -223,23 +243,18 @@ async def stop(running: Running, drain_timeout: float) -> None:
 
 async def serve(
     settings: Settings,
+    environ: Mapping[str, str],
     *,
-    extra_observers: Sequence[Observer] = (),
-    closers: Sequence[Closer] = (),
     reuse_port: bool = False,
     on_started: Callable[[Running], None] | None = None,
 ) -> int:
-    """Run until SIGTERM or SIGINT, then drain; exit status 0. ``on_started`` runs once both
+    """Run until SIGTERM, SIGINT or SIGQUIT, then drain; exit status 0. ``on_started`` runs once both
     listeners accept connections (a ``--workers`` worker reports readiness with it)."""
-    running = await start(
-        settings, extra_observers=extra_observers, closers=closers, reuse_port=reuse_port
-    )
+    running = await start(settings, environ, reuse_port=reuse_port)
     if on_started is not None:
         on_started(running)
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    handle_signals(stopping)
     await stopping.wait()
     log.info("streamwatch.draining", open_streams=len(running.proxy.tasks))
     await stop(running, settings.drain_timeout)

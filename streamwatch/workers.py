@@ -12,7 +12,8 @@ the library already defines the merge for every metric type (gauges by ``multipr
 it keeps working while a worker is busy; the cost is no exemplars with several workers.
 
 A worker that dies takes the whole process down (exit 1): a supervisor restarts it cleanly rather
-than leaving a port that silently serves with fewer workers. SIGTERM drains every worker.
+than leaving a port that silently serves with fewer workers. SIGTERM, SIGINT and SIGQUIT drain
+every worker (each gets SIGTERM); SIGHUP and SIGUSR1 are logged and ignored, as in one process.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from streamwatch import __version__
 from streamwatch.config import Settings
+from streamwatch.proxy.signals import handle_signals
 
 log = structlog.get_logger("streamwatch")
 
@@ -88,9 +90,7 @@ async def _supervise(
     site = web.TCPSite(runner, admin_host, admin_port)
     await site.start()
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    handle_signals(stopping)
     while not _ready(procs, directory):
         if any(p.poll() is not None for p in procs) or stopping.is_set():
             break

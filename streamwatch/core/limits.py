@@ -1,0 +1,25 @@
+"""Caps on every string that comes from a client or an upstream, applied once, where it enters.
+
+A string read from a request or a response (a model name, a response or request id, a tool name,
+an error type or message, a path) reaches logs, ``/debug/streams``, span attributes and label
+values. Uncapped, one 5 MB ``model`` field makes a 5 MB log line and a trace batch the collector
+rejects, losing other users' spans. Each string is cut here, at the edge, so no sink needs its own
+limit.
+"""
+
+from __future__ import annotations
+
+MAX_FIELD_CHARS = 256
+"""Strings a client or upstream names: model, response id, tool name, finish reason, error type
+and error message."""
+
+MAX_REQUEST_ID_CHARS = 128
+"""A client's ``X-Request-Id``; a longer one is replaced by a generated id, not cut."""
+
+MAX_PATH_CHARS = 2048
+"""A request path as telemetry sees it (the upstream still receives it whole)."""
+
+
+def cap(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``text`` cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit]

@@ -1,0 +1,60 @@
+"""The mixin's configuration (``dashboards/config.yaml``): selector, links, SLO and thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from streamwatch import metricspec as spec
+
+
+class MixinConfigError(ValueError):
+    """The mixin configuration is invalid; the message names the option."""
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """One alert's threshold, ``for`` duration and severity."""
+
+    threshold: float
+    for_: str
+    severity: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The mixin's configuration."""
+
+    selector: str
+    grafana_url: str
+    runbook_url: str
+    slo_objective: float
+    slo_threshold_s: float
+    alerts: dict[str, Threshold]
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> Config:
+        """Read and check the configuration file."""
+        raw = yaml.safe_load(path.read_text())
+        alerts = {
+            name: Threshold(float(v.get("threshold", 0)), str(v["for"]), str(v["severity"]))
+            for name, v in raw["alerts"].items()
+        }
+        cfg = cls(
+            selector=raw["selector"],
+            grafana_url=raw["grafana_url"].rstrip("/"),
+            runbook_url=raw["runbook_url"],
+            slo_objective=float(raw["ttft_slo"]["objective"]),
+            slo_threshold_s=float(raw["ttft_slo"]["threshold_seconds"]),
+            alerts=alerts,
+        )
+        if cfg.slo_threshold_s not in spec.TTFT.buckets:
+            raise MixinConfigError(
+                f"ttft_slo.threshold_seconds={cfg.slo_threshold_s} is not a TTFT bucket bound "
+                f"({', '.join(map(str, spec.TTFT.buckets))})"
+            )
+        if not 0 < cfg.slo_objective < 1:
+            raise MixinConfigError("ttft_slo.objective must be between 0 and 1")
+        return cfg

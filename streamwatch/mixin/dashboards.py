@@ -1,0 +1,218 @@
+"""The two dashboards: the fleet overview and one model across routes and APIs."""
+
+from __future__ import annotations
+
+from streamwatch import metricspec as spec
+from streamwatch.core.record import Outcome
+from streamwatch.mixin.config import Config
+from streamwatch.mixin.panels import Json, Layout, dashboard, rate_by, targets, templating
+from streamwatch.mixin.promql import dashboard_selector, legend, quantile, sum_rate
+from streamwatch.mixin.rules import MODEL_UID, OVERVIEW_UID
+
+
+def _share(outcome: Outcome, *labels: str) -> str:
+    """Share of ended streams with ``outcome``."""
+    streams = spec.STREAMS
+    part = sum_rate(streams, dashboard_selector(streams, outcome=outcome), *labels)
+    return f"{part} / {sum_rate(streams, dashboard_selector(streams), *labels)}"
+
+
+def overview(cfg: Config) -> Json:
+    """The fleet overview: traffic, latency, outcomes, tokens and self-health."""
+    lay = Layout()
+    lay.row("Traffic")
+    active, stalled = spec.STREAMS_ACTIVE, spec.STREAMS_STALLED
+    lay.stat(
+        "Active streams",
+        "SSE streams open right now.",
+        f"sum({active.name}{{{dashboard_selector(active)}}})",
+    )
+    lay.stat(
+        "Stalled now",
+        "Open streams with no output for longer than the stall threshold.",
+        f"sum({stalled.name}{{{dashboard_selector(stalled)}}})",
+    )
+    lay.stat(
+        "Streams / s",
+        "SSE streams ended per second.",
+        sum_rate(spec.STREAMS, dashboard_selector(spec.STREAMS)),
+        unit="reqps",
+    )
+    lay.stat(
+        "Truncated",
+        "Share of streams upstream closed without the terminal frame.",
+        _share(Outcome.TRUNCATED),
+        unit="percentunit",
+    )
+    lay.stat(
+        "TTFT p95",
+        "95th percentile time to first token.",
+        quantile(0.95, spec.TTFT, dashboard_selector(spec.TTFT)),
+        unit="s",
+    )
+    lay.stat(
+        "Version",
+        "streamwatch versions running (count of instances).",
+        f'count by ({spec.VERSION}) ({spec.BUILD_INFO.name}{{job=~"$job", instance=~"$instance"}})',
+    )
+    lay.timeseries(
+        "Request rate by status",
+        "Every proxied request, streaming or not, by the status returned to the client.",
+        targets(rate_by(spec.REQUESTS, spec.CODE)),
+        unit="reqps",
+        stack=True,
+    )
+    lay.timeseries(
+        "Stream rate by API",
+        "SSE streams ended per second, by protocol.",
+        targets(rate_by(spec.STREAMS, spec.API)),
+        unit="reqps",
+        stack=True,
+    )
+    route = legend(spec.ROUTE)
+    lay.timeseries(
+        "Active and stalled streams",
+        "Open SSE streams, and those stalled right now.",
+        targets(
+            (f"sum by (route) ({active.name}{{{dashboard_selector(active)}}})", f"{route} active"),
+            (
+                f"sum by (route) ({stalled.name}{{{dashboard_selector(stalled)}}})",
+                f"{route} stalled",
+            ),
+        ),
+    )
+    lay.row("Latency")
+    lay.percentiles(
+        spec.TTFB,
+        (0.5, 0.95, 0.99),
+        "Time to first byte",
+        "Request headers to the first upstream body byte; click an exemplar for its trace.",
+    )
+    lay.percentiles(
+        spec.TTFT,
+        (0.5, 0.95, 0.99),
+        "Time to first token",
+        "Request headers to the first output event; click an exemplar for its trace.",
+    )
+    lay.percentiles(
+        spec.GAP,
+        (0.5, 0.99),
+        "Inter-chunk gap",
+        "Time between consecutive output events; p99 shows hiccups, stalls land in the top buckets.",
+    )
+    lay.heatmap(
+        "Inter-chunk gap distribution", "Every gap between output events, by bucket.", spec.GAP
+    )
+    lay.heatmap("Time to first token distribution", "Every TTFT, by bucket.", spec.TTFT)
+    lay.percentiles(
+        spec.TOKENS_PER_SECOND,
+        (0.1, 0.5, 0.9),
+        "Decode rate (output tokens/s)",
+        "Per-stream decode rate: (output tokens - 1) / generation time; p10 is the slow tail.",
+    )
+    lay.heatmap(
+        "Decode rate distribution",
+        "Per-stream output tokens per second, by bucket.",
+        spec.TOKENS_PER_SECOND,
+    )
+    lay.percentiles(spec.DURATION, (0.5, 0.95), "Stream duration", "Request headers to stream end.")
+    lay.row("Outcomes")
+    lay.outcomes(
+        "How streams ended: completed, truncated, error_frame, client_abort, upstream_reset, ..."
+    )
+    lay.finish_reasons(
+        "Finish reasons as providers reported them (length/max_tokens are budget cuts, not errors)."
+    )
+    lay.timeseries(
+        "Truncation and error-frame ratio",
+        "Share of ended streams that were truncated by upstream or ended with an error frame.",
+        targets(
+            (_share(Outcome.TRUNCATED, spec.ROUTE), f"{route} truncated"),
+            (_share(Outcome.ERROR_FRAME, spec.ROUTE), f"{route} error frame"),
+        ),
+        unit="percentunit",
+    )
+    lay.timeseries(
+        "Error frames by type",
+        "Mid-stream error events per second, by provider error type.",
+        targets(rate_by(spec.ERROR_FRAMES, spec.ERROR_TYPE)),
+        unit="reqps",
+        stack=True,
+    )
+    lay.timeseries(
+        "Stalls",
+        "Stall episodes per second, before the first token and mid-stream.",
+        targets(rate_by(spec.STALLS, spec.PHASE)),
+        unit="reqps",
+        stack=True,
+    )
+    lay.row("Tokens")
+    lay.tokens("Reported usage: input, output, reasoning and cached input tokens per second.")
+    lay.timeseries(
+        "Output events",
+        "Output events (text, reasoning, refusal and tool-call deltas) per second, by API.",
+        targets(rate_by(spec.OUTPUT_EVENTS, spec.API)),
+        w=12,
+    )
+    lay.row("Upstream and self-health")
+    lay.timeseries(
+        "Upstream errors",
+        "Requests that failed before upstream answered, by kind.",
+        targets(rate_by(spec.UPSTREAM_ERRORS, spec.ROUTE, spec.KIND)),
+        unit="reqps",
+        w=12,
+    )
+    lay.timeseries(
+        "Analysis errors",
+        "Analyzer faults, malformed frames and oversize events (bytes were still forwarded).",
+        targets(rate_by(spec.ANALYSIS_ERRORS, spec.STAGE)),
+        unit="reqps",
+        w=12,
+    )
+    return dashboard(
+        OVERVIEW_UID,
+        "streamwatch / Overview",
+        "LLM token streams as streamwatch measured them: TTFT, gaps, stalls, outcomes, tokens.",
+        lay,
+        templating(),
+    )
+
+
+def model_drilldown(cfg: Config) -> Json:
+    """One model across routes: the families sliced by model. The others (TTFB, duration, finish
+    reasons, tokens, stalls, error frames) are per route and API only, to keep the series budget;
+    the overview shows them."""
+    lay = Layout()
+    lay.row("$model")
+    by = spec.ROUTE
+    lay.percentiles(
+        spec.TTFT,
+        (0.5, 0.95, 0.99),
+        "Time to first token by route",
+        "TTFT percentiles per route for this model.",
+        w=12,
+        by=by,
+    )
+    lay.heatmap(
+        "Time to first token distribution", "Every TTFT of this model, by bucket.", spec.TTFT
+    )
+    lay.percentiles(
+        spec.GAP, (0.5, 0.99), "Inter-chunk gap by route", "Gap percentiles per route.", w=12, by=by
+    )
+    lay.heatmap("Inter-chunk gap distribution", "Every gap of this model, by bucket.", spec.GAP)
+    lay.percentiles(
+        spec.TOKENS_PER_SECOND,
+        (0.1, 0.5, 0.9),
+        "Decode rate by route",
+        "Output tokens per second percentiles per route.",
+        w=12,
+        by=by,
+    )
+    lay.outcomes("How this model's streams ended.", w=12)
+    return dashboard(
+        MODEL_UID,
+        "streamwatch / Model",
+        "One model across routes and APIs.",
+        lay,
+        templating(model_multi=False),
+    )

@@ -1,0 +1,260 @@
+"""Prometheus recording rules (``level:metric:operations``), the alerts, and the PrometheusRule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streamwatch import metricspec as spec
+from streamwatch.core.record import Outcome
+from streamwatch.mixin.config import Config, Threshold
+from streamwatch.mixin.promql import le_matcher, num, rule_selector, sum_rate
+
+Json = dict[str, Any]
+
+OVERVIEW_UID = "streamwatch-overview"
+MODEL_UID = "streamwatch-model"
+SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+# (long window, short window, burn rate) pairs from the Google SRE workbook, "Alerting on SLOs".
+PAGE_BURNS = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
+TICKET_BURNS = (("1d", "2h", 3.0), ("3d", "6h", 1.0))
+
+#: The quantiles recorded per histogram.
+QUANTILES: dict[spec.Family, tuple[float, ...]] = {
+    spec.TTFB: (0.5, 0.95, 0.99),
+    spec.TTFT: (0.5, 0.95, 0.99),
+    spec.GAP: (0.5, 0.99),
+    spec.TOKENS_PER_SECOND: (0.1, 0.5, 0.9),
+    spec.DURATION: (0.5, 0.95),
+}
+
+
+def slo_miss(window: str) -> str:
+    """Recording rule name of the TTFT SLO miss ratio over ``window``."""
+    return f"route:{spec.TTFT.name}:slo_miss_ratio_rate{window}"
+
+
+TRUNCATED_RATIO = f"route:{spec.STREAMS.base}_truncated:ratio_rate5m"
+ERROR_FRAME_RATIO = f"route:{spec.STREAMS.base}_error_frame:ratio_rate5m"
+STALL_RATIO = f"route:{spec.STALLS.base}_per_stream:ratio_rate5m"
+UPSTREAM_RATIO = f"route:{spec.UPSTREAM_ERRORS.base}:ratio_rate5m"
+STREAM_RATE = f"route:{spec.STREAMS.base}:rate5m"
+
+
+def recording_rules(cfg: Config) -> Json:
+    """Prometheus recording rules, ``level:metric:operations``."""
+    s = cfg.selector
+    rules: list[Json] = []
+    for hist, qs in QUANTILES.items():
+        group = [label for label in spec.STREAM_LABELS if label in hist.labels]
+        level = "_".join(group)
+        buckets = f"{level}_le:{hist.series('_bucket')}:rate5m"
+        rules.append(
+            {
+                "record": buckets,
+                "expr": sum_rate(hist, s, *group, "le", window="5m", suffix="_bucket"),
+            }
+        )
+        rules.extend(
+            {
+                "record": f"{level}:{hist.name}:p{round(q * 100)}_rate5m",
+                "expr": f"histogram_quantile({q}, {buckets})",
+            }
+            for q in qs
+        )
+    streams = spec.STREAMS
+    per_route = f"/ {STREAM_RATE}"
+
+    def route_rate(family: spec.Family, **equal: str) -> str:
+        return sum_rate(family, rule_selector(s, family, **equal), spec.ROUTE, window="5m")
+
+    rules += [
+        {
+            "record": f"route_api_model_outcome:{streams.base}:rate5m",
+            "expr": sum_rate(streams, s, *spec.STREAM_LABELS, spec.OUTCOME, window="5m"),
+        },
+        {"record": STREAM_RATE, "expr": route_rate(streams)},
+        {
+            "record": TRUNCATED_RATIO,
+            "expr": f"{route_rate(streams, outcome=Outcome.TRUNCATED)}\n{per_route}",
+        },
+        {
+            "record": ERROR_FRAME_RATIO,
+            "expr": f"{route_rate(streams, outcome=Outcome.ERROR_FRAME)}\n{per_route}",
+        },
+        {"record": STALL_RATIO, "expr": f"{route_rate(spec.STALLS)}\n{per_route}"},
+        {
+            "record": UPSTREAM_RATIO,
+            "expr": f"{route_rate(spec.UPSTREAM_ERRORS)}\n/ {route_rate(spec.REQUESTS)}",
+        },
+    ]
+    le = le_matcher(cfg.slo_threshold_s)
+    ttft = spec.TTFT
+    rules.extend(
+        {
+            "record": slo_miss(w),
+            "expr": f"1 - (\n  {sum_rate(ttft, f'{s}, {le}', spec.ROUTE, window=w, suffix='_bucket')}"
+            f"\n/ {sum_rate(ttft, s, spec.ROUTE, window=w, suffix='_count')}\n)",
+        }
+        for w in SLO_WINDOWS
+    )
+    return {"groups": [{"name": "streamwatch.rules", "rules": rules}]}
+
+
+def alert(  # noqa: PLR0917 (each alert call reads as one table row)
+    cfg: Config,
+    name: str,
+    expr: str,
+    t: Threshold,
+    summary: str,
+    description: str,
+    *,
+    per_route: bool = True,
+) -> Json:
+    """One alert with the annotations every streamwatch alert carries."""
+    link = f"{cfg.grafana_url}/d/{OVERVIEW_UID}/streamwatch-overview"
+    if per_route:
+        link += "?var-route={{ $labels.route }}"
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": t.for_,
+        "labels": {"severity": t.severity},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{cfg.runbook_url}#{name.lower()}",
+            "dashboard_url": link,
+        },
+    }
+
+
+def pct(x: float) -> str:
+    """A ratio as a percentage for an alert's text."""
+    return f"{num(x * 100)}%"
+
+
+def alert_rules(cfg: Config) -> Json:
+    """The ``Streamwatch<Symptom>`` alerts."""
+    a, s = cfg.alerts, cfg.selector
+    budget = 1 - cfg.slo_objective
+    objective = (
+        f"{pct(cfg.slo_objective)} of streams with a first token within {cfg.slo_threshold_s:g}s"
+    )
+
+    def burn(pairs: Sequence[tuple[str, str, float]]) -> str:
+        return "\nor\n".join(
+            f"({slo_miss(long)} > {num(rate * budget)}\n and {slo_miss(short)} > {num(rate * budget)})"
+            for long, short, rate in pairs
+        )
+
+    per_route = "on route {{ $labels.route }}"
+    analyzer = rule_selector(s, spec.ANALYSIS_ERRORS, stage=spec.STAGE_ANALYZER)
+    rules = [
+        alert(
+            cfg,
+            "StreamwatchStallRateHigh",
+            f"{STALL_RATIO} > {num(a['stall_ratio'].threshold)}",
+            a["stall_ratio"],
+            "LLM streams are stalling: no output for longer than the stall threshold.",
+            '{{ $value | printf "%.3g" }} stall episodes per ended stream '
+            + per_route
+            + f" over the last 5m (threshold {num(a['stall_ratio'].threshold)}).",
+        ),
+        alert(
+            cfg,
+            "StreamwatchTTFTSLOBurn",
+            burn(PAGE_BURNS),
+            Threshold(0, "2m", "critical"),
+            "Time to first token is burning its error budget fast.",
+            "Route {{ $labels.route }} misses the TTFT objective (" + objective + ") "
+            "fast enough to spend the 30-day budget in under 2 days; "
+            "{{ $value | humanizePercentage }} of streams missed it.",
+        ),
+        alert(
+            cfg,
+            "StreamwatchTTFTSLOBurn",
+            burn(TICKET_BURNS),
+            Threshold(0, "1h", "warning"),
+            "Time to first token is burning its error budget.",
+            "Route {{ $labels.route }} misses the TTFT objective (" + objective + ") "
+            "fast enough to spend the 30-day budget early; "
+            "{{ $value | humanizePercentage }} of streams missed it.",
+        ),
+        alert(
+            cfg,
+            "StreamwatchTruncationRateHigh",
+            f"{TRUNCATED_RATIO} > {num(a['truncation_ratio'].threshold)}",
+            a["truncation_ratio"],
+            "LLM streams end without their terminal frame.",
+            "{{ $value | humanizePercentage }} of streams " + per_route + " were cut off by "
+            f"upstream over the last 5m (threshold {pct(a['truncation_ratio'].threshold)}).",
+        ),
+        alert(
+            cfg,
+            "StreamwatchErrorFrameRateHigh",
+            f"{ERROR_FRAME_RATIO} > {num(a['error_frame_ratio'].threshold)}",
+            a["error_frame_ratio"],
+            "LLM streams fail with mid-stream error events.",
+            "{{ $value | humanizePercentage }} of streams " + per_route + " ended with an "
+            f"error frame over the last 5m (threshold {pct(a['error_frame_ratio'].threshold)}).",
+        ),
+        alert(
+            cfg,
+            "StreamwatchUpstreamErrorsHigh",
+            f"{UPSTREAM_RATIO} > {num(a['upstream_error_ratio'].threshold)}",
+            a["upstream_error_ratio"],
+            "Requests fail to reach the upstream gateway.",
+            "{{ $value | humanizePercentage }} of requests " + per_route + " failed before "
+            "upstream answered (connect, timeout or protocol error) over the last 5m "
+            f"(threshold {pct(a['upstream_error_ratio'].threshold)}).",
+        ),
+        alert(
+            cfg,
+            "StreamwatchAnalysisFailing",
+            f"{sum_rate(spec.ANALYSIS_ERRORS, analyzer, spec.ROUTE, window='5m')}"
+            f" > {num(a['analysis_errors_per_second'].threshold)}",
+            a["analysis_errors_per_second"],
+            "The stream analyzer is failing; streams pass through unmeasured.",
+            'The analyzer raised {{ $value | printf "%.3g" }} times per second '
+            + per_route
+            + " over the last 5m; those streams are forwarded but missing from the metrics.",
+        ),
+        alert(
+            cfg,
+            "StreamwatchTargetDown",
+            f"up{{{s}}} == 0",
+            a["target_down"],
+            "Prometheus cannot scrape a streamwatch instance.",
+            "{{ $labels.instance }} of job {{ $labels.job }} has been down for more than "
+            f"{a['target_down'].for_}; its streams are not measured and the gateway behind it "
+            "may be unreachable.",
+            per_route=False,
+        ),
+        alert(
+            cfg,
+            "StreamwatchAbsent",
+            f"absent(up{{{s}}})",
+            a["absent"],
+            "No streamwatch target is being scraped.",
+            f"Prometheus has no target matching {{{s}}} for more than {a['absent'].for_}; "
+            "check the scrape configuration or the ServiceMonitor.",
+            per_route=False,
+        ),
+    ]
+    return {"groups": [{"name": "streamwatch.alerts", "rules": rules}]}
+
+
+def prometheus_rule(cfg: Config) -> Json:
+    """The same rules as a prometheus-operator PrometheusRule."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "streamwatch",
+            "labels": {"app.kubernetes.io/name": "streamwatch", "role": "alert-rules"},
+        },
+        "spec": {
+            "groups": recording_rules(cfg)["groups"] + alert_rules(cfg)["groups"],
+        },
+    }

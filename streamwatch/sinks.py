@@ -1,0 +1,202 @@
+"""The sink port: what the proxy tells the sinks (metrics, traces, logs) about each request.
+
+The proxy imports this module and nothing under ``export/``; the sinks import it and nothing under
+``proxy/``. The composition root (:mod:`streamwatch.serve`) builds every sink once, into one
+:class:`Sinks`, and hands it to the proxy.
+
+Per request the proxy describes an :class:`Exchange` and calls :meth:`Sinks.open`. The tracer (if
+tracing is on) is asked first, because it decides the request's trace id; every other sink is
+then given that id as an argument (the metrics sink uses it for exemplars, the log sink writes it
+on the line), so no sink reads what another sink wrote. Each sink answers with :class:`Hooks`,
+leaving out the hooks it does not need. The hooks fire in this order:
+
+1. ``upstream_request(headers)``: once, before the request is sent upstream; a sink may add
+   headers (trace context). Not fired for a request streamwatch refuses itself.
+2. ``response(status, api)``: the upstream's response headers arrived. A forwarded request gets
+   either this hook or an upstream failure (``finish`` with ``error_kind``), never both; a client
+   that leaves before the headers arrive gets neither.
+3. ``event(event)``: zero or more, in order, only after ``response`` with an ``api`` (an analyzed
+   event stream), as soon as the analyzer produced them; then at most one :class:`AnalysisStopped`
+   if the analyzer raised, after which no event follows.
+4. ``finish(record, error_kind)``: exactly once and always last, for every request, also refused
+   ones (then it is the only hook), client aborts, upstream failures and shutdown. ``record`` is
+   set for analyzed streams, ``error_kind`` when the upstream failed before answering; never both.
+
+A hook that raises drops its sink for the rest of that request (logged once); the bytes and the
+other sinks carry on. Hooks run on the event loop and must not block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from streamwatch.core.api import Api
+from streamwatch.core.events import StreamEvent
+from streamwatch.core.record import StreamRecord
+
+log = structlog.get_logger("streamwatch.sinks")
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisStopped:
+    """The analyzer raised on this stream: analysis stopped, the bytes kept flowing.
+
+    Emitted by the proxy's tap, never by the analyzer itself; ``stage`` names where it failed
+    (``analyzer``, ``watchdog`` or ``close``).
+    """
+
+    at_ns: int
+    stage: str
+
+
+SinkEvent = StreamEvent | AnalysisStopped
+"""What the ``event`` hook receives: the analyzer's events, and the tap's note that it stopped."""
+
+UpstreamRequestHook = Callable[[CIMultiDict[str]], None]
+ResponseHook = Callable[[int, Api | None], None]
+EventHook = Callable[[SinkEvent], None]
+FinishHook = Callable[[StreamRecord | None, str | None], None]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One proxied request as the sinks see it. The raw incoming headers are there for trace-context
+    propagation only; ``body`` is filled only when content capture is on. ``status`` is written by
+    the proxy alone: the response status, or the one it answered with itself.
+    """
+
+    request_id: str
+    route: str
+    method: str
+    path: str  # without the query string (queries may carry keys)
+    api: Api | None  # from the path; None for paths that are not an LLM API
+    request_model: str | None
+    stream_requested: bool | None
+    t_request_ns: int
+    headers: CIMultiDictProxy[str]
+    body: bytes = b""
+    server_address: str = ""
+    server_port: int | None = None
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """One sink's callbacks for one request (see the module docstring for when each fires); a hook
+    left as ``None`` is never called, so a sink pays nothing for what it does not need."""
+
+    upstream_request: UpstreamRequestHook | None = None
+    response: ResponseHook | None = None
+    event: EventHook | None = None
+    finish: FinishHook | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The tracer's answer for one request: its hooks and the trace id the other sinks are given
+    (``None`` unless the trace is sampled: only sampled traces make exemplars)."""
+
+    hooks: Hooks
+    trace_id: str | None
+
+
+class Tracer(Protocol):
+    """The sink that starts each request's trace, before any other sink is asked."""
+
+    def trace(self, exchange: Exchange) -> Trace | None: ...
+
+
+class Sink(Protocol):
+    """A sink: gives each request its hooks (or None to skip it), knowing its trace id."""
+
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks | None: ...
+
+
+def _name(sink: object) -> str:
+    return type(sink).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Sinks:
+    """Every sink of the process, built once by the composition root."""
+
+    sinks: Sequence[Sink] = ()
+    tracer: Tracer | None = None
+
+    def open(self, exchange: Exchange) -> Fanout:
+        """Ask the tracer, then every sink, for this request's hooks; a sink that raises is skipped."""
+        opened: list[tuple[str, Hooks]] = []
+        trace_id: str | None = None
+        if self.tracer is not None:
+            try:
+                trace = self.tracer.trace(exchange)
+            except Exception:
+                log.warning("sink.failed", stage="open", sink=_name(self.tracer), exc_info=True)
+            else:
+                if trace is not None:
+                    opened.append((_name(self.tracer), trace.hooks))
+                    trace_id = trace.trace_id
+        for sink in self.sinks:
+            try:
+                hooks = sink.watch(exchange, trace_id)
+            except Exception:
+                log.warning("sink.failed", stage="open", sink=_name(sink), exc_info=True)
+                continue
+            if hooks is not None:
+                opened.append((_name(sink), hooks))
+        return Fanout(opened)
+
+
+class Fanout:
+    """One request's hooks, called in sink order and guarded: a sink whose hook raises is dropped
+    for the rest of this request and logged. Only sinks with an ``event`` hook are in the
+    per-event fan-out, which runs for every output event."""
+
+    __slots__ = ("_hooks", "_listening")
+
+    def __init__(self, hooks: Sequence[tuple[str, Hooks]]) -> None:
+        self._hooks = tuple(hooks)
+        self._listening = tuple((h, h.event) for _, h in self._hooks if h.event is not None)
+
+    def _drop(self, hooks: Hooks, stage: str) -> None:
+        name = next(n for n, h in self._hooks if h is hooks)
+        self._hooks = tuple((n, h) for n, h in self._hooks if h is not hooks)
+        self._listening = tuple((h, e) for h, e in self._listening if h is not hooks)
+        log.warning("sink.failed", stage=stage, sink=name, exc_info=True)
+
+    def upstream_request(self, headers: CIMultiDict[str]) -> None:
+        for _, hooks in self._hooks:
+            if hooks.upstream_request is not None:
+                try:
+                    hooks.upstream_request(headers)
+                except Exception:
+                    self._drop(hooks, "upstream_request")
+
+    def response(self, status: int, api: Api | None) -> None:
+        for _, hooks in self._hooks:
+            if hooks.response is not None:
+                try:
+                    hooks.response(status, api)
+                except Exception:
+                    self._drop(hooks, "response")
+
+    def emit(self, events: Sequence[SinkEvent]) -> None:
+        for hooks, on_event in self._listening:
+            try:
+                for event in events:
+                    on_event(event)
+            except Exception:
+                self._drop(hooks, "event")
+
+    def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
+        for _, hooks in self._hooks:
+            if hooks.finish is not None:
+                try:
+                    hooks.finish(record, error_kind)
+                except Exception:
+                    self._drop(hooks, "finish")

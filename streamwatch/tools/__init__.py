@@ -1,0 +1,1 @@
+"""Tools on-call engineers run beside the proxy: ``analyze`` (offline verdicts), ``probe``, ``top``."""

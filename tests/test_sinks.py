@@ -1,0 +1,162 @@
+"""The sink port: the tracer answers first, its trace id reaches every sink, hooks are optional and
+a sink that raises is dropped for that request alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from streamwatch.core.api import Api
+from streamwatch.core.events import OutputReceived, StreamEvent
+from streamwatch.core.record import StreamRecord
+from streamwatch.sinks import Exchange, Hooks, Sinks, Trace
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _exchange() -> Exchange:
+    return Exchange(
+        request_id="r1",
+        route="default",
+        method="POST",
+        path="/v1/chat/completions",
+        api=Api.OPENAI_CHAT,
+        request_model="gpt-4o-mini",
+        stream_requested=True,
+        t_request_ns=0,
+        headers=CIMultiDictProxy(CIMultiDict()),
+    )
+
+
+@dataclass
+class Recording:
+    """A sink that records every hook call it receives, optionally raising in one stage."""
+
+    calls: list[tuple[str, object]] = field(default_factory=list)
+    trace_ids: list[str | None] = field(default_factory=list)
+    fail_in: str = ""
+    finish_only: bool = False
+
+    def _record(self, stage: str, value: object) -> None:
+        self.calls.append((stage, value))
+        if stage == self.fail_in:
+            raise RuntimeError(f"sink fault in {stage}")
+
+    def hooks(self) -> Hooks:
+        def finish(record: StreamRecord | None, error_kind: str | None) -> None:
+            self._record("finish", error_kind)
+
+        if self.finish_only:
+            return Hooks(finish=finish)
+
+        def upstream_request(headers: CIMultiDict[str]) -> None:
+            self._record("upstream_request", None)
+
+        def response(status: int, api: Api | None) -> None:
+            self._record("response", status)
+
+        def event(event: StreamEvent) -> None:
+            self._record("event", event)
+
+        return Hooks(upstream_request, response, event, finish)
+
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        self.trace_ids.append(trace_id)
+        return self.hooks()
+
+
+@dataclass
+class RecordingTracer:
+    """A tracer that decides a fixed trace id and records its own hook calls."""
+
+    sink: Recording = field(default_factory=Recording)
+
+    def trace(self, exchange: Exchange) -> Trace:
+        return Trace(self.sink.hooks(), TRACE_ID)
+
+
+def _run(sinks: Sinks) -> None:
+    fanout = sinks.open(_exchange())
+    fanout.upstream_request(CIMultiDict())
+    fanout.response(200, Api.OPENAI_CHAT)
+    fanout.emit((OutputReceived(1, None), OutputReceived(2, 1)))
+    fanout.finish(None, None)
+
+
+class TestTraceId:
+    """The trace id the tracer decides is handed to every other sink as an argument."""
+
+    def test_every_sink_gets_the_tracers_trace_id(self) -> None:
+        """Each sink's ``watch`` receives the id the tracer returned, whatever their order."""
+        first, second = Recording(), Recording()
+        _run(Sinks(sinks=(first, second), tracer=RecordingTracer()))
+        assert first.trace_ids == second.trace_ids == [TRACE_ID]
+
+    def test_without_a_tracer_sinks_get_none(self) -> None:
+        """Tracing off: sinks are asked with no trace id."""
+        sink = Recording()
+        _run(Sinks(sinks=(sink,)))
+        assert sink.trace_ids == [None]
+
+
+class TestHooks:
+    """Hooks fire in the documented order; a hook left out is never called."""
+
+    def test_order_of_hooks(self) -> None:
+        """upstream_request, response, each event, then finish."""
+        tracer = RecordingTracer()
+        _run(Sinks(tracer=tracer))
+        assert [stage for stage, _ in tracer.sink.calls] == [
+            "upstream_request",
+            "response",
+            "event",
+            "event",
+            "finish",
+        ]
+
+    def test_a_sink_with_only_finish_is_called_only_at_the_end(self) -> None:
+        """A finish-only sink is not in the per-event fan-out and sees exactly one call."""
+        sink = Recording(finish_only=True)
+        _run(Sinks(sinks=(sink,)))
+        assert sink.calls == [("finish", None)]
+
+
+class TestFaultIsolation:
+    """A sink that raises is dropped for the rest of the request; the others carry on."""
+
+    @pytest.mark.parametrize("stage", ["upstream_request", "response", "event", "finish"])
+    def test_raising_sink_is_dropped_others_continue(self, stage: str) -> None:
+        """After its fault the sink gets no further hook; its neighbour gets every hook."""
+        faulty, healthy = Recording(fail_in=stage), Recording()
+        _run(Sinks(sinks=(faulty, healthy)))
+        stages = [s for s, _ in faulty.calls]
+        assert stages[-1] == stage
+        assert stages.count(stage) == 1
+        assert [s for s, _ in healthy.calls] == [
+            "upstream_request",
+            "response",
+            "event",
+            "event",
+            "finish",
+        ]
+
+    def test_fault_is_per_request(self) -> None:
+        """The next request asks the faulty sink again."""
+        faulty = Recording(fail_in="response")
+        sinks = Sinks(sinks=(faulty,))
+        _run(sinks)
+        _run(sinks)
+        assert [s for s, _ in faulty.calls].count("response") == 2
+
+    def test_a_sink_that_cannot_watch_is_skipped(self) -> None:
+        """A sink whose ``watch`` raises is left out of that request; the others are asked."""
+
+        class Broken:
+            def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+                raise RuntimeError("cannot watch")
+
+        healthy = Recording()
+        _run(Sinks(sinks=(Broken(), healthy)))
+        assert [s for s, _ in healthy.calls][-1] == "finish"
