@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamwatch.core import sse
 from streamwatch.core.api import Api
 from streamwatch.core.events import (
     ErrorFrameReceived,
@@ -29,7 +30,7 @@ from streamwatch.core.formats import FORMATS, FRAME_TYPE
 from streamwatch.core.json_array import ArrayLeftOpen
 from streamwatch.core.protocols.base import Frame, Reading
 from streamwatch.core.record import CloseCause, StallEpisode, StreamRecord, outcome_of
-from streamwatch.core.sse import CommentReceived, EventTooLarge, TailDiscarded
+from streamwatch.core.sse import CommentReceived, TailDiscarded
 
 NS_PER_S = 1_000_000_000
 
@@ -58,6 +59,12 @@ class AnalyzerConfig:
     """Keep completion text and tool arguments (off by default: no content in telemetry)."""
     capture_limit_chars: int = 4096
     """Cap on captured text when capture is on."""
+    max_event_bytes: int = sse.MAX_EVENT_BYTES
+    """One SSE event larger than this is dropped unanalyzed (and still forwarded)."""
+
+
+class StreamClosedError(RuntimeError):
+    """``feed`` or ``close`` after ``close``: a bug in the caller, never caused by remote input."""
 
 
 class StreamAnalyzer:
@@ -100,7 +107,7 @@ class StreamAnalyzer:
     ) -> None:
         self._config = config or AnalyzerConfig()
         form = FORMATS[api]
-        self._decoder = form.decoder()
+        self._decoder = form.decoder(self._config.max_event_bytes)
         self._frame_type = FRAME_TYPE[form.framing]
         self._interpreter = form.interpreter()
         self._note = getattr(self._interpreter, "note", None)
@@ -191,6 +198,8 @@ class StreamAnalyzer:
 
     def feed(self, chunk: bytes, at_ns: int) -> list[StreamEvent]:
         """Analyze one upstream read that has already been forwarded to the client."""
+        if self._closed:
+            raise StreamClosedError("feed after close")
         events: list[StreamEvent] = []
         if not chunk:
             return events
@@ -220,7 +229,7 @@ class StreamAnalyzer:
     def _on_item(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
         """A decoder item that is not a frame: a cap, a corrupt frame, an end, or a fact for the
         interpreter (Gemini's ignored lines and closing bracket)."""
-        if type(item) is EventTooLarge:
+        if type(item) is sse.OversizeEventDropped:
             self._oversize += 1
             events.append(OversizeEventDropped(at_ns, item.size))
         elif type(item) is MessageCorrupt:  # a framing unit that failed verification
@@ -282,6 +291,8 @@ class StreamAnalyzer:
 
     def close(self, at_ns: int, cause: CloseCause) -> tuple[list[StreamEvent], StreamRecord]:
         """End the stream (exactly once): final stall bookkeeping and the immutable record."""
+        if self._closed:
+            raise StreamClosedError("close after close")
         events: list[StreamEvent] = []
         frame_type = self._frame_type
         for item in self._decoder.close():

@@ -8,8 +8,8 @@ Sans-IO and hostile-input safe: both CRCs are verified; a message whose message 
 wrong is skipped by its length, which the valid prelude CRC vouches for; a prelude that fails its
 CRC or announces impossible lengths leaves no trustworthy boundary, so decoding stops there for
 good (the bytes still reach the client; they are counted, not analyzed). A message larger than
-:data:`~streamwatch.core.sse.MAX_EVENT_BYTES` is skipped as it streams past, never buffered, and
-reported as :class:`~streamwatch.core.sse.EventTooLarge`. Memory stays under the cap plus one read.
+``max_event_bytes`` is skipped as it streams past, never buffered, and reported as
+:class:`~streamwatch.core.sse.OversizeEventDropped`. Memory stays under the cap plus one read.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from streamwatch.core.sse import MAX_EVENT_BYTES, EventTooLarge
+from streamwatch.core.sse import MAX_EVENT_BYTES, OversizeEventDropped
 
 _PRELUDE = 12  # total length, headers length, prelude CRC
 _MIN_MESSAGE = _PRELUDE + 4  # no headers, no payload, message CRC
@@ -57,7 +57,7 @@ class BytesLeftOver:
     size: int
 
 
-EventStreamItem = EventStreamMessage | MessageCorrupt | EventTooLarge
+EventStreamItem = EventStreamMessage | MessageCorrupt | OversizeEventDropped
 
 
 def _headers(raw: bytes) -> dict[str, str] | None:
@@ -95,9 +95,10 @@ def _headers(raw: bytes) -> dict[str, str] | None:
 class EventStreamDecoder:
     """Turns arbitrary byte chunks into event-stream messages; any split gives the same items."""
 
-    __slots__ = ("_buffer", "_skip", "_stopped")
+    __slots__ = ("_buffer", "_max", "_skip", "_stopped")
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._max = max_event_bytes
         self._buffer = bytearray()
         self._skip = 0  # bytes of an oversize message still to pass by
         self._stopped = 0  # bytes received after an untrustworthy prelude (0: decoding)
@@ -124,8 +125,8 @@ class EventStreamDecoder:
             if total < _MIN_MESSAGE or headers_len > total - _MIN_MESSAGE:
                 self._stop(out, "length", len(buffer) - pos)
                 return out
-            if total > MAX_EVENT_BYTES:
-                out.append(EventTooLarge(total))
+            if total > self._max:
+                out.append(OversizeEventDropped(total))
                 available = len(buffer) - pos
                 if available >= total:
                     pos += total

@@ -73,14 +73,17 @@ class Format:
     report_ignored_fields: bool = False
     """SSE only: hand lines WHATWG ignores to the interpreter (Gemini's bare error objects)."""
 
-    def decoder(self) -> Decoder:
+    def decoder(self, max_event_bytes: int) -> Decoder:
+        """A fresh decoder for one stream; ``max_event_bytes`` caps one frame."""
         if self.framing is Framing.SSE:
-            return SSEDecoder(report_ignored_fields=self.report_ignored_fields)
+            return SSEDecoder(
+                max_event_bytes=max_event_bytes, report_ignored_fields=self.report_ignored_fields
+            )
         if self.framing is Framing.JSON_ARRAY:
-            return JSONArrayDecoder()
+            return JSONArrayDecoder(max_event_bytes=max_event_bytes)
         if self.framing is Framing.AWS_EVENTSTREAM:
-            return EventStreamDecoder()
-        return NDJSONDecoder()
+            return EventStreamDecoder(max_event_bytes=max_event_bytes)
+        return NDJSONDecoder(max_event_bytes=max_event_bytes)
 
 
 FORMATS: Final[Mapping[Api, Format]] = {

@@ -4,9 +4,9 @@ Gemini's ``:streamGenerateContent`` without ``alt=sse`` answers ``application/js
 ``[{…}``, then ``,\\r\\n{…}`` per chunk, then ``]``: each element is a complete response chunk the
 moment its closing brace arrives, so elements are delivered then, not at the following comma.
 Sans-IO like :mod:`streamwatch.core.sse`: any split of the same bytes gives the same items, bad input
-never raises, and an element past :data:`~streamwatch.core.sse.MAX_EVENT_BYTES` is dropped and
-reported as :class:`~streamwatch.core.sse.EventTooLarge` while scanning goes on, so memory stays
-under the cap plus one read. Only the structure is scanned (strings, escapes, nesting); elements are
+never raises, and an element past ``max_event_bytes`` is dropped and reported as
+:class:`~streamwatch.core.sse.OversizeEventDropped` while scanning goes on, so memory stays under the
+cap plus one read. Only the structure is scanned (strings, escapes, nesting); elements are
 parsed by the interpreter. A body that is a bare object instead of an array (an error answered as
 ``{"error": …}``) is delivered as one element.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from streamwatch.core.sse import MAX_EVENT_BYTES, EventTooLarge
+from streamwatch.core.sse import MAX_EVENT_BYTES, OversizeEventDropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class ArrayLeftOpen:
     pending: int
 
 
-JSONArrayItem = ElementReceived | ArrayClosed | EventTooLarge
+JSONArrayItem = ElementReceived | ArrayClosed | OversizeEventDropped
 
 _WS = b" \t\r\n"
 _IN_STRING = re.compile(rb'["\\]')
@@ -62,12 +62,14 @@ class JSONArrayDecoder:
         "_escape",
         "_in_string",
         "_kept",
+        "_max",
         "_size",
         "_state",
         "_top_object",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._max = max_event_bytes
         self._state = _BEFORE
         self._element = bytearray()  # the current element's bytes (kept only under the cap)
         self._kept = True  # False while an oversize element is being skipped
@@ -154,8 +156,8 @@ class JSONArrayDecoder:
         self._size += len(piece)
         if not self._kept:
             return
-        if self._size > MAX_EVENT_BYTES:
-            out.append(EventTooLarge(self._size))
+        if self._size > self._max:
+            out.append(OversizeEventDropped(self._size))
             self._kept = False
             self._element.clear()
             return

@@ -1,16 +1,16 @@
 """Incremental newline-delimited JSON splitter (Ollama ``application/x-ndjson``): bytes in, lines out.
 
 Sans-IO like :mod:`streamwatch.core.sse`: any split of the same bytes gives the same lines, bad input
-never raises, and a line longer than :data:`~streamwatch.core.sse.MAX_EVENT_BYTES` is dropped and
-reported as :class:`~streamwatch.core.sse.EventTooLarge` (decoding resumes after its newline), so
-memory stays under the cap plus one read. The lines are not parsed here: that is the interpreter's job.
+never raises, and a line longer than ``max_event_bytes`` is dropped and reported as
+:class:`~streamwatch.core.sse.OversizeEventDropped` (decoding resumes after its newline), so memory
+stays under the cap plus one read. The lines are not parsed here: that is the interpreter's job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamwatch.core.sse import MAX_EVENT_BYTES, EventTooLarge
+from streamwatch.core.sse import MAX_EVENT_BYTES, OversizeEventDropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,16 +20,17 @@ class LineReceived:
     data: bytes
 
 
-NDJSONItem = LineReceived | EventTooLarge
+NDJSONItem = LineReceived | OversizeEventDropped
 
 
 class NDJSONDecoder:
     """Splits a body into non-blank lines. A last line without its newline is delivered by
     :meth:`close` (Ollama's final ``done`` object is a whole line, newline or not)."""
 
-    __slots__ = ("_line", "_skipping")
+    __slots__ = ("_line", "_max", "_skipping")
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._max = max_event_bytes
         self._line = bytearray()  # the current, not yet terminated line
         self._skipping = False  # dropping an oversize line until its newline
 
@@ -57,15 +58,14 @@ class NDJSONDecoder:
         if self._skipping:
             return
         self._line += part
-        if len(self._line) > MAX_EVENT_BYTES:
-            out.append(EventTooLarge(len(self._line)))
+        if len(self._line) > self._max:
+            out.append(OversizeEventDropped(len(self._line)))
             self._line.clear()
             self._skipping = True
 
-    @staticmethod
-    def _emit(line: bytes, out: list[NDJSONItem]) -> None:
-        if len(line) > MAX_EVENT_BYTES:  # one read carried the whole oversize line
-            out.append(EventTooLarge(len(line)))
+    def _emit(self, line: bytes, out: list[NDJSONItem]) -> None:
+        if len(line) > self._max:  # one read carried the whole oversize line
+            out.append(OversizeEventDropped(len(line)))
             return
         if line.endswith(b"\r"):
             line = line[:-1]

@@ -29,7 +29,7 @@ from streamwatch.core.json_array import (
 )
 from streamwatch.core.ndjson import LineReceived, NDJSONDecoder
 from streamwatch.core.record import CloseCause
-from streamwatch.core.sse import MAX_EVENT_BYTES, EventTooLarge, FieldIgnored, SSEDecoder
+from streamwatch.core.sse import MAX_EVENT_BYTES, FieldIgnored, OversizeEventDropped, SSEDecoder
 from streamwatch.simulator.eventstream import event, exception
 from tests.core.support import at_cuts, cuts_for, fixed
 
@@ -44,20 +44,23 @@ def held(decoder: Any) -> int:
     raise AssertionError(type(decoder))
 
 
-def decode(make: Callable[[], Decoder], chunks: Iterable[bytes]) -> list[Any]:
-    """Feed the reads, checking memory after each, then close; oversize sizes are blanked (they
-    legitimately depend on where reads ended)."""
-    decoder = make()
+def decode(
+    make: Callable[..., Decoder], chunks: Iterable[bytes], cap: int = MAX_EVENT_BYTES
+) -> list[Any]:
+    """Feed the reads to a decoder capped at ``cap``, checking memory after each, then close;
+    oversize sizes are blanked (they legitimately depend on where reads ended)."""
+    decoder = make(max_event_bytes=cap)
     items: list[Any] = []
     for chunk in chunks:
         items.extend(decoder.feed(chunk))
-        assert held(decoder) <= MAX_EVENT_BYTES + len(chunk)
+        assert held(decoder) <= cap + len(chunk)
     items.extend(decoder.close())
     assert decoder.close() == []  # close reports once
-    return [EventTooLarge(0) if isinstance(i, EventTooLarge) else i for i in items]
+    return [OversizeEventDropped(0) if isinstance(i, OversizeEventDropped) else i for i in items]
 
 
-DECODERS: dict[str, Callable[[], Decoder]] = {
+SMALL_CAP = 64  # so that random inputs cross the cap too
+DECODERS: dict[str, Callable[..., Decoder]] = {
     "json_array": JSONArrayDecoder,
     "aws_eventstream": EventStreamDecoder,
     "ndjson": NDJSONDecoder,
@@ -69,15 +72,19 @@ class TestHostileBytes:
 
     @pytest.mark.parametrize("name", DECODERS)
     @given(raw=st.binary(max_size=400), data=st.data())
-    def test_any_bytes_any_split(self, name: str, raw: bytes, data: st.DataObject) -> None:
+    @pytest.mark.parametrize("cap", [SMALL_CAP, MAX_EVENT_BYTES])
+    def test_any_bytes_any_split(
+        self, name: str, cap: int, raw: bytes, data: st.DataObject
+    ) -> None:
         make = DECODERS[name]
-        assert decode(make, at_cuts(raw, data.draw(cuts_for(raw)))) == decode(make, [raw])
+        split = at_cuts(raw, data.draw(cuts_for(raw)))
+        assert decode(make, split, cap) == decode(make, [raw], cap)
 
     @pytest.mark.parametrize("name", DECODERS)
     @given(raw=st.binary(max_size=200))
     def test_one_byte_reads(self, name: str, raw: bytes) -> None:
         make = DECODERS[name]
-        assert decode(make, fixed(raw, 1)) == decode(make, [raw])
+        assert decode(make, fixed(raw, 1), SMALL_CAP) == decode(make, [raw], SMALL_CAP)
 
     @given(
         parts=st.lists(
@@ -88,8 +95,9 @@ class TestHostileBytes:
     )
     def test_json_alphabet_any_split(self, parts: list[bytes], data: st.DataObject) -> None:
         raw = b"".join(parts)
-        assert decode(JSONArrayDecoder, at_cuts(raw, data.draw(cuts_for(raw)))) == decode(
-            JSONArrayDecoder, [raw]
+        split = at_cuts(raw, data.draw(cuts_for(raw)))
+        assert decode(JSONArrayDecoder, split, SMALL_CAP) == decode(
+            JSONArrayDecoder, [raw], SMALL_CAP
         )
 
     @given(
@@ -116,7 +124,10 @@ class TestHostileBytes:
                 raw[flip % len(raw)] ^= 0x40
         body = bytes(raw)
         chunks = at_cuts(body, data.draw(cuts_for(body)))
-        assert decode(EventStreamDecoder, chunks) == decode(EventStreamDecoder, [body])
+        for cap in (100, MAX_EVENT_BYTES):
+            assert decode(EventStreamDecoder, chunks, cap) == decode(
+                EventStreamDecoder, [body], cap
+            )
 
     @pytest.mark.parametrize("api", [a for a in Api if a is not Api.SSE])
     @given(raw=st.binary(max_size=300), data=st.data())
@@ -161,11 +172,12 @@ class TestJSONArray:
     def test_oversize_element_is_dropped_and_scanning_goes_on(self) -> None:
         big = b'{"t": "' + b"x" * (2 * MAX_EVENT_BYTES) + b'"}'
         body = b"[" + big + b',{"after": 1}]'
-        assert decode(JSONArrayDecoder, fixed(body, READ)) == [
-            EventTooLarge(0),
-            ElementReceived(b'{"after": 1}'),
-            ArrayClosed(),
-        ]
+        for cap, chunks in ((MAX_EVENT_BYTES, fixed(body, READ)), (SMALL_CAP, fixed(body, 7))):
+            assert decode(JSONArrayDecoder, chunks, cap) == [
+                OversizeEventDropped(0),
+                ElementReceived(b'{"after": 1}'),
+                ArrayClosed(),
+            ]
 
 
 def _message(headers: bytes, payload: bytes) -> bytes:
@@ -223,7 +235,7 @@ class TestEventStream:
     def test_oversize_message_is_skipped_without_buffering(self) -> None:
         big = event("contentBlockDelta", {"delta": {"text": "x" * (2 * MAX_EVENT_BYTES)}})
         items = decode(EventStreamDecoder, fixed(big + self.GOOD, READ))
-        assert items == [EventTooLarge(0), decode(EventStreamDecoder, [self.GOOD])[0]]
+        assert items == [OversizeEventDropped(0), decode(EventStreamDecoder, [self.GOOD])[0]]
 
     def test_body_cut_inside_a_message_is_left_over(self) -> None:
         items = decode(EventStreamDecoder, [self.GOOD + self.GOOD[:20]])
@@ -246,7 +258,7 @@ class TestNDJSON:
         for chunks in (fixed(body, READ), [body]):
             assert decode(NDJSONDecoder, chunks) == [
                 LineReceived(b'{"a":1}'),
-                EventTooLarge(0),
+                OversizeEventDropped(0),
                 LineReceived(b'{"b":2}'),
             ]
 
