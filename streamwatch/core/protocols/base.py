@@ -21,6 +21,14 @@ from streamwatch.core.sse import MessageDispatched
 
 F_contra = TypeVar("F_contra", contravariant=True)
 
+#: The OpenAI family's end-of-stream sentinel. Terminal on Chat Completions; gateways (LiteLLM) also
+#: append it to Responses streams, where it is known and means nothing, never a malformed frame.
+DONE = "[DONE]"
+
+#: The largest token count believed. A u64 max froze ``tokens_total`` and a negative count broke
+#: tokens/s: 2**31 - 1 is orders of magnitude above any context window and exact in a float64.
+MAX_TOKEN_COUNT = (1 << 31) - 1
+
 
 class Frame(IntFlag):
     """What one SSE message meant to the interpreter (several flags may apply)."""
@@ -160,6 +168,23 @@ def load_object(data: str | bytes, reading: Reading) -> dict[str, Any] | None:
 def as_int(value: object) -> int | None:
     """A token count if the provider sent an integer (bool and junk are ignored)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_usage(reading: Reading, **counts: object) -> Usage | None:
+    """A :class:`Usage` of the given counts (missing or null ones stay None).
+
+    A count that is not an int in ``0..MAX_TOKEN_COUNT`` (u64 max, negative, a float, a string, a
+    bool) makes the whole report untrustworthy: it is ignored and counted as a malformed frame, and
+    None is returned (the caller adds ``Frame.MALFORMED`` to its verdict).
+    """
+    checked: dict[str, int | None] = {}
+    for name, value in counts.items():
+        if value is None or (type(value) is int and 0 <= value <= MAX_TOKEN_COUNT):
+            checked[name] = value
+        else:
+            reading.malformed("usage_out_of_range")
+            return None
+    return Usage(**checked)
 
 
 def as_str(value: object) -> str | None:

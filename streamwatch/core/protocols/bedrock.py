@@ -28,6 +28,7 @@ from streamwatch.core.protocols.base import (
     as_int,
     as_str,
     load_object,
+    read_usage,
 )
 from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
@@ -47,14 +48,17 @@ _CONVERSE_EVENTS = frozenset(
 )
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
-    def first(*keys: str) -> int | None:
-        return next((v for k in keys if (v := as_int(usage.get(k))) is not None), None)
+def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
+    """Converse ``metadata.usage`` (Nova in invoke spells the cache counts ``...TokenCount``)."""
 
-    return Usage(
-        input_tokens=as_int(usage.get("inputTokens")),
-        output_tokens=as_int(usage.get("outputTokens")),
-        total_tokens=as_int(usage.get("totalTokens")),
+    def first(*keys: str) -> object:
+        return next((v for k in keys if (v := usage.get(k)) is not None), None)
+
+    return read_usage(
+        reading,
+        input_tokens=usage.get("inputTokens"),
+        output_tokens=usage.get("outputTokens"),
+        total_tokens=usage.get("totalTokens"),
         cached_input_tokens=first("cacheReadInputTokens", "cacheReadInputTokenCount"),
         cache_creation_input_tokens=first("cacheWriteInputTokens", "cacheWriteInputTokenCount"),
     )
@@ -102,12 +106,18 @@ class _ConverseEvents:
             self._stopped = True
             return Frame.NONE
         if kind == "metadata":
+            frame = Frame.NONE
             usage = body.get("usage")
             if type(usage) is dict:
-                reading.usage = _usage(usage)
+                checked = _usage(usage, reading)
+                if checked is None:
+                    frame = Frame.MALFORMED
+                else:
+                    reading.usage = checked
             if self._stopped and reading.terminal_frame is None:
                 reading.terminal_frame = STOP_THEN_METADATA
-                return Frame.TERMINAL
+                frame |= Frame.TERMINAL
+            return frame
         return Frame.NONE
 
     @staticmethod
@@ -195,8 +205,12 @@ class BedrockInvoke(_ConverseEvents):
             reading.add_text(text)
             frame = Frame.OUTPUT
         inputs, outputs = body.get("inputTextTokenCount"), body.get("totalOutputTextTokenCount")
-        if as_int(inputs) is not None or as_int(outputs) is not None:
-            reading.usage = Usage(input_tokens=as_int(inputs), output_tokens=as_int(outputs))
+        if inputs is not None or outputs is not None:
+            usage = read_usage(reading, input_tokens=inputs, output_tokens=outputs)
+            if usage is None:
+                frame |= Frame.MALFORMED
+            else:
+                reading.usage = usage
         reason = as_str(body.get(TITAN_END))
         if reason:
             reading.finish_reasons[0] = reason

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamwatch.core.protocols.base import (
+    DONE,
     Frame,
     Reading,
     as_dict,
@@ -19,11 +20,10 @@ from streamwatch.core.protocols.base import (
     as_str,
     error_fields,
     load_object,
+    read_usage,
 )
-from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
 
-DONE = "[DONE]"
 MESSAGE_END = "message-end"
 _INTERPRETED = frozenset(
     {
@@ -102,15 +102,21 @@ class CohereV2:
         finish = as_str(delta.get("finish_reason"))
         if finish:
             reading.finish_reasons[0] = finish
+        frame = Frame.TERMINAL
         tokens = as_dict(as_dict(delta.get("usage")).get("tokens"))
         if tokens:
-            reading.usage = Usage(
-                input_tokens=as_int(tokens.get("input_tokens")),
-                output_tokens=as_int(tokens.get("output_tokens")),
+            usage = read_usage(
+                reading,
+                input_tokens=tokens.get("input_tokens"),
+                output_tokens=tokens.get("output_tokens"),
             )
+            if usage is None:
+                frame |= Frame.MALFORMED
+            else:
+                reading.usage = usage
         reading.terminal_frame = MESSAGE_END
         error = delta.get("error")
         if error:
             reading.error(index, finish or "error", error if type(error) is str else str(error))
-            return Frame.TERMINAL | Frame.ERROR
-        return Frame.TERMINAL
+            return frame | Frame.ERROR
+        return frame

@@ -24,6 +24,7 @@ from streamwatch.core.protocols.base import (
     as_int,
     as_str,
     load_object,
+    read_usage,
 )
 from streamwatch.core.record import Usage
 from streamwatch.core.sse import FieldIgnored, MessageDispatched
@@ -39,13 +40,14 @@ _OUTPUT_PARTS = frozenset(
 MAX_BARE_ERROR_CHARS = 64 * 1024
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
-    return Usage(
-        input_tokens=as_int(usage.get("promptTokenCount")),
-        output_tokens=as_int(usage.get("candidatesTokenCount")),
-        reasoning_tokens=as_int(usage.get("thoughtsTokenCount")),
-        cached_input_tokens=as_int(usage.get("cachedContentTokenCount")),
-        total_tokens=as_int(usage.get("totalTokenCount")),
+def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
+    return read_usage(
+        reading,
+        input_tokens=usage.get("promptTokenCount"),
+        output_tokens=usage.get("candidatesTokenCount"),
+        reasoning_tokens=usage.get("thoughtsTokenCount"),
+        cached_input_tokens=usage.get("cachedContentTokenCount"),
+        total_tokens=usage.get("totalTokenCount"),
     )
 
 
@@ -84,7 +86,11 @@ class _GeminiChunks:
                     frame = Frame.OUTPUT
         usage = payload.get("usageMetadata")
         if type(usage) is dict:
-            reading.usage = _usage(usage)
+            checked = _usage(usage, reading)
+            if checked is None:
+                frame |= Frame.MALFORMED
+            else:
+                reading.usage = checked
         if self._finished is None:
             if reading.finish_reasons:
                 self._finished = FINISH

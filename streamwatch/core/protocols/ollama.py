@@ -19,12 +19,11 @@ from streamwatch.core.protocols.base import (
     Frame,
     Reading,
     as_dict,
-    as_int,
     as_str,
     error_fields,
     load_object,
+    read_usage,
 )
-from streamwatch.core.record import Usage
 
 DONE = "done:true"
 
@@ -75,7 +74,8 @@ class Ollama:
         reading.tool_call(key, name=name, call_id=as_str(call.get("id")))
         arguments = function.get("arguments")
         if arguments is not None:
-            reading.tool_arguments(key, orjson.dumps(arguments).decode())
+            text = arguments if type(arguments) is str else orjson.dumps(arguments).decode()
+            reading.tool_arguments(key, text)
             return True
         return name is not None
 
@@ -84,8 +84,12 @@ class Ollama:
         reason = as_str(payload.get("done_reason"))
         if reason:
             reading.finish_reasons[0] = reason
-        prompt, output = as_int(payload.get("prompt_eval_count")), as_int(payload.get("eval_count"))
-        if prompt is not None or output is not None:
-            reading.usage = Usage(input_tokens=prompt, output_tokens=output)
         reading.terminal_frame = DONE
+        prompt, output = payload.get("prompt_eval_count"), payload.get("eval_count")
+        if prompt is None and output is None:
+            return Frame.TERMINAL
+        usage = read_usage(reading, input_tokens=prompt, output_tokens=output)
+        if usage is None:
+            return Frame.TERMINAL | Frame.MALFORMED
+        reading.usage = usage
         return Frame.TERMINAL

@@ -8,6 +8,7 @@ Completions (corpus ERROR_FRAMES.md §8).
 from __future__ import annotations
 
 from streamwatch.core.protocols.base import (
+    DONE,
     Frame,
     Reading,
     as_int,
@@ -15,7 +16,7 @@ from streamwatch.core.protocols.base import (
     error_fields,
     load_object,
 )
-from streamwatch.core.protocols.openai_chat import DONE, usage_of
+from streamwatch.core.protocols.openai_chat import usage_of
 from streamwatch.core.sse import MessageDispatched
 
 
@@ -54,5 +55,8 @@ class OpenAICompletions:
                         reading.add_text(text)
         usage = chunk.get("usage")
         if type(usage) is dict:
-            reading.usage = usage_of(usage)
+            checked = usage_of(usage, reading)
+            if checked is None:
+                return frame | Frame.MALFORMED
+            reading.usage = checked
         return frame
