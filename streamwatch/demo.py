@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
 import sys
@@ -22,7 +23,7 @@ import orjson
 from yarl import URL
 
 from streamwatch import metricspec as spec
-from streamwatch.config import ConfigError, Route, Settings, parse_listen
+from streamwatch.config import ConfigError, ListenError, Route, Settings, parse_listen
 from streamwatch.export.logs import configure_logging
 from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
@@ -107,19 +108,38 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         admin_listen=admin,
         drain_timeout=2.0,
     )
-    running = await start(settings)
+    try:
+        running = await start(settings)
+    except BaseException:
+        await sim_runner.cleanup()
+        raise
     proxy = URL(f"http://{listen[0]}:{running.proxy_port}")
     metrics = f"http://{admin[0]}:{running.admin_port}/metrics"
-    print(
+    stopping = asyncio.Event()
+    reader_gone = False
+
+    def say(text: str) -> None:
+        """Print a line; a reader that went away (``demo | head``) stops the demo quietly."""
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            print(text, file=out, flush=True)
+        except BrokenPipeError:
+            # Point stdout at /dev/null so the interpreter's own final flush cannot fail too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+            reader_gone = True
+            stopping.set()
+
+    say(
         f"simulated upstream: http://127.0.0.1:{sim_port}\n"
         f"streamwatch proxy:  {proxy}   (point an OpenAI/Anthropic SDK base_url here)\n"
         f"metrics:            {metrics}\n"
         f"open streams:       http://{admin[0]}:{running.admin_port}/debug/streams\n"
-        f"driving {args.concurrency} concurrent clients for {args.duration:.0f}s (Ctrl-C stops)",
-        file=out,
-        flush=True,
+        f"driving {args.concurrency} concurrent clients for {args.duration:.0f}s (Ctrl-C stops)"
     )
-    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
@@ -138,11 +158,11 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         while not stopping.is_set() and time.monotonic() < stop_at:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 1.0)
-            print(_line(running, time.monotonic() - started), file=out, flush=True)
+            say(_line(running, time.monotonic() - started))
         for task in clients:
             task.cancel()
         await asyncio.gather(*clients, return_exceptions=True)
-    print("final: " + _line(running, time.monotonic() - started), file=out, flush=True)
+    say("final: " + _line(running, time.monotonic() - started))
     await stop(running, settings.drain_timeout)
     await sim_runner.cleanup()
     return 0
@@ -153,6 +173,7 @@ def run_demo(args: argparse.Namespace) -> int:
     configure_logging("auto", "info" if args.log else "warning")
     try:
         return asyncio.run(_run(args, sys.stdout))
-    except ConfigError as exc:
-        print(f"streamwatch demo: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:  # the demo takes flags only: name the flag, not STREAMWATCH_*
+        flag = "--" + exc.option.replace("_", "-")
+        print(f"streamwatch demo: {flag}: {exc.problem}", file=sys.stderr)
+        return 1 if isinstance(exc, ListenError) else 2

@@ -74,8 +74,16 @@ class ModelLabels:
         """The model names that currently keep their own label value."""
         return frozenset(self._admitted)
 
-    def __call__(self, model: str | None) -> str:
-        """The label value for ``model``."""
+    def admits(self, model: str | None) -> bool:
+        """Whether ``model`` already keeps its own label value (without claiming a slot)."""
+        return bool(model) and self(model, claim=False) != OTHER
+
+    def __call__(self, model: str | None, *, claim: bool = True) -> str:
+        """The label value for ``model``; a name not yet known takes a free slot only if ``claim``.
+
+        Only responses that succeeded claim (issue 11): requests with invented model names that
+        the upstream rejects must not fill ``--max-models`` and leave real models ``other``.
+        """
         if not model:
             return UNKNOWN_MODEL
         label = self._cache.get(model)
@@ -84,6 +92,8 @@ class ModelLabels:
         clean = sanitize_label(model)
         if clean in self._admitted:
             label = clean
+        elif not claim:
+            return OTHER  # not cached: a later successful response may still claim it
         elif not self._fixed and len(self._admitted) < self._max:
             self._admitted.add(clean)
             label = clean
