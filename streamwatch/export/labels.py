@@ -15,6 +15,7 @@ from streamwatch.metricspec import ERROR_TYPES, FINISH_REASONS_BY_API, OTHER, UN
 MAX_LABEL_LEN: Final = 64
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+\-]")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def sanitize_label(value: str) -> str:
@@ -37,8 +38,11 @@ def normalise_finish_reason(value: str, api: str) -> str:
 
 
 def normalise_error_type(value: str) -> str:
-    """A provider error type from the bounded set, else ``other``; image errors become one value."""
-    lowered = value.strip().lower()
+    """A provider error type from the bounded set, else ``other``; image errors become one value.
+
+    camelCase (Bedrock's ``throttlingException``) becomes snake_case, like every other value.
+    """
+    lowered = _CAMEL.sub("_", value.strip()).lower()
     if lowered in ERROR_TYPES:
         return lowered
     if "image" in lowered and len(lowered) <= MAX_LABEL_LEN:

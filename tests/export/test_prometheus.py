@@ -437,6 +437,12 @@ class TestNormalisers:
             ("openai_responses", "incomplete:something_new", "incomplete"),
             ("openai_responses", "weird:reason", "other"),
             ("sse", "stop", "other"),
+            ("gemini", "MAX_TOKENS", "max_tokens"),
+            ("gemini_json", "1", "other"),  # Vertex int enum
+            ("bedrock_converse", "guardrail_intervened", "guardrail_intervened"),
+            ("bedrock_invoke", "LENGTH", "length"),
+            ("cohere_v2", "TOOL_CALL", "tool_call"),
+            ("ollama_chat", "tool_call", "other"),
         ],
     )
     def test_finish_reason_examples(self, api: str, raw: str, expected: str) -> None:
@@ -451,8 +457,12 @@ class TestNormalisers:
             ("context_length_exceeded", "context_length_exceeded"),
             ("image_too_large", "image_error"),
             ("", "other"),
+            ("throttlingException", "throttling_exception"),
+            ("RESOURCE_EXHAUSTED", "resource_exhausted"),
+            ("someNewException", "other"),
         ],
     )
     def test_error_type_examples(self, raw: str, expected: str) -> None:
-        """Corpus error types keep their names; the image family collapses."""
+        """Corpus error types keep their names (Bedrock's camelCase as snake_case); the image
+        family collapses."""
         assert normalise_error_type(raw) == expected
