@@ -72,6 +72,20 @@ ANALYSIS_STAGES: Final = (STAGE_ANALYZER, STAGE_MALFORMED, STAGE_OVERSIZE)
 #: vocabulary per API, not one shared set, bounds the series per (route, api, model): an Anthropic
 #: stream cannot fan out into OpenAI's reasons. ``error`` is there because gateways (LiteLLM)
 #: write it as a finish reason when the provider failed mid-stream.
+_GEMINI_FINISH: Final = frozenset(
+    {
+        "stop", "max_tokens", "safety", "recitation", "language", "blocklist",
+        "prohibited_content", "spii", "malformed_function_call", "unexpected_tool_call",
+        "too_many_tool_calls", "image_safety", "finish_reason_unspecified",
+    }
+)  # fmt: skip
+_BEDROCK_FINISH: Final = frozenset(
+    {
+        "end_turn", "tool_use", "max_tokens", "stop_sequence", "guardrail_intervened",
+        "content_filtered", "malformed_model_output", "malformed_tool_use",
+        "model_context_window_exceeded",
+    }
+)  # fmt: skip
 FINISH_REASONS_BY_API: Final[Mapping[str, frozenset[str]]] = {
     # openai chat_completion_chunk.py (function_call is the legacy tool reason)
     Api.OPENAI_CHAT.value: frozenset(
@@ -84,6 +98,22 @@ FINISH_REASONS_BY_API: Final[Mapping[str, frozenset[str]]] = {
     # Anthropic stop_reason
     Api.ANTHROPIC_MESSAGES.value: frozenset(
         {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "error"}
+    ),
+    # legacy completions, Ollama done_reason (load/unload: requests that only (un)load a model)
+    Api.OPENAI_COMPLETIONS.value: frozenset({"stop", "length", "content_filter", "error"}),
+    Api.OLLAMA_CHAT.value: frozenset({"stop", "length", "load", "unload"}),
+    Api.OLLAMA_GENERATE.value: frozenset({"stop", "length", "load", "unload"}),
+    # Gemini finishReason (genai-py types.FinishReason), lower-cased; Vertex int enums are other
+    Api.GEMINI.value: _GEMINI_FINISH,
+    Api.GEMINI_JSON.value: _GEMINI_FINISH,
+    # Bedrock Converse stopReason (botocore service-2.json StopReason)
+    Api.BEDROCK_CONVERSE.value: _BEDROCK_FINISH,
+    # Invoke bodies: Anthropic stop_reason, Nova stopReason, Titan completionReason
+    Api.BEDROCK_INVOKE.value: _BEDROCK_FINISH
+    | frozenset({"pause_turn", "refusal", "finish", "length", "content_filtered"}),
+    # Cohere v2 finish_reason (cohere-py chat_finish_reason.py)
+    Api.COHERE_V2.value: frozenset(
+        {"complete", "stop_sequence", "max_tokens", "tool_call", "error", "timeout"}
     ),
     Api.SSE.value: frozenset(),  # not interpreted: no finish reasons
 }
@@ -103,6 +133,14 @@ ERROR_TYPES: Final = frozenset(
         "timeout_error", "overloaded_error", "api_error", "billing_error",
         # Responses image error family, collapsed to one value by normalise_error_type
         "image_error",
+        # Gemini (Google RPC status of the error object)
+        "cancelled", "resource_exhausted", "internal", "unavailable", "deadline_exceeded",
+        "invalid_argument", "permission_denied", "unauthenticated", "failed_precondition",
+        # Bedrock stream exceptions (:exception-type, camelCase made snake_case)
+        "internal_server_exception", "model_stream_error_exception", "validation_exception",
+        "throttling_exception", "service_unavailable_exception", "model_timeout_exception",
+        # Ollama's bare error string (no type of its own); Cohere's message-end ERROR / TIMEOUT
+        "error", "timeout",
     }
 )  # fmt: skip
 
@@ -119,11 +157,28 @@ EXPECTED_FINISH_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
         "tool_use",
         "refusal",
     ),
+    Api.OPENAI_COMPLETIONS.value: ("stop", "length"),
+    Api.GEMINI.value: ("stop", "max_tokens", "safety"),
+    Api.GEMINI_JSON.value: ("stop", "max_tokens", "safety"),
+    Api.BEDROCK_CONVERSE.value: ("end_turn", "tool_use", "max_tokens", "guardrail_intervened"),
+    Api.BEDROCK_INVOKE.value: ("end_turn", "tool_use", "max_tokens"),
+    Api.OLLAMA_CHAT.value: ("stop", "length"),
+    Api.OLLAMA_GENERATE.value: ("stop", "length"),
+    Api.COHERE_V2.value: ("complete", "max_tokens", "tool_call", "error"),
 }
+_BEDROCK_ERRORS = ("throttling_exception", "model_stream_error_exception", OTHER)
 EXPECTED_ERROR_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     Api.OPENAI_CHAT.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.OPENAI_RESPONSES.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.ANTHROPIC_MESSAGES.value: ("overloaded_error", "api_error", "rate_limit_error", OTHER),
+    Api.OPENAI_COMPLETIONS.value: ("server_error", "rate_limit_exceeded", OTHER),
+    Api.GEMINI.value: ("resource_exhausted", "unavailable", OTHER),
+    Api.GEMINI_JSON.value: ("resource_exhausted", "unavailable", OTHER),
+    Api.BEDROCK_CONVERSE.value: _BEDROCK_ERRORS,
+    Api.BEDROCK_INVOKE.value: _BEDROCK_ERRORS,
+    Api.OLLAMA_CHAT.value: ("error", OTHER),
+    Api.OLLAMA_GENERATE.value: ("error", OTHER),
+    Api.COHERE_V2.value: ("error", OTHER),
 }
 
 #: The values a label can take, where the set is closed (``model``, ``route`` and ``code`` are
@@ -201,26 +256,26 @@ REQUESTS: Final = Family(
 STREAMS: Final = Family(
     "streamwatch_streams_total",
     "counter",
-    "SSE streams that ended, one outcome per stream.",
+    "Analyzed streams that ended, one outcome per stream.",
     "{stream}",
     (*STREAM_LABELS, OUTCOME),
-    "SSE streams ended, one outcome each",
+    "analyzed streams ended, one outcome each",
     otel="streamwatch.streams",
 )
 STREAMS_ACTIVE: Final = Family(
     "streamwatch_streams_active",
     "gauge",
-    "SSE streams open right now.",
+    "Analyzed streams open right now.",
     "{stream}",
     ROUTE_API,
-    "open SSE streams",
+    "open analyzed streams",
     multiprocess_mode="livesum",  # --workers: sum over live workers
     otel="streamwatch.streams.active",
 )
 STREAMS_STALLED: Final = Family(
     "streamwatch_streams_stalled",
     "gauge",
-    "Open SSE streams that are stalled right now.",
+    "Open analyzed streams that are stalled right now.",
     "{stream}",
     ROUTE_API,
     "open streams stalled right now",

@@ -98,7 +98,20 @@ def _attributes(**labels: str) -> Attributes:
 
 
 class _OtlpRequest(RequestObservations):
-    __slots__ = ("_genai", "_i", "_model", "_models", "_route_api", "_stalled")
+    """One request's observations on the OTLP instruments. The model is bound as the Prometheus
+    sink binds it (lazily, preferring the response's model, claiming a slot only on success), so
+    a model has the same label value in both."""
+
+    __slots__ = (
+        "_api",
+        "_bound",
+        "_i",
+        "_model_name",
+        "_models",
+        "_route_api",
+        "_stalled",
+        "_succeeded",
+    )
 
     def __init__(
         self,
@@ -111,45 +124,60 @@ class _OtlpRequest(RequestObservations):
         self._i = instruments
         self._models = models
         self._stalled = False
+        self._succeeded = False
+        self._api = ""
         self._route_api: Attributes = {}
-        self._model: Attributes = {}
-        self._genai: Attributes | None = None  # GenAI instruments: LLM APIs only
+        self._model_name: str | None = None
+        # (route, api, model) attributes and the GenAI ones (None for APIs that are not inference)
+        self._bound: tuple[Attributes, Attributes | None] | None = None
 
-    def _bind(self, api: str, model: str | None) -> None:
-        route = self.exchange.route
-        label = self._models(model)
-        self._route_api = _attributes(route=route, api=api)
-        self._model = _attributes(route=route, api=api, model=label)
-        provider = sc.PROVIDER_BY_API.get(Api(api))
-        if provider is None:
-            self._genai = None
-            return
-        self._genai = {
-            sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT,
-            sc.GEN_AI_PROVIDER_NAME: provider,
-            sc.GEN_AI_REQUEST_MODEL: self._models(self.exchange.request_model),
-            sc.GEN_AI_RESPONSE_MODEL: label,
-            **self._route_api,
-        }
+    def response(self, status: int, api: Api | None) -> None:
+        self._succeeded = 200 <= status < 300  # only a success may claim a model label slot
+        super().response(status, api)
+
+    def _model(self) -> tuple[Attributes, Attributes | None]:
+        bound = self._bound
+        if bound is None:
+            label = self._models(self._model_name, claim=self._succeeded)
+            per_model = {**self._route_api, spec.otel_attribute(spec.MODEL): label}
+            provider = sc.PROVIDER_BY_API.get(Api(self._api))
+            genai = None
+            if provider is not None:
+                genai = {
+                    sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT,
+                    sc.GEN_AI_PROVIDER_NAME: provider,
+                    sc.GEN_AI_REQUEST_MODEL: self._models(self.exchange.request_model, claim=False),
+                    sc.GEN_AI_RESPONSE_MODEL: label,
+                    **self._route_api,
+                }
+            bound = self._bound = (per_model, genai)
+        return bound
 
     def stream_opened(self, api: str, model: str | None) -> None:
-        self._bind(api, model)
+        self._api = api
+        self._route_api = _attributes(route=self.exchange.route, api=api)
+        self._model_name = model
         self._i.active.add(1, self._route_api)
 
     def model_answered(self, model: str) -> None:
-        self._bind(self._route_api[spec.otel_attribute(spec.API)], model)
+        if model != self._model_name:
+            self._model_name = model
+            self._bound = None
 
     def first_byte(self, seconds: float) -> None:
         self._i.ttfb.record(seconds, self._route_api)
 
     def first_token(self, seconds: float) -> None:
-        if self._genai is not None:
-            self._i.ttft.record(seconds, self._genai)
+        genai = self._model()[1]
+        if genai is not None:
+            self._i.ttft.record(seconds, genai)
 
     def output(self, gap_s: float | None) -> None:
         self._i.output_events.add(1, self._route_api)
-        if gap_s is not None and self._genai is not None:
-            self._i.gap.record(gap_s, self._genai)
+        if gap_s is not None:
+            genai = (self._bound or self._model())[1]
+            if genai is not None:
+                self._i.gap.record(gap_s, genai)
 
     def error_frame(self, error_type: str) -> None:
         attrs = {
@@ -188,9 +216,10 @@ class _OtlpRequest(RequestObservations):
         if record is None:
             return
         api = record.api.value
-        if record.model and self._models(record.model) != self._model.get(sc.GEN_AI_RESPONSE_MODEL):
+        if record.model:
             self.model_answered(record.model)
-        self._i.streams.add(1, {**self._model, **_attributes(outcome=record.outcome.value)})
+        per_model, genai = self._model()
+        self._i.streams.add(1, {**per_model, **_attributes(outcome=record.outcome.value)})
         for reason in record.finish_reasons:
             value = normalise_finish_reason(reason, api)
             self._i.finish_reasons.add(1, {**self._route_api, **_attributes(finish_reason=value)})
@@ -200,15 +229,15 @@ class _OtlpRequest(RequestObservations):
         )
         tps = record.tokens_per_second
         if tps is not None and tps >= 0 and tps != float("inf"):
-            self._i.tokens_per_second.record(tps, self._model)
-        if self._genai is None:
+            self._i.tokens_per_second.record(tps, per_model)
+        if genai is None:
             return
         duration = max(0.0, record.duration_ns / 1e9)
         if record.outcome is Outcome.COMPLETED:
-            self._i.duration.record(duration, self._genai)
+            self._i.duration.record(duration, genai)
         else:
-            self._i.duration.record(duration, {**self._genai, sc.ERROR_TYPE: record.outcome.value})
-        self._usage(record, self._genai)
+            self._i.duration.record(duration, {**genai, sc.ERROR_TYPE: record.outcome.value})
+        self._usage(record, genai)
 
     def _usage(self, record: StreamRecord, genai: Attributes) -> None:
         usage = record.usage

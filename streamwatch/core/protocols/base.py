@@ -1,22 +1,25 @@
 """What every protocol interpreter shares: the per-stream reading it fills and its verdict flags.
 
-An interpreter reads one dispatched SSE message at a time and says, with :class:`Frame` flags,
-whether it carried output, an error, or the terminal frame; the details accumulate in a
-:class:`Reading`. Interpreters never raise on remote input: a payload they cannot read is
-reported as ``MALFORMED`` and forwarded untouched by the proxy anyway.
+An interpreter reads one frame (an SSE message, a JSON array element, an event-stream message,
+an NDJSON line) at a time and says, with :class:`Frame` flags, whether it carried output, an
+error, or the terminal frame; the details accumulate in a :class:`Reading`. Interpreters never
+raise on remote input: a payload they cannot read is reported as ``MALFORMED`` and forwarded
+untouched by the proxy anyway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from streamwatch.core.limits import cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
+
+F_contra = TypeVar("F_contra", contravariant=True)
 
 #: The OpenAI family's end-of-stream sentinel. Terminal on Chat Completions; gateways (LiteLLM) also
 #: append it to Responses streams, where it is known and means nothing, never a malformed frame.
@@ -128,10 +131,18 @@ class Reading:
         return "".join(self._text) if self.capture_content else None
 
 
-class Interpreter(Protocol):
-    """Reads one dispatched SSE message of a known protocol into a :class:`Reading`."""
+class Interpreter(Protocol[F_contra]):
+    """Reads one frame of its framing (an SSE message, an array element, an event-stream message,
+    an NDJSON line) into a :class:`Reading`; ``index`` counts the stream's frames from 0."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame: ...
+    def read(self, message: F_contra, index: int, reading: Reading) -> Frame: ...
+
+
+class Noting(Protocol):
+    """An interpreter that also reads decoder facts that are not frames (ignored SSE fields, the
+    JSON array's closing bracket); ``index`` is the number of frames before the fact."""
+
+    def note(self, item: object, index: int, reading: Reading) -> Frame: ...
 
 
 class GenericSSE:
@@ -141,7 +152,7 @@ class GenericSSE:
         return Frame.NONE
 
 
-def load_object(data: str, reading: Reading) -> dict[str, Any] | None:
+def load_object(data: str | bytes, reading: Reading) -> dict[str, Any] | None:
     """Parse a JSON object payload; anything else is counted as malformed and yields None."""
     try:
         obj = orjson.loads(data)

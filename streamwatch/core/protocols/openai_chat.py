@@ -27,7 +27,8 @@ from streamwatch.core.sse import MessageDispatched
 _REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})  # DeepSeek/vLLM and OpenRouter
 
 
-def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
+def usage_of(usage: dict[str, Any], reading: Reading) -> Usage | None:
+    """Chat Completions (and legacy completions) usage, range-checked (None: not believed)."""
     completion = as_dict(usage.get("completion_tokens_details"))
     prompt = as_dict(usage.get("prompt_tokens_details"))
     return read_usage(
@@ -69,7 +70,7 @@ class OpenAIChat:
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")
         if type(usage) is dict:
-            checked = _usage(usage, reading)
+            checked = usage_of(usage, reading)
             if checked is None:
                 return frame | Frame.MALFORMED
             reading.usage = checked
