@@ -228,6 +228,7 @@ async def start(
         listen=f"{host}:{running.proxy_port}",
         admin=f"{admin_host}:{running.admin_port}",
         routes={r.name: r.prefix for r in settings.routes},
+        upstreams=settings.upstream_urls(),
     )
     return running
 

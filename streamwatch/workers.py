@@ -161,6 +161,7 @@ async def _supervise(
             listen=f"{settings.listen[0]}:{port}",
             admin=f"{admin_host}:{runner.addresses[0][1]}",
             workers=[p.pid for p in procs],
+            upstreams=settings.upstream_urls(),
         )
     status = 0
     while not stopping.is_set():
