@@ -6,14 +6,15 @@ tracer when ``OTEL_*`` asks for one) into one :class:`~streamwatch.sinks.Sinks`,
 reports to through the port's typed hooks; the proxy never imports a sink.
 
 The proxy port is the relay (:mod:`streamwatch.proxy.downstream` and friends, ``docs/relay.md``):
-asyncio protocols with llhttp on both sides, no aiohttp. aiohttp stays where it earns its place:
-the admin port, which serves ``/metrics`` with prometheus-client's own aiohttp handler,
+asyncio protocols with llhttp on both sides, no aiohttp. aiohttp stays where it earns its place,
+on the admin port, which serves ``/metrics`` (rendered off the event loop, :mod:`streamwatch.export.scrape`),
 ``/healthz``, ``/readyz`` and ``/debug/streams``, bound to loopback by default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,23 +24,32 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from streamwatch import __version__
-from streamwatch.config import ConfigError, Settings
+from streamwatch.config import ListenError, Settings
 from streamwatch.export.logs import LogSink
-from streamwatch.export.metrics_observer import MetricsSink
 from streamwatch.export.otel import tracing_from_env
+from streamwatch.export.otlp_metrics import otlp_metrics_from_env
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
+from streamwatch.export.scrape import metrics_handler
 from streamwatch.proxy.downstream import ClientConnection
 from streamwatch.proxy.listener import Listener, bind
 from streamwatch.proxy.signals import handle_signals
 from streamwatch.proxy.state import ProxyState
-from streamwatch.sinks import Sinks
+from streamwatch.sinks import Sink, Sinks
 
 log = structlog.get_logger("streamwatch")
 
 Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Readiness:
+    """What ``/readyz`` answers besides the proxy's own state: ``leaving`` flips at SIGTERM, before
+    the drain, so load balancers stop routing here while the listener still accepts."""
+
+    leaving: bool = False
 
 
 @dataclass(slots=True)
@@ -53,6 +63,7 @@ class Running:
     proxy_port: int
     admin_port: int
     watchdog: asyncio.Task[None]
+    readiness: Readiness
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -65,11 +76,13 @@ def _bound_port(site: web.BaseSite) -> int:
 
 
 async def _bind(site: web.TCPSite, option: str) -> None:
-    """Start a listener; an address that cannot be bound is a configuration error naming it."""
+    """Start a listener; an address that cannot be bound fails start-up naming the option."""
     try:
         await site.start()
     except OSError as exc:
-        raise ConfigError(option, f"cannot listen on {site.name}: {exc.strerror or exc}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        address = site.name.removeprefix("http://")
+        raise ListenError(option, f"cannot listen on {address}: {reason}") from None
 
 
 def _raise_fd_limit() -> None:
@@ -93,12 +106,14 @@ async def _watchdog(proxy: ProxyState, interval: float) -> None:
         proxy.expire(now)
 
 
-def _admin_app(proxy: ProxyState, registry: CollectorRegistry) -> web.Application:
+def _admin_app(
+    proxy: ProxyState, registry: CollectorRegistry, readiness: Readiness
+) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if proxy.draining:
+        if readiness.leaving or proxy.draining:
             return web.Response(status=503, text="draining\n")
         return web.Response(text="ready\n")
 
@@ -130,7 +145,7 @@ def _admin_app(proxy: ProxyState, registry: CollectorRegistry) -> web.Applicatio
         return web.json_response({"version": 1, "streams": rows, "inflight": proxy.inflight})
 
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/debug/streams", debug_streams)
@@ -142,8 +157,9 @@ def build_sinks(
 ) -> tuple[Sinks, list[Closer]]:
     """Every sink of the process, and what must run at exit to flush them.
 
-    Metrics go to ``registry``; tracing is on only if ``environ`` (``OTEL_*``) asks for it, and
-    raises :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
+    Metrics go to ``registry``, and over OTLP too when ``OTEL_METRICS_EXPORTER`` asks; tracing is
+    on only if ``environ`` (``OTEL_*``) asks for it. Raises
+    :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
     """
     metrics = Metrics(
         registry,
@@ -152,7 +168,11 @@ def build_sinks(
         routes=[r.name for r in settings.routes],
     )
     tracer, closers = tracing_from_env(environ, settings)
-    return Sinks(sinks=(MetricsSink(metrics), LogSink()), tracer=tracer), closers
+    otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models)
+    sinks: list[Sink] = [PrometheusSink(metrics), LogSink()]
+    if otlp is not None:
+        sinks.insert(1, otlp)
+    return Sinks(sinks=tuple(sinks), tracer=tracer), [*closers, *otlp_closers]
 
 
 async def start(
@@ -167,7 +187,8 @@ async def start(
     sinks, closers = build_sinks(settings, environ or {}, registry)
     proxy = ProxyState(settings, sinks)
     _raise_fd_limit()
-    admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
+    readiness = Readiness()
+    admin_runner = web.AppRunner(_admin_app(proxy, registry, readiness), access_log=None)
     host, port = settings.listen
     admin_host, admin_port = settings.admin_listen
     listener: Listener | None = None
@@ -175,8 +196,8 @@ async def start(
         try:
             sock = bind(host, port, reuse_port=reuse_port)
         except OSError as exc:
-            problem = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            raise ConfigError("listen", problem) from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError("listen", f"cannot listen on {host}:{port}: {reason}") from None
         listener = Listener(sock, lambda: ClientConnection(proxy), sinks)
         await admin_runner.setup()
         admin_site = web.TCPSite(
@@ -204,6 +225,7 @@ async def start(
         proxy_port=listener.port,
         admin_port=_bound_port(admin_site),
         watchdog=watchdog,
+        readiness=readiness,
         closers=closers,
     )
     log.info(
@@ -212,6 +234,7 @@ async def start(
         listen=f"{host}:{running.proxy_port}",
         admin=f"{admin_host}:{running.admin_port}",
         routes={r.name: r.prefix for r in settings.routes},
+        upstreams=settings.upstream_urls(),
     )
     return running
 
@@ -251,6 +274,19 @@ async def serve(
     stopping = asyncio.Event()
     handle_signals(stopping)
     await stopping.wait()
+    await leave(running, settings.shutdown_delay, stopping)
     log.info("streamwatch.draining", open_streams=len(running.proxy.exchanges))
     await stop(running, settings.drain_timeout)
     return 0
+
+
+async def leave(running: Running, delay: float, signalled: asyncio.Event) -> None:
+    """The first step of a shutdown, before :func:`stop`: ``/readyz`` answers 503 at once, then
+    for ``delay`` seconds the proxy keeps accepting and serving as before, so requests routed here
+    while the load balancer (Kubernetes endpoints, kube-proxy, an ingress) catches up still
+    succeed instead of being refused. A second signal ends the wait early."""
+    running.readiness.leaving = True
+    log.info("streamwatch.leaving", shutdown_delay=delay, open_streams=len(running.proxy.exchanges))
+    signalled.clear()
+    with suppress(TimeoutError):
+        await asyncio.wait_for(signalled.wait(), delay)

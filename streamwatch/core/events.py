@@ -75,7 +75,8 @@ class MalformedFrameReceived:
 
 @dataclass(frozen=True, slots=True)
 class OversizeEventDropped:
-    """An SSE event passed the decoder's cap and was not analyzed (it was still forwarded)."""
+    """An SSE event passed the decoder's cap and was not analyzed (it was still forwarded): the
+    decoder's :class:`~streamwatch.core.sse.OversizeEventDropped`, timed."""
 
     at_ns: int
     size: int

@@ -44,7 +44,7 @@ from streamwatch.core.events import (
     StallEnded,
     StallStarted,
 )
-from streamwatch.core.record import CloseCause, Outcome, StreamRecord
+from streamwatch.core.record import Outcome, StreamRecord
 from streamwatch.export import semconv as sc
 from streamwatch.sinks import Exchange, Hooks, SinkEvent, Trace
 
@@ -170,7 +170,7 @@ def _start_attributes(exchange: Exchange) -> dict[str, Any]:
     _set(attributes, sc.SERVER_PORT, exchange.server_port)
     api = exchange.api
     if api is not None:
-        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_CHAT
+        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_BY_API.get(api, sc.OPERATION_CHAT)
         _set(attributes, sc.GEN_AI_PROVIDER_NAME, sc.PROVIDER_BY_API.get(api))
         _set(attributes, sc.OPENAI_API_TYPE, sc.OPENAI_API_TYPE_BY_API.get(api))
         _set(attributes, sc.GEN_AI_REQUEST_MODEL, exchange.request_model)
@@ -182,9 +182,10 @@ def span_name(exchange: Exchange) -> str:
     """``{gen_ai.operation.name} {gen_ai.request.model}`` for LLM calls, the HTTP method otherwise."""
     if exchange.api is None:
         return exchange.method
+    operation = sc.OPERATION_BY_API.get(exchange.api, sc.OPERATION_CHAT)
     if exchange.request_model:
-        return f"{sc.OPERATION_CHAT} {exchange.request_model}"
-    return sc.OPERATION_CHAT
+        return f"{operation} {exchange.request_model}"
+    return operation
 
 
 def _record_attributes(record: StreamRecord) -> dict[str, Any]:
@@ -192,6 +193,7 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
         sc.SW_API: record.api.value,
         sc.SW_OUTCOME: record.outcome.value,
         sc.SW_OUTPUT_EVENTS: record.output_events,
+        sc.SW_OUTPUT_TOKENS: record.output_tokens,
         sc.SW_OUTPUT_TOKENS_ESTIMATED: record.output_tokens_estimated,
         sc.SW_STALLS: len(record.stalls),
         sc.SW_BODY_BYTES: record.body_bytes,
@@ -371,7 +373,7 @@ class _SpanWatcher:
             _set(attributes, sc.HTTP_RESPONSE_STATUS_CODE, status)
         if record is not None:
             attributes.update(_record_attributes(record))
-            if record.close_cause is CloseCause.CLIENT_ABORT:
+            if record.outcome is Outcome.CLIENT_ABORT:
                 span.add_event(sc.EVENT_CLIENT_ABORT, None, end_ns)
             if self._capture_limit is not None:
                 _set(
@@ -476,7 +478,7 @@ def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
     return exporters
 
 
-def _resource() -> Resource:
+def otel_resource() -> Resource:
     """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` over the defaults (``streamwatch``)."""
     detected = Resource.create()
     attributes: dict[str, Any] = {SERVICE_NAME: "streamwatch", SERVICE_VERSION: __version__}
@@ -500,7 +502,7 @@ def tracing_from_env(
     exporters = span_exporters(environ)
     if not exporters:
         return None, []
-    provider = TracerProvider(resource=_resource())
+    provider = TracerProvider(resource=otel_resource())
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer("streamwatch", __version__)

@@ -32,6 +32,7 @@ from streamwatch.config import Route
 from streamwatch.core.record import CloseCause
 from streamwatch.core.request import RequestFactsReader, has_dot_segment
 from streamwatch.proxy import responses
+from streamwatch.proxy.failures import failure_reason
 from streamwatch.proxy.headers import client_response_headers, tokens, upstream_request_headers
 from streamwatch.proxy.pool import Origin
 from streamwatch.proxy.responses import Refusal
@@ -174,9 +175,11 @@ class Exchange:
         except UpstreamError as exc:
             self._connecting = None
             if not self._ended:
-                log.warning("upstream.connect_failed", kind=exc.kind)
                 refusal = {"timeout": responses.UPSTREAM_TIMEOUT, "tls": responses.UPSTREAM_TLS}
-                self._refuse(refusal.get(exc.kind, responses.UPSTREAM_CONNECT), exc.kind)
+                reason = (
+                    "connect_timeout" if exc.kind == "timeout" else failure_reason(exc, exc.kind)
+                )
+                self._refuse(refusal.get(exc.kind, responses.UPSTREAM_CONNECT), exc.kind, reason)
             return
         self._connecting = None
         if self._ended:
@@ -327,10 +330,10 @@ class Exchange:
         """The upstream sent something llhttp or the relay rejects."""
         if self._ended:
             return
-        log.warning("upstream.invalid_response", reason=reason)
+        log.warning("upstream.invalid_response", detail=reason)
         self._abandon_upstream()
         if not self._head_sent:
-            self._refuse(responses.UPSTREAM_PROTOCOL, "protocol")
+            self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", "invalid_response")
         else:
             self._abort_client()
             self._end(CloseCause.UPSTREAM_RESET)
@@ -340,11 +343,10 @@ class Exchange:
             return
         self.upstream = None
         if not self._head_sent:
-            if isinstance(exc, ssl.SSLError):  # e.g. a TLS 1.3 alert rejecting our certificate
-                log.warning("upstream.tls_failed", reason=type(exc).__name__)
-                self._refuse(responses.UPSTREAM_TLS, "tls")
+            if isinstance(exc, ssl.SSLError):  # e.g. a TLS alert after the handshake
+                self._refuse(responses.UPSTREAM_TLS, "tls", failure_reason(exc, "tls"))
             else:
-                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol")
+                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", "invalid_response")
         elif self._close_delimited_in and exc is None:
             self._response_complete()  # the close is the end of this body
         else:
@@ -375,7 +377,7 @@ class Exchange:
         """Upstream silent past ``upstream_idle_timeout``: 504 before the head, else an abort."""
         self._abandon_upstream()
         if not self._head_sent:
-            self._refuse(responses.UPSTREAM_TIMEOUT, "timeout")
+            self._refuse(responses.UPSTREAM_TIMEOUT, "timeout", "response_timeout")
         else:
             self.client.reset()
             self._end(CloseCause.UPSTREAM_TIMEOUT)
@@ -412,9 +414,19 @@ class Exchange:
             conn.detach()
             conn.abort()
 
-    def _refuse(self, refusal: Refusal, error_kind: str | None, *, keep_alive: bool = True) -> None:
-        """Answer with streamwatch's own response instead of the upstream's."""
+    def _refuse(
+        self,
+        refusal: Refusal,
+        error_kind: str | None,
+        reason: str | None = None,
+        *,
+        keep_alive: bool = True,
+    ) -> None:
+        """Answer with streamwatch's own response instead of the upstream's; ``error_kind`` and
+        ``reason`` say why the upstream failed, when it did."""
         self._abandon_upstream()
+        if reason is not None and self.telemetry is not None:
+            self.telemetry.exchange.failure_reason = reason
         keep = (
             keep_alive
             and not refusal.close

@@ -61,12 +61,12 @@ async def connect(origin: Origin, tls: ssl.SSLContext | None, limit: float) -> U
                 ssl=tls if https else None,
                 server_hostname=host if https else None,
             )
-    except TimeoutError:
-        raise UpstreamError("timeout") from None
-    except ssl.SSLError:  # certificate verification included (SSLCertVerificationError)
-        raise UpstreamError("tls") from None
-    except OSError:
-        raise UpstreamError("connect") from None
+    except TimeoutError as exc:
+        raise UpstreamError("timeout") from exc
+    except ssl.SSLError as exc:  # certificate verification included (SSLCertVerificationError)
+        raise UpstreamError("tls") from exc
+    except OSError as exc:  # the cause (gaierror, refused, unreachable) names the reason
+        raise UpstreamError("connect") from exc
     return conn
 
 

@@ -16,20 +16,24 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+import trustme
 
+from tests.conftest import missing
 from tests.reliability.conftest import DEFAULT_OPTIONS
 from tests.reliability.harness.checks import (
     assert_aborted,
@@ -584,19 +588,21 @@ class TestConnectionCap:
     """Finding 6: past --max-connections new connections are refused cleanly; fd exhaustion is logged."""
 
     def test_cap_refuses_cleanly(self, upstream: FakeUpstream) -> None:
-        """8 open connections under a cap of 8: the 9th gets a 503 or a close, never a hang or RST."""
+        """8 open connections under a cap of 8: a 9th gets a 503 or a close, never a hang or RST."""
         key = upstream.add(sse_scenario([EVENT, DONE]))
-        with serving(upstream.url, *proxy_args(**SAFETY, max_connections=8)) as proxy:
+        # The default header timeout: the 1 s one would close the silent extra connection too.
+        options = {**DEFAULT_OPTIONS, "max_connections": 8}
+        with serving(upstream.url, *proxy_args(**options)) as proxy:
             held = [RawClient(proxy.port, timeout=5) for _ in range(8)]
             try:
                 for c in held:
                     c.expect()
                     c.send(request_for(key, chat_body()))
                     assert_clean_end(c.read())
+                # It sends nothing: a refusal that closes with unread request bytes would turn
+                # into an RST by the kernel, which is not what this checks.
                 extra = RawClient(proxy.port, timeout=5)
                 extra.expect()
-                with contextlib.suppress(OSError):
-                    extra.send(request_for(key, chat_body()))
                 r = extra.read(deadline=3, to_eof=True)
                 extra.close()
                 assert not r.reset, "refused with a reset"
@@ -634,13 +640,16 @@ class TestConnectionCap:
             assert not [x for x in proxy.lines if "Traceback" in x], "a traceback, not a log line"
             again = exchange(proxy.port, request_for(key, chat_body()), deadline=5)
             assert_clean_end(again)
+            # Counted either by a series of its own or as a refusal: nothing else in this test
+            # is answered 503.
             counted = [
                 (name, labels, value)
                 for name, labels, value in proxy.samples()
                 if value > 0
                 and re.search(r"(fd|descriptor|emfile|accept)", name + json.dumps(labels), re.I)
             ]
-            assert counted, "no metric counts the refused accepts"
+            refused = proxy.total(REQUESTS_TOTAL, code="503")
+            assert counted or refused, "no metric counts the refused accepts"
 
 
 def _mentions_fd_exhaustion(event: dict[str, Any]) -> bool:
@@ -755,15 +764,15 @@ class TestDnsBoundedByConnectTimeout:
     @pytest.fixture
     def silent_resolver(self, tmp_path: Path) -> Iterator[list[str]]:
         """A UDP DNS server that never answers, and the command prefix that makes it the resolver."""
-        if os.geteuid() != 0 or not Path("/usr/bin/unshare").exists():
-            pytest.skip("needs root and unshare(1) for a private /etc/resolv.conf")
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            missing("needs root and unshare(1) for a private /etc/resolv.conf")
         address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sink.bind((address, 53))
         except OSError as exc:
             sink.close()
-            pytest.skip(f"cannot bind a DNS sink on {address}:53: {exc}")
+            missing(f"cannot bind a DNS sink on {address}:53: {exc}")
         resolv = tmp_path / "resolv.conf"
         resolv.write_text(f"nameserver {address}\noptions timeout:4 attempts:1\n")
         script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
@@ -872,8 +881,8 @@ class TestWebsocketUpgrade:
 
 
 @pytest.fixture(scope="module")
-def ca() -> Any:
-    trustme = pytest.importorskip("trustme")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority for the TLS upstreams."""
     return trustme.CA()
 
 
@@ -881,7 +890,9 @@ class TestTlsUpstream:
     """Finding 6: https upstreams verify against --upstream-ca-bundle; a bad chain counts kind="tls"."""
 
     @contextlib.contextmanager
-    def tls_upstream(self, ca: Any, *, client_ca: Any = None) -> Iterator[FakeUpstream]:
+    def tls_upstream(
+        self, ca: trustme.CA, *, client_ca: trustme.CA | None = None
+    ) -> Iterator[FakeUpstream]:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1").configure_cert(context)
         if client_ca is not None:
@@ -893,12 +904,12 @@ class TestTlsUpstream:
         finally:
             server.stop()
 
-    def test_ca_bundle(self, ca: Any, tmp_path: Path) -> None:
+    def test_ca_bundle(self, ca: trustme.CA, tmp_path: Path) -> None:
         """The local CA verifies: 200; another CA: a 502 and streamwatch_upstream_errors_total{kind="tls"}."""
         bundle = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(bundle))
         wrong = tmp_path / "wrong.pem"
-        type(ca)().cert_pem.write_to_path(str(wrong))
+        trustme.CA().cert_pem.write_to_path(str(wrong))
         with self.tls_upstream(ca) as server:
             key = server.add(sse_scenario([EVENT, DONE]))
             with serving(server.url, *proxy_args(**SAFETY, upstream_ca_bundle=bundle)) as proxy:
@@ -916,9 +927,9 @@ class TestTlsUpstream:
         reason="issue 10 finding 6: a client certificate the upstream rejects (a TLS 1.3 alert "
         "after the handshake) is counted kind=protocol, not tls",
     )
-    def test_client_certificate(self, ca: Any, tmp_path: Path) -> None:
+    def test_client_certificate(self, ca: trustme.CA, tmp_path: Path) -> None:
         """An upstream requiring a client certificate accepts the one from --upstream-client-cert."""
-        client_ca = type(ca)()
+        client_ca = trustme.CA()
         cert = client_ca.issue_cert("streamwatch.test")
         cert_file, key_file, bundle = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
         cert.cert_chain_pems[0].write_to_path(str(cert_file))
@@ -1078,3 +1089,118 @@ class TestTelemetryCaps:
         print(f"finding 7: {len(receiver.spans)} spans, longest string {max(sizes, default=0)}")
         assert len(receiver.spans) == 2
         assert max(sizes) < LOG_LINE_BOUND
+
+
+# -- long prompts through the official SDKs ------------------------------------------------------
+
+# One normal stream of 30 tokens 110 ms apart: ~3.4 s, over three times the 1 s header timeout.
+LONG_STREAM = {
+    "x-sim-scenario": "normal",
+    "x-sim-tokens": "30",
+    "x-sim-gap-ms": "110",
+    "x-sim-jitter-ms": "0",
+    "x-sim-ttft-ms": "100",
+    "x-sim-seed": "10",
+}
+
+
+@contextlib.asynccontextmanager
+async def simulate_process() -> AsyncIterator[str]:
+    """``streamwatch simulate --port 0`` as a subprocess; yields its base URL (its first line)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamwatch", "simulate", "--host", "127.0.0.1", "--port", "0",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        url = line.strip().rpartition(" ")[2]
+        assert url.startswith("http://127.0.0.1:"), line
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def openai_stream_bytes(base: str, prompt: str) -> bytes:
+    """The raw SSE body the OpenAI SDK receives for a streamed chat completion."""
+    import openai
+
+    async with (
+        openai.AsyncOpenAI(base_url=base + "/v1", api_key="sk-x", max_retries=0) as client,
+        client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            extra_headers=LONG_STREAM,
+        ) as response,
+    ):
+        return b"".join([chunk async for chunk in response.iter_bytes()])
+
+
+async def anthropic_stream_bytes(base: str, prompt: str) -> bytes:
+    """The raw SSE body the Anthropic SDK receives for a streamed message."""
+    import anthropic
+
+    async with (
+        anthropic.AsyncAnthropic(base_url=base, api_key="sk-x", max_retries=0) as client,
+        client.messages.with_streaming_response.create(
+            model="claude-sonnet-4-6",
+            max_tokens=1024,
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            extra_headers=LONG_STREAM,
+        ) as response,
+    ):
+        return b"".join([chunk async for chunk in response.iter_bytes()])
+
+
+SDKS = {
+    "openai": (openai_stream_bytes, b"data: [DONE]"),
+    "anthropic": (anthropic_stream_bytes, b"event: message_stop"),
+}
+
+
+class TestSdkLongPrompts:
+    """Long prompts from the official SDKs: a stream over 3x the header timeout arrives whole."""
+
+    # Not strict: on aiohttp the cut needs a body read to land in the one loop iteration between
+    # the header block and the handler's start, so with the SDKs' own write pattern it happens in
+    # some runs only (TestLargePromptHeaderTimeout reproduces it every time). Remove with finding 1.
+    @pytest.mark.xfail(
+        strict=False,
+        reason="issue 10 finding 1: the upload can re-arm the 1 s header timer and cut the stream",
+    )
+    @pytest.mark.parametrize("size", [256 << 10, 2 << 20], ids=["256KB", "2MB"])
+    @pytest.mark.parametrize("sdk", list(SDKS))
+    async def test_long_prompt_stream(self, sdk: str, size: int) -> None:
+        """Through streamwatch serve to streamwatch simulate: byte-identical to what it wrote."""
+        from tests.harness import recorder, serve_process, until
+
+        call, terminal = SDKS[sdk]
+        prompt = "lorem ipsum " * (size // 12)
+        header_timeout = "1"
+        async with (
+            simulate_process() as sim,
+            recorder(sim) as relay,
+            serve_process(
+                "--upstream", relay.url, "--request-header-timeout", header_timeout
+            ) as proxy,
+        ):
+            started = time.monotonic()
+            body = await call(proxy.proxy_url, prompt)
+            elapsed = time.monotonic() - started
+            [sent] = relay.bodies()
+            assert_bytes_equal(body, sent)
+            assert terminal in body
+            assert elapsed > 3 * float(header_timeout), elapsed
+            await until(lambda: bool(proxy.events("stream.completed")), what="stream.completed")
+            outcomes = [e["outcome"] for e in proxy.lines if "outcome" in e]
+            assert outcomes == ["completed"], outcomes
