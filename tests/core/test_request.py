@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamwatch.core.api import Api
-from streamwatch.core.request import RequestFacts, is_event_stream, read_request, select_api
+from streamwatch.core.limits import MAX_FIELD_CHARS
+from streamwatch.core.request import (
+    RequestFacts,
+    RequestFactsReader,
+    is_event_stream,
+    read_request,
+    select_api,
+)
 
 SSE = "text/event-stream; charset=utf-8"
 JSON = "application/json; charset=UTF-8"
@@ -87,3 +97,65 @@ class TestReadRequest:
     )
     def test_unreadable_bodies_give_no_facts(self, body: bytes) -> None:
         assert read_request(body) == RequestFacts()
+
+
+def _reference(body: bytes) -> RequestFacts:
+    """What a whole-body JSON parse says (the reader must agree on every valid body)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return RequestFacts()
+    if not isinstance(obj, dict):
+        return RequestFacts()
+    model, stream = obj.get("model"), obj.get("stream")
+    return RequestFacts(
+        model=model[:MAX_FIELD_CHARS] if isinstance(model, str) and model else None,
+        stream=stream if isinstance(stream, bool) else None,
+    )
+
+
+_TEXT = st.text(alphabet=st.sampled_from('ab"\\\n{}[],:é☃ '), max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _TEXT,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["model", "stream", "a", 'x"y', "b\\"]), inner, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+
+
+class TestRequestFactsReader:
+    """The incremental reader agrees with a whole-body parse however the body is split."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.dictionaries(st.sampled_from(["messages", "model", "stream", "x"]), _JSON, max_size=4),
+        st.lists(st.integers(0, 400), max_size=6),
+    )
+    def test_split_invariance(self, obj: dict[str, object], cuts: list[int]) -> None:
+        """Any object, cut anywhere (inside escapes too): the same model and stream as orjson."""
+        body = orjson.dumps(obj)
+        reader = RequestFactsReader()
+        last = 0
+        for cut in sorted(c for c in cuts if c <= len(body)):
+            reader.feed(body[last:cut])
+            last = cut
+        reader.feed(body[last:])
+        assert reader.facts() == _reference(body)
+
+    def test_model_after_a_large_body(self) -> None:
+        """``model`` written after 8 MB of messages (the OpenAI SDK's order) is still found."""
+        content = 'say "hi"\\n' * (1 << 20)
+        body = orjson.dumps({"messages": [{"role": "user", "content": content}], "model": "m"})
+        reader = RequestFactsReader()
+        for i in range(0, len(body), 65536):
+            reader.feed(body[i : i + 65536])
+        assert reader.facts() == RequestFacts(model="m", stream=None)
+
+    def test_model_capped(self) -> None:
+        """A 5 MB model name is cut to MAX_FIELD_CHARS."""
+        facts = read_request(orjson.dumps({"model": "m" * (5 << 20)}))
+        assert facts.model == "m" * MAX_FIELD_CHARS

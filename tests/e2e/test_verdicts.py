@@ -298,9 +298,6 @@ def end_to_end_headers(wire: bytes) -> dict[str, str]:
 class TestNothingAddedToHeaders:
     """Finding 4: the client gets the upstream's end-to-end headers and nothing else."""
 
-    @pytest.mark.xfail(
-        strict=True, reason="issue 11 finding 4: fixed by the protocol-level relay (issue 10)"
-    )
     async def test_no_server_or_date_added(self, scripted_stack: Stack) -> None:
         assert scripted_stack.upstream is not None
         request = request_bytes(CHAT, {"model": "m", "stream": True}, rid("headers"))

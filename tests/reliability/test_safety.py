@@ -1174,10 +1174,6 @@ class TestSdkLongPrompts:
     # Not strict: on aiohttp the cut needs a body read to land in the one loop iteration between
     # the header block and the handler's start, so with the SDKs' own write pattern it happens in
     # some runs only (TestLargePromptHeaderTimeout reproduces it every time). Remove with finding 1.
-    @pytest.mark.xfail(
-        strict=False,
-        reason="issue 10 finding 1: the upload can re-arm the 1 s header timer and cut the stream",
-    )
     @pytest.mark.parametrize("size", [256 << 10, 2 << 20], ids=["256KB", "2MB"])
     @pytest.mark.parametrize("sdk", list(SDKS))
     async def test_long_prompt_stream(self, sdk: str, size: int) -> None:
