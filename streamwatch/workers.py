@@ -120,8 +120,9 @@ def _admin_app(
         answered = [item for item in listings if isinstance(item, dict)]
         return web.json_response(
             {
-                "streams": [row for item in answered for row in item["streams"]],
+                "version": 1,
                 "inflight": sum(int(item["inflight"]) for item in answered),
+                "streams": [row for item in answered for row in item["streams"]],
                 "workers": len(procs),
                 "workers_answered": len(answered),
             }
