@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TextIO
 
@@ -74,12 +75,44 @@ _REQUESTS: tuple[tuple[str, dict[str, str], dict[str, object]], ...] = (
     ("/v2/chat", {}, {"model": "command-a-03-2025", "stream": True, "messages": _MESSAGES}),
 )
 CLIENT_ABORT_SHARE = 0.03  # a few clients hang up mid-stream, as real users do
+FINISH_S = 5.0  # beyond the longest stall: how long the end waits for streams in flight
+
+
+async def _finish(
+    clients: list[asyncio.Task[None]],
+    stopping: asyncio.Event,
+    within: float,
+    say: Callable[[str], None],
+) -> None:
+    """Let every client finish its stream in flight (up to ``within`` s, or a second Ctrl-C), so
+    the summary counts the demo's traffic, not its own shutdown as client aborts."""
+    if all(task.done() for task in clients):
+        return
+    say(f"finishing the streams in flight (up to {within:.0f}s; Ctrl-C again to cut them)")
+    stopping.clear()
+    done: asyncio.Future[object] = asyncio.ensure_future(
+        asyncio.gather(*clients, return_exceptions=True)
+    )
+    again: asyncio.Future[object] = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({done, again}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    again.cancel()
+    for task in clients:
+        task.cancel()  # only streams past the bound, or cut by a second Ctrl-C
+    await done
 
 
 async def _client(
-    session: aiohttp.ClientSession, base: URL, rng: random.Random, stop_at: float
+    session: aiohttp.ClientSession,
+    base: URL,
+    rng: random.Random,
+    stop_at: float,
+    *,
+    ending: asyncio.Event,
+    hung_up: Counter[str],
 ) -> None:
-    while time.monotonic() < stop_at:
+    """Stream requests until the demo's time is up; the stream in flight is always finished, so the
+    demo's own end is never counted as a client abort (only the planned hang-ups are)."""
+    while time.monotonic() < stop_at and not ending.is_set():
         path, query, body = rng.choice(_REQUESTS)
         abort_after = rng.randint(2, 10) if rng.random() < CLIENT_ABORT_SHARE else None
         try:
@@ -93,6 +126,7 @@ async def _client(
                     reads += 1
                     if abort_after is not None and reads >= abort_after:
                         resp.close()  # hang up mid-stream
+                        hung_up["planned"] += 1
                         break
         except (aiohttp.ClientError, TimeoutError):
             pass  # resets and truncations are part of the mix
@@ -133,7 +167,8 @@ def _line(running: Running, elapsed: float) -> str:
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     listen = parse_listen("listen", args.listen)
     admin = parse_listen("admin_listen", args.admin_listen)
-    sim_runner, sim_port = await start_simulator("127.0.0.1", 0, Profile(seed=args.seed))
+    profile = Profile(seed=args.seed)
+    sim_runner, sim_port = await start_simulator("127.0.0.1", 0, profile)
     settings = Settings(
         routes=(Route("default", URL(f"http://127.0.0.1:{sim_port}")),),
         listen=listen,
@@ -179,10 +214,19 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     started = time.monotonic()
     stop_at = started + args.duration
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+    hung_up: Counter[str] = Counter()
+    ending = asyncio.Event()  # clients start no new stream once it is set
     async with aiohttp.ClientSession(timeout=timeout) as session:
         clients = [
             loop.create_task(
-                _client(session, proxy, random.Random(rng.random()), stop_at),  # noqa: S311
+                _client(
+                    session,
+                    proxy,
+                    random.Random(rng.random()),  # noqa: S311
+                    stop_at,
+                    ending=ending,
+                    hung_up=hung_up,
+                ),
                 name=f"demo-client-{i}",
             )
             for i in range(args.concurrency)
@@ -191,10 +235,13 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 1.0)
             say(_line(running, time.monotonic() - started))
-        for task in clients:
-            task.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
-    say("final: " + _line(running, time.monotonic() - started))
+        ending.set()
+        await _finish(clients, stopping, FINISH_S + profile.stall_s, say)
+    say(
+        "final: "
+        + _line(running, time.monotonic() - started)
+        + f" | hung up on purpose {hung_up['planned']}"
+    )
     await stop(running, settings.drain_timeout)
     await sim_runner.cleanup()
     return 0
