@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.resources import Resource
 
 from streamwatch import __version__
 from streamwatch import metricspec as spec
@@ -350,9 +352,11 @@ def otlp_metrics_from_env(
     # Exemplars cost a context lookup per measurement (half of a record's CPU); they stay off
     # unless OTEL_METRICS_EXEMPLAR_FILTER asks for them (the SDK's default is trace_based).
     exemplars = None if "OTEL_METRICS_EXEMPLAR_FILTER" in environ else AlwaysOffExemplarFilter()
-    provider = MeterProvider(
-        metric_readers=readers, resource=otel_resource(), exemplar_filter=exemplars
-    )
+    resource = otel_resource()
+    if "service.instance.id" not in resource.attributes:
+        # Cumulative streams from two processes (pods, --workers) must not share an identity.
+        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
+    provider = MeterProvider(metric_readers=readers, resource=resource, exemplar_filter=exemplars)
     sink = OtlpMetricsSink(provider.get_meter("streamwatch", __version__), models)
 
     async def shutdown() -> None:
