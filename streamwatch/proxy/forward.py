@@ -310,7 +310,7 @@ class Proxy:
         self, request: web.BaseRequest, route: Route | None, path: str, body: bytes, t_request: int
     ) -> Exchange:
         api = api_for_path(path)
-        facts = read_request(body) if api is not None else RequestFacts()
+        facts = read_request(body, path) if api is not None else RequestFacts()
         upstream = route.upstream if route is not None else None
         return Exchange(
             request_id=_request_id(request),
