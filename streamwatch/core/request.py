@@ -103,6 +103,26 @@ class RequestFacts:
     stream: bool | None = None
 
 
+# Where the model is in the path, for APIs whose body does not carry it.
+_MODEL_IN_PATH = re.compile(
+    r"/models/(?P<gemini>[^/:]+):(?:stream)?[gG]enerateContent$"
+    r"|/model/(?P<bedrock>[^/]+)/(?:converse-stream|converse|invoke-with-response-stream|invoke)$"
+)
+# Paths that stream whatever the body says (Gemini and Bedrock choose by path; Ollama by default).
+_STREAMING_PATHS = (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream")
+_STREAM_BY_DEFAULT = ("/api/chat", "/api/generate")
+
+
+def model_from_path(path: str) -> str | None:
+    """The model a Gemini (``…/models/{model}:streamGenerateContent``) or Bedrock
+    (``/model/{id}/converse-stream``) path names, percent-decoded and capped; else None."""
+    match = _MODEL_IN_PATH.search(path.rstrip("/"))
+    if match is None:
+        return None
+    model = urllib.parse.unquote(match.group("gemini") or match.group("bedrock"))
+    return cap(model) if model else None
+
+
 _TOP_LEVEL = re.compile(rb'[{}\[\]",:]')
 _NESTED = re.compile(rb'[{}\[\]"]')
 _KEY_BYTES = 16  # longer keys are neither "model" nor "stream": not kept
@@ -257,8 +277,19 @@ def _decode_model(raw: bytes | None) -> str | None:
     return None
 
 
-def read_request(body: bytes) -> RequestFacts:
-    """``model`` and ``stream`` from a whole JSON request body; unreadable bodies give no facts."""
+def with_path(facts: RequestFacts, path: str) -> RequestFacts:
+    """A body's facts completed from the path where the API puts them there (Gemini and Bedrock
+    model ids; their streaming endpoints; Ollama's default)."""
+    model = facts.model or model_from_path(path)
+    stream = facts.stream
+    trimmed = path.rstrip("/")
+    if stream is None and trimmed.endswith(_STREAMING_PATHS + _STREAM_BY_DEFAULT):
+        stream = True
+    return RequestFacts(model=model, stream=stream)
+
+
+def read_request(body: bytes, path: str = "") -> RequestFacts:
+    """``model`` and ``stream`` from a whole JSON request body, else from the path."""
     reader = RequestFactsReader()
     reader.feed(body)
-    return reader.facts()
+    return with_path(reader.facts(), path)

@@ -290,8 +290,9 @@ class Exchange:
                 content_type = value.decode("latin-1")
             elif lowered == b"content-encoding":
                 content_encoding = value.decode("latin-1")
+        override = self._route.api if self._route is not None else None
         self._tap = self.telemetry.response(
-            status, content_type, content_encoding, self.state.analyzer_config
+            status, content_type, content_encoding, self.state.analyzer_config, override
         )
         if self._tap is not None and self.telemetry is not None:
             from streamwatch.proxy.state import LiveStream  # noqa: PLC0415 (import cycle)

@@ -19,7 +19,7 @@ from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
 from streamwatch.core.api import Api
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
-from streamwatch.core.request import RequestFacts, api_for_path, select_api
+from streamwatch.core.request import RequestFacts, api_for_path, select_api, with_path
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
@@ -90,7 +90,11 @@ class Telemetry:
         return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
 
     def facts(self, facts: RequestFacts, body: bytes) -> None:
-        """The request body is complete: what it said, and the body itself if capture is on."""
+        """The request body is complete: what it (or the path) said, and the body itself if
+        capture is on. Only requests to an LLM API path have facts."""
+        if self.exchange.api is None:
+            return
+        facts = with_path(facts, self.exchange.path)
         self.exchange.request_model = facts.model
         self.exchange.stream_requested = facts.stream
         if self._capture:
@@ -102,13 +106,14 @@ class Telemetry:
         content_type: str | None,
         content_encoding: str | None,
         config: AnalyzerConfig,
+        override: Api | None,
     ) -> Tap | None:
         """Upstream answered: tell the sinks, start analysis of an uncompressed event stream."""
         exchange = self.exchange
         exchange.status = status
         api: Api | None = None
         if (content_encoding or "identity").strip().lower() in ("", "identity"):
-            api = select_api(exchange.path, content_type)
+            api = select_api(exchange.path, content_type, override)
         self.watchers.response(status, api)
         if api is not None:
             analyzer = StreamAnalyzer(
