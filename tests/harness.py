@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from streamwatch.config import Route, Settings
 from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
+from tests.reliability.harness.proxy import ProxyProcess
 
 LOOPBACK = "127.0.0.1"
 CHAT = "/v1/chat/completions"
@@ -278,81 +278,9 @@ async def streamwatch(upstream: str, **overrides: Any) -> AsyncIterator[Running]
         await stop(running, drain_timeout=0.5)
 
 
-class ServeProcess:
-    """``python -m streamwatch serve`` as a subprocess; ports from its ``streamwatch.started`` line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[dict[str, Any]] = []  # every JSON log line so far
-        self.raw: list[str] = []
-        self.proxy_port = 0
-        self.admin_port = 0
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="serve-stderr")
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            text = raw.decode(errors="replace").rstrip("\n")
-            self.raw.append(text)
-            with contextlib.suppress(ValueError):
-                line = json.loads(text)
-                if isinstance(line, dict):
-                    self.lines.append(line)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line.get("event") == name]
-
-    async def ready(self, within: float = 15.0) -> None:
-        """Wait for the start-up line, then for ``/readyz`` to answer 200."""
-        await until(
-            lambda: bool(self.events("streamwatch.started")) or self.proc.returncode is not None,
-            within,
-            what="streamwatch.started",
-        )
-        if not self.events("streamwatch.started"):
-            raise AssertionError("serve exited before start-up:\n" + "\n".join(self.raw))
-        started = self.events("streamwatch.started")[0]
-        self.proxy_port = int(started["listen"].rpartition(":")[2])
-        self.admin_port = int(started["admin"].rpartition(":")[2])
-
-        async def readyz() -> bool:
-            try:
-                async with (
-                    aiohttp.ClientSession() as session,
-                    session.get(f"{self.admin_url}/readyz") as r,
-                ):
-                    return r.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await until(readyz, within, interval=0.05, what="/readyz")
-
-    @property
-    def proxy_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.proxy_port}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.admin_port}"
-
-    async def wait(self, within: float = 15.0) -> int:
-        """The exit status, once the process and its stderr are done."""
-        code = await asyncio.wait_for(self.proc.wait(), within)
-        await asyncio.wait_for(self._reader, within)
-        return code
-
-    async def terminate(self) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await self.wait()
-        except TimeoutError:
-            self.proc.kill()
-            return await self.wait()
-
-
 async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
-    """Spawn ``python -m streamwatch ARGS`` with stderr piped (JSON logs) and a clean environment."""
+    """Spawn ``python -m streamwatch ARGS`` with stderr piped and no ``STREAMWATCH_*`` but ``env``'s,
+    for the tests of a start-up that must fail (a served one is :func:`serve_process`)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMWATCH_")}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamwatch", *args,
@@ -366,16 +294,15 @@ async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.s
 @contextlib.asynccontextmanager
 async def serve_process(
     *args: str, env: Mapping[str, str] | None = None, ephemeral: bool = True
-) -> AsyncIterator[ServeProcess]:
-    """A ready ``streamwatch serve`` subprocess (JSON logs); SIGTERM and reaped on exit."""
-    ports = ("--listen", f"{LOOPBACK}:0", "--admin-listen", f"{LOOPBACK}:0") if ephemeral else ()
-    proc = await run_cli("serve", "--log-format", "json", *ports, *args, env=env)
-    serving = ServeProcess(proc)
+) -> AsyncIterator[ProxyProcess]:
+    """A ready ``streamwatch serve ARGS`` (JSON logs at info), started and stopped (SIGTERM) in a
+    thread so that an upstream in this event loop keeps serving meanwhile."""
+    process = ProxyProcess(None, *args, env=env, log_level="info", ephemeral=ephemeral)
+    await asyncio.to_thread(process.start)
     try:
-        await serving.ready()
-        yield serving
+        yield process
     finally:
-        await serving.terminate()
+        await process.terminate()
 
 
 # -- /metrics ------------------------------------------------------------------------------------

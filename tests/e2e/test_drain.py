@@ -65,7 +65,7 @@ class TestGracefulDrain:
             signalled = time.monotonic()
             await until(lambda: refused(serving.proxy_port), within=1.0, what="refused connects")
             (short_reads, _), (long_reads, long_closed) = await asyncio.gather(short, long)
-            code = await serving.wait()
+            code = await asyncio.to_thread(serving.wait)
             exited = time.monotonic()
 
         status, short_body, short_clean = h11_response(short_reads.wire)

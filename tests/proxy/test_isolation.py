@@ -1,5 +1,5 @@
 """The admin endpoints live only on the admin listener, which binds loopback by default; and a
-failing analyzer never touches the bytes (fail-open)."""
+failing analyzer or sink never touches the bytes (fail-open)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import socket
 
 import psutil
 import pytest
+from structlog.testing import capture_logs
 
 from streamwatch.config import Settings, add_arguments, load_settings
 from streamwatch.core.analyzer import StreamAnalyzer
+from streamwatch.proxy.observe import Exchange
 from tests.harness import (
     CHAT,
     LOOPBACK,
@@ -106,24 +108,111 @@ class TestFailOpen:
     async def test_analyzer_fault_keeps_bytes_identical(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """Same bytes, clean end; analysis stops at the fault, counted and logged once; every byte
+        still counted on the stream's line."""
+
+        calls = []
+
         def broken(self: StreamAnalyzer, chunk: bytes, at_ns: int) -> object:
+            calls.append(len(chunk))
             raise RuntimeError("injected analyzer fault")
 
         # Fault injection at the analyzer seam: the one place a test may replace real code.
         monkeypatch.setattr(StreamAnalyzer, "feed", broken)
         async with simulator() as sim, recorder(sim) as relay, streamwatch(relay.url) as running:
             request = request_bytes(CHAT, {"model": "m", "stream": True}, {"x-sim-gap-ms": "5"})
-            got, _ = await raw_exchange(running.proxy_port, request)
+            with capture_logs() as logs:
+                got, _ = await raw_exchange(running.proxy_port, request)
 
-            async def closed() -> bool:
-                return (await scrape(running.admin_port)).value("streamwatch_streams_active") == 0
+                async def closed() -> bool:
+                    m = await scrape(running.admin_port)
+                    return sum(m.values("streamwatch_streams_total", "outcome").values()) == 1
 
-            await until(closed, what="the stream to be recorded")
+                await until(closed, what="the stream to be recorded")
             m = await scrape(running.admin_port)
         status, body, clean = h11_response(got.wire)
         [sent] = relay.bodies()
         assert (status, clean) == (200, True)
         assert hashlib.sha256(body).digest() == hashlib.sha256(sent).digest()
-        assert len(got.reads) > 1  # several reads went through the broken analyzer
+        assert len(calls) == 1  # analysis stopped at the fault; later reads were not analyzed
         assert m.values("streamwatch_analysis_errors_total", "stage") == {"analyzer": 1.0}
-        assert sum(m.values("streamwatch_streams_total", "outcome").values()) == 1
+        assert [line["stage"] for line in logs if line["event"] == "analysis.failed"] == [
+            "analyzer"
+        ]
+        [line] = [line for line in logs if str(line["event"]).startswith("stream.")]
+        assert line["analysis_failed"] is True
+        assert line["body_bytes"] == len(sent)
+
+
+class _Calls:
+    """A sink that records the hooks it got per request and raises in ``event`` on request 1."""
+
+    def __init__(self, fail_on_request: int | None) -> None:
+        self.fail_on_request = fail_on_request
+        self.calls: list[list[str]] = []
+
+    def watch(self, exchange: Exchange) -> _CallsWatcher:
+        self.calls.append([])
+        fail = len(self.calls) == self.fail_on_request
+        return _CallsWatcher(self.calls[-1], fail)
+
+
+class _CallsWatcher:
+    def __init__(self, calls: list[str], fail: bool) -> None:
+        self.calls = calls
+        self.fail = fail
+
+    def inject(self, headers: object) -> None:
+        self.calls.append("inject")
+
+    def response(self, status: int, api: object) -> None:
+        self.calls.append("response")
+
+    def event(self, event: object) -> None:
+        self.calls.append("event")
+        if self.fail:
+            raise RuntimeError("injected sink fault")
+
+    def finish(self, record: object, error_kind: object) -> None:
+        self.calls.append("finish")
+
+
+class TestFaultySink:
+    """A sink hook that raises is dropped for that request only and logged; bytes and the other
+    sinks are unaffected."""
+
+    async def test_dropped_for_that_request_only(self) -> None:
+        """After its fault the sink hears nothing more of request 1; request 2 reaches it whole."""
+        faulty, healthy = _Calls(fail_on_request=1), _Calls(fail_on_request=None)
+        async with (
+            simulator() as sim,
+            recorder(sim) as relay,
+            streamwatch(relay.url, observers=[faulty, healthy]) as running,
+        ):
+            request = request_bytes(CHAT, {"model": "m", "stream": True})
+            with capture_logs() as logs:
+                first, _ = await raw_exchange(running.proxy_port, request)
+                second, _ = await raw_exchange(running.proxy_port, request)
+
+                async def recorded() -> bool:
+                    m = await scrape(running.admin_port)
+                    return sum(m.values("streamwatch_streams_total", "outcome").values()) == 2
+
+                await until(recorded, what="both streams to be recorded")
+            outcomes = (await scrape(running.admin_port)).values(
+                "streamwatch_streams_total", "outcome"
+            )
+        for got, sent in zip((first, second), relay.bodies(), strict=True):
+            status, body, clean = h11_response(got.wire)
+            assert (status, clean, body) == (200, True, sent)
+        assert faulty.calls[0] == ["inject", "response", "event"]
+        assert faulty.calls[1] == healthy.calls[0] == healthy.calls[1]
+        assert healthy.calls[0][:2] == ["inject", "response"]
+        assert healthy.calls[0][-1] == "finish"
+        assert "event" in healthy.calls[0]
+        assert outcomes == {"completed": 2.0}
+        failures = [line for line in logs if line["event"] == "watcher.failed"]
+        assert len(failures) == 1
+        assert failures[0]["stage"] == "event"
+        assert failures[0]["watcher"] == "_CallsWatcher"
+        assert failures[0]["log_level"] == "warning"
