@@ -29,6 +29,8 @@ class TestTwoWorkers:
     """Streams spread over two workers are all counted once in the single admin scrape."""
 
     async def test_scraped_totals_match_streams_sent(self) -> None:
+        """48 streams over two workers: counted once each on /metrics, and each logged in one whole
+        line though both workers write to the same stderr."""
         async with (
             simulator() as sim,
             serve_process("--upstream", sim, "--workers", "2") as serving,
@@ -50,9 +52,10 @@ class TestTwoWorkers:
                 return metrics.value("streamwatch_streams_total") >= STREAMS
 
             await until(recorded, what="every stream on /metrics")
+            # Each worker writes its own lines to the shared stderr: every one must parse.
             await until(
                 lambda: len(serving.events("stream.completed")) >= STREAMS,
-                what="every stream's log line",
+                what="every stream's log line, whole",
             )
             metrics = await scrape(serving.admin_port)
             assert metrics.value("streamwatch_streams_total") == STREAMS
