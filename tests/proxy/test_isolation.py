@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import socket
+from typing import Any
 
 import psutil
 import pytest
 from structlog.testing import capture_logs
 
+from streamwatch import serve
 from streamwatch.config import Settings, add_arguments, load_settings
 from streamwatch.core.analyzer import StreamAnalyzer
-from streamwatch.proxy.observe import Exchange
+from streamwatch.core.events import StreamEvent
+from streamwatch.sinks import Exchange, Hooks, Sink, Sinks
 from tests.harness import (
     CHAT,
     LOOPBACK,
@@ -145,49 +148,53 @@ class TestFailOpen:
 
 
 class _Calls:
-    """A sink that records the hooks it got per request and raises in ``event`` on request 1."""
+    """A sink that records the hooks it got per request, raising in ``event`` on one request."""
 
     def __init__(self, fail_on_request: int | None) -> None:
         self.fail_on_request = fail_on_request
         self.calls: list[list[str]] = []
 
-    def watch(self, exchange: Exchange) -> _CallsWatcher:
-        self.calls.append([])
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        calls: list[str] = []
+        self.calls.append(calls)
         fail = len(self.calls) == self.fail_on_request
-        return _CallsWatcher(self.calls[-1], fail)
+
+        def event(event: StreamEvent) -> None:
+            calls.append("event")
+            if fail:
+                raise RuntimeError("injected sink fault")
+
+        return Hooks(
+            upstream_request=lambda headers: calls.append("upstream_request"),
+            response=lambda status, api: calls.append("response"),
+            event=event,
+            finish=lambda record, error_kind: calls.append("finish"),
+        )
 
 
-class _CallsWatcher:
-    def __init__(self, calls: list[str], fail: bool) -> None:
-        self.calls = calls
-        self.fail = fail
+def _with_sinks(monkeypatch: pytest.MonkeyPatch, *extra: Sink) -> None:
+    """Add ``extra`` sinks before the built-in ones, at the composition root (the sink seam)."""
+    real = serve.build_sinks
 
-    def inject(self, headers: object) -> None:
-        self.calls.append("inject")
+    def build(*args: Any) -> tuple[Sinks, list[Any]]:
+        sinks, closers = real(*args)
+        return Sinks(sinks=(*extra, *sinks.sinks), tracer=sinks.tracer), closers
 
-    def response(self, status: int, api: object) -> None:
-        self.calls.append("response")
-
-    def event(self, event: object) -> None:
-        self.calls.append("event")
-        if self.fail:
-            raise RuntimeError("injected sink fault")
-
-    def finish(self, record: object, error_kind: object) -> None:
-        self.calls.append("finish")
+    monkeypatch.setattr(serve, "build_sinks", build)
 
 
 class TestFaultySink:
     """A sink hook that raises is dropped for that request only and logged; bytes and the other
     sinks are unaffected."""
 
-    async def test_dropped_for_that_request_only(self) -> None:
+    async def test_dropped_for_that_request_only(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """After its fault the sink hears nothing more of request 1; request 2 reaches it whole."""
         faulty, healthy = _Calls(fail_on_request=1), _Calls(fail_on_request=None)
+        _with_sinks(monkeypatch, faulty, healthy)
         async with (
             simulator() as sim,
             recorder(sim) as relay,
-            streamwatch(relay.url, observers=[faulty, healthy]) as running,
+            streamwatch(relay.url) as running,
         ):
             request = request_bytes(CHAT, {"model": "m", "stream": True})
             with capture_logs() as logs:
@@ -205,14 +212,13 @@ class TestFaultySink:
         for got, sent in zip((first, second), relay.bodies(), strict=True):
             status, body, clean = h11_response(got.wire)
             assert (status, clean, body) == (200, True, sent)
-        assert faulty.calls[0] == ["inject", "response", "event"]
+        assert faulty.calls[0] == ["upstream_request", "response", "event"]
         assert faulty.calls[1] == healthy.calls[0] == healthy.calls[1]
-        assert healthy.calls[0][:2] == ["inject", "response"]
+        assert healthy.calls[0][:2] == ["upstream_request", "response"]
         assert healthy.calls[0][-1] == "finish"
         assert "event" in healthy.calls[0]
         assert outcomes == {"completed": 2.0}
-        failures = [line for line in logs if line["event"] == "watcher.failed"]
+        failures = [line for line in logs if line["event"] == "sink.failed"]
         assert len(failures) == 1
-        assert failures[0]["stage"] == "event"
-        assert failures[0]["watcher"] == "_CallsWatcher"
+        assert (failures[0]["stage"], failures[0]["sink"]) == ("event", "_Calls")
         assert failures[0]["log_level"] == "warning"
