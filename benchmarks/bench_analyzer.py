@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from streamwatch.core.analyzer import StreamAnalyzer  # noqa: E402
-from streamwatch.core.events import Api  # noqa: E402
+from streamwatch.core.api import Api  # noqa: E402
 from streamwatch.core.record import CloseCause  # noqa: E402
 from tests.core.support import sse_events as per_event  # noqa: E402 (the tests' own splitter)
 

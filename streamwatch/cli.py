@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streamwatch.tools.analyze import main as analyze  # noqa: PLC0415
 
         return analyze(args_list[1:])
+    if args_list and args_list[0] == "probe":
+        from streamwatch.tools.probe_main import main as probe  # noqa: PLC0415
+
+        return probe(args_list[1:])
     if args_list and args_list[0] == "top":
         from streamwatch.tools.top import main as top  # noqa: PLC0415
 

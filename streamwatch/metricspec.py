@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from streamwatch.core.events import Api, StallPhase
+from streamwatch.core.api import Api
+from streamwatch.core.events import StallPhase
 from streamwatch.core.record import Outcome
 
 Kind = Literal["counter", "gauge", "histogram"]
@@ -346,6 +347,39 @@ FAMILIES: Final = (
 )
 BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}
 
+# --- streamwatch probe only (its own /metrics; the per-stream families above carry source="probe") --
+
+TARGET: Final = "target"  # a probe target's configured name
+RESULT: Final = "result"
+PROBE_PASSED: Final = "passed"
+PROBE_FAILED: Final = "failed"
+PROBE_RESULTS: Final = (PROBE_PASSED, PROBE_FAILED)
+PROBE_SUCCESS: Final = Family(
+    "streamwatch_probe_success",
+    "gauge",
+    "1 if the target's last probe stream passed (200, output, completed), else 0.",
+    "",
+    (TARGET,),
+    "`streamwatch probe` only: 1 if the target's last probe passed",
+)
+PROBE_LAST_SUCCESS: Final = Family(
+    "streamwatch_probe_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the target's last passing probe.",
+    "s",
+    (TARGET,),
+    "`streamwatch probe` only: when the target last passed",
+)
+PROBES: Final = Family(
+    "streamwatch_probes_total",
+    "counter",
+    "Probe streams sent to a target, by verdict.",
+    "{probe}",
+    (TARGET, RESULT),
+    "`streamwatch probe` only: probes by `result` (`passed`, `failed`)",
+)
+PROBE_FAMILIES: Final = (PROBE_SUCCESS, PROBE_LAST_SUCCESS, PROBES)
+
 
 def _seconds(bound: float) -> str:
     return f"{bound * 1000:g} ms" if bound < 1 else f"{bound:g} s"
@@ -368,7 +402,7 @@ def markdown_table() -> str:
         "| metric | type | labels | buckets | meaning |",
         "|---|---|---|---|---|",
     ]
-    for f in FAMILIES:
+    for f in (*FAMILIES, *PROBE_FAMILIES):
         labels = ", ".join(f"`{label}`" for label in f.labels)
         rows.append(f"| `{f.name}` | {f.kind} | {labels} | {_bucket_summary(f)} | {f.doc} |")
     return "\n".join(rows) + "\n"

@@ -16,7 +16,8 @@ leaving out the hooks it does not need. The hooks fire in this order:
    either this hook or an upstream failure (``finish`` with ``error_kind``), never both; a client
    that leaves before the headers arrive gets neither.
 3. ``event(event)``: zero or more, in order, only after ``response`` with an ``api`` (an analyzed
-   event stream), as soon as the analyzer produced them; also ``AnalysisStopped`` if analysis fails.
+   event stream), as soon as the analyzer produced them; then at most one :class:`AnalysisStopped`
+   if the analyzer raised, after which no event follows.
 4. ``finish(record, error_kind)``: exactly once and always last, for every request, also refused
    ones (then it is the only hook), client aborts, upstream failures and shutdown. ``record`` is
    set for analyzed streams, ``error_kind`` when the upstream failed before answering; never both.
@@ -34,14 +35,31 @@ from typing import Protocol
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from streamwatch.core.events import Api, StreamEvent
+from streamwatch.core.api import Api
+from streamwatch.core.events import StreamEvent
 from streamwatch.core.record import StreamRecord
 
 log = structlog.get_logger("streamwatch.sinks")
 
+
+@dataclass(frozen=True, slots=True)
+class AnalysisStopped:
+    """The analyzer raised on this stream: analysis stopped, the bytes kept flowing.
+
+    Emitted by the proxy's tap, never by the analyzer itself; ``stage`` names where it failed
+    (``analyzer``, ``watchdog`` or ``close``).
+    """
+
+    at_ns: int
+    stage: str
+
+
+SinkEvent = StreamEvent | AnalysisStopped
+"""What the ``event`` hook receives: the analyzer's events, and the tap's note that it stopped."""
+
 UpstreamRequestHook = Callable[[CIMultiDict[str]], None]
 ResponseHook = Callable[[int, Api | None], None]
-EventHook = Callable[[StreamEvent], None]
+EventHook = Callable[[SinkEvent], None]
 FinishHook = Callable[[StreamRecord | None, str | None], None]
 
 
@@ -167,7 +185,7 @@ class Fanout:
                 except Exception:
                     self._drop(hooks, "response")
 
-    def emit(self, events: Sequence[StreamEvent]) -> None:
+    def emit(self, events: Sequence[SinkEvent]) -> None:
         for hooks, on_event in self._listening:
             try:
                 for event in events:

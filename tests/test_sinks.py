@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from streamwatch.core.events import Api, OutputReceived, StreamEvent
+from streamwatch.core.api import Api
+from streamwatch.core.events import OutputReceived, StreamEvent
 from streamwatch.core.record import StreamRecord
 from streamwatch.sinks import Exchange, Hooks, Sinks, Trace
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamwatch.core import sse
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,
@@ -29,7 +30,7 @@ from streamwatch.core.protocols.base import Frame, GenericSSE, Interpreter, Read
 from streamwatch.core.protocols.openai_chat import OpenAIChat
 from streamwatch.core.protocols.openai_responses import OpenAIResponses
 from streamwatch.core.record import CloseCause, StallEpisode, StreamRecord, outcome_of
-from streamwatch.core.sse import EventTooLarge, MessageDispatched, SSEDecoder, TailDiscarded
+from streamwatch.core.sse import MessageDispatched, SSEDecoder, TailDiscarded
 
 NS_PER_S = 1_000_000_000
 
@@ -60,6 +61,12 @@ class AnalyzerConfig:
     """Keep completion text and tool arguments (off by default: no content in telemetry)."""
     capture_limit_chars: int = 4096
     """Cap on captured text when capture is on."""
+    max_event_bytes: int = sse.MAX_EVENT_BYTES
+    """One SSE event larger than this is dropped unanalyzed (and still forwarded)."""
+
+
+class StreamClosedError(RuntimeError):
+    """``feed`` or ``close`` after ``close``: a bug in the caller, never caused by remote input."""
 
 
 class StreamAnalyzer:
@@ -98,7 +105,7 @@ class StreamAnalyzer:
         config: AnalyzerConfig | None = None,
     ) -> None:
         self._config = config or AnalyzerConfig()
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_bytes=self._config.max_event_bytes)
         self._interpreter = _INTERPRETERS[api]
         self._reading = Reading(
             capture_content=self._config.capture_content,
@@ -187,6 +194,8 @@ class StreamAnalyzer:
 
     def feed(self, chunk: bytes, at_ns: int) -> list[StreamEvent]:
         """Analyze one upstream read that has already been forwarded to the client."""
+        if self._closed:
+            raise StreamClosedError("feed after close")
         events: list[StreamEvent] = []
         if not chunk:
             return events
@@ -197,7 +206,7 @@ class StreamAnalyzer:
         for item in self._decoder.feed(chunk):
             if type(item) is MessageDispatched:
                 self._on_message(item, at_ns, events)
-            elif type(item) is EventTooLarge:
+            elif type(item) is sse.OversizeEventDropped:
                 self._oversize += 1
                 events.append(OversizeEventDropped(at_ns, item.size))
         return events
@@ -252,6 +261,8 @@ class StreamAnalyzer:
 
     def close(self, at_ns: int, cause: CloseCause) -> tuple[list[StreamEvent], StreamRecord]:
         """End the stream (exactly once): final stall bookkeeping and the immutable record."""
+        if self._closed:
+            raise StreamClosedError("close after close")
         events: list[StreamEvent] = []
         for item in self._decoder.close():
             if isinstance(item, TailDiscarded):

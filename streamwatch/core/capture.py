@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from streamwatch.core.limits import MAX_PATH_CHARS
 from streamwatch.core.record import CloseCause
 
 FORMAT_VERSION = 1
-MAX_PATH_CHARS = 512  # a path in a header is a label-like string: capped like any remote string
 
 
 class CaptureError(ValueError):

@@ -1,23 +1,14 @@
 """What the stream analyzer reports while a stream is open: small frozen facts, named in the past tense.
 
-Times are monotonic nanoseconds from the caller's clock; durations are nanoseconds. The proxy turns
-these into metric observations and span events as they happen, so live dashboards do not wait for a
-stream to end.
+Times are monotonic nanoseconds from the caller's clock; durations are nanoseconds. The proxy hands
+these to the sinks as they happen (metric observations, span events), so live dashboards do not wait
+for a stream to end. Only the analyzer emits them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-
-
-class Api(StrEnum):
-    """Which protocol interpreter reads a stream (the ``api`` metric label)."""
-
-    OPENAI_CHAT = "openai_chat"
-    OPENAI_RESPONSES = "openai_responses"
-    ANTHROPIC_MESSAGES = "anthropic_messages"
-    SSE = "sse"  # an event stream we do not interpret: timed only
 
 
 class StallPhase(StrEnum):
@@ -84,7 +75,8 @@ class MalformedFrameReceived:
 
 @dataclass(frozen=True, slots=True)
 class OversizeEventDropped:
-    """An SSE event passed the decoder's cap and was not analyzed (it was still forwarded)."""
+    """An SSE event passed the decoder's cap and was not analyzed (it was still forwarded): the
+    decoder's :class:`~streamwatch.core.sse.OversizeEventDropped`, timed."""
 
     at_ns: int
     size: int
@@ -108,17 +100,6 @@ class StallEnded:
     phase: StallPhase
 
 
-@dataclass(frozen=True, slots=True)
-class AnalysisStopped:
-    """The analyzer (or a sink) raised on this stream: analysis stopped, the bytes kept flowing.
-
-    Emitted by the proxy's tap, never by the analyzer itself; ``stage`` names where it failed.
-    """
-
-    at_ns: int
-    stage: str
-
-
 StreamEvent = (
     FirstByteReceived
     | FirstTokenReceived
@@ -129,5 +110,4 @@ StreamEvent = (
     | OversizeEventDropped
     | StallStarted
     | StallEnded
-    | AnalysisStopped
 )

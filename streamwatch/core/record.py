@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from streamwatch.core.events import Api, StallPhase
+from streamwatch.core.api import Api
+from streamwatch.core.events import StallPhase
 
 
 class CloseCause(StrEnum):

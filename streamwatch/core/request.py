@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.limits import cap
 
 _SUFFIXES = (

@@ -7,7 +7,7 @@ frame names each API alone uses. A body that matches none is timed as generic SS
 
 from __future__ import annotations
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 
 SNIFF_BYTES = 64 * 1024  # enough for the first few frames of any API; bounds the scan
 

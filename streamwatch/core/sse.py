@@ -7,8 +7,9 @@ Two deliberate differences from a browser's EventSource:
 * At end of input the spec silently discards an undispatched block. For a monitor that leftover is
   the evidence of a truncated stream, so :meth:`SSEDecoder.close` reports it as
   :class:`TailDiscarded` (still without dispatching it).
-* A block (or a single line) that grows past :data:`MAX_EVENT_BYTES` is dropped and reported as
-  :class:`EventTooLarge`, and decoding resynchronises at the next blank line. Bad input never
+* A block (or a single line) that grows past the decoder's ``max_event_bytes`` (default
+  :data:`MAX_EVENT_BYTES`) is dropped and reported as :class:`OversizeEventDropped`, and decoding
+  resynchronises at the next blank line. Bad input never
   raises; the decoder's memory never exceeds the cap plus one read.
 """
 
@@ -48,8 +49,8 @@ class CommentReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class EventTooLarge:
-    """A block or line passed :data:`MAX_EVENT_BYTES`; it was discarded up to the next blank line.
+class OversizeEventDropped:
+    """A block or line passed the event cap; it was discarded up to the next blank line.
 
     ``size`` is how much had been buffered when the cap was crossed: a lower bound of the event's
     size that depends on where the reads ended (the only field that may differ between splits).
@@ -71,7 +72,7 @@ class TailDiscarded:
     unterminated_last_line: str
 
 
-SSEEvent = MessageDispatched | CommentReceived | EventTooLarge | TailDiscarded
+SSEEvent = MessageDispatched | CommentReceived | OversizeEventDropped | TailDiscarded
 
 
 def _is_retry(value: str) -> bool:
@@ -95,13 +96,15 @@ class SSEDecoder:
         "_id_buffer",
         "_last_event_id",
         "_line",
+        "_max_event_bytes",
         "_retry",
         "_skip_lf",
         "_skipping",
         "last_retry",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._max_event_bytes = max_event_bytes
         self._line = bytearray()  # the current, not yet terminated line
         self._at_start = True  # no byte seen yet: a leading BOM may still arrive
         self._skip_lf = False  # the previous read ended in CR
@@ -172,7 +175,7 @@ class SSEDecoder:
                 continue
             if line.startswith(b"data: ") and not self._skipping:
                 size = self._block_bytes + len(line) + 1
-                if size <= MAX_EVENT_BYTES:
+                if size <= self._max_event_bytes:
                     self._block_bytes = size
                     data.append(line[6:].decode("utf-8", "replace"))
                     continue
@@ -189,8 +192,8 @@ class SSEDecoder:
                 line += part[:1]  # dropped block: remember only that this line is not blank
             return
         line += part
-        if self._block_bytes + len(line) > MAX_EVENT_BYTES:
-            out.append(EventTooLarge(self._block_bytes + len(line)))
+        if self._block_bytes + len(line) > self._max_event_bytes:
+            out.append(OversizeEventDropped(self._block_bytes + len(line)))
             self._drop_block()
             del line[1:]  # keep one byte: this line is not blank, even if its terminator comes next
 
@@ -212,8 +215,8 @@ class SSEDecoder:
         if self._skipping:
             return
         self._block_bytes += size
-        if self._block_bytes > MAX_EVENT_BYTES:
-            out.append(EventTooLarge(self._block_bytes))
+        if self._block_bytes > self._max_event_bytes:
+            out.append(OversizeEventDropped(self._block_bytes))
             self._drop_block()
             return
         text = line.decode("utf-8", "replace")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    AnalysisStopped,
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,
@@ -13,12 +12,11 @@ from streamwatch.core.events import (
     OversizeEventDropped,
     StallEnded,
     StallStarted,
-    StreamEvent,
 )
 from streamwatch.core.record import StreamRecord
 from streamwatch.export.prometheus import Metrics, StreamMetrics
 from streamwatch.metricspec import NON_LLM_API
-from streamwatch.sinks import Exchange, Hooks
+from streamwatch.sinks import AnalysisStopped, Exchange, Hooks, SinkEvent
 
 
 class _MetricsWatcher:
@@ -36,7 +34,7 @@ class _MetricsWatcher:
             self._stream = self._metrics.open_stream(ex.route, api.value, ex.request_model)
             self._stream.trace_id = self._trace_id
 
-    def event(self, event: StreamEvent) -> None:
+    def event(self, event: SinkEvent) -> None:
         stream = self._stream
         if stream is None:
             return

@@ -42,11 +42,10 @@ from streamwatch.core.events import (
     OutputReceived,
     StallEnded,
     StallStarted,
-    StreamEvent,
 )
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord
 from streamwatch.export import semconv as sc
-from streamwatch.sinks import Exchange, Hooks, Trace
+from streamwatch.sinks import Exchange, Hooks, SinkEvent, Trace
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -302,7 +301,7 @@ class _SpanWatcher:
                 continue
             headers[key] = value
 
-    def event(self, event: StreamEvent) -> None:
+    def event(self, event: SinkEvent) -> None:
         if type(event) is OutputReceived or not self._recording:
             return  # the per-chunk event: nothing to do, and cheaply so
         span = self._span

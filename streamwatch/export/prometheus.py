@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamwatch import __version__
 from streamwatch import metricspec as spec
-from streamwatch.core.events import Api, StallPhase
+from streamwatch.core.api import Api
+from streamwatch.core.events import StallPhase
 from streamwatch.core.record import StreamRecord
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 
 # -- GenAI semantic conventions ------------------------------------------------------------------
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"

@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 
 from streamwatch.config import Route, Settings, upstream_tls
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import (

@@ -11,9 +11,8 @@ from __future__ import annotations
 import structlog
 
 from streamwatch.core.analyzer import StreamAnalyzer
-from streamwatch.core.events import AnalysisStopped
 from streamwatch.core.record import CloseCause, StreamRecord, unanalyzed_record
-from streamwatch.sinks import Fanout
+from streamwatch.sinks import AnalysisStopped, Fanout
 
 log = structlog.get_logger("streamwatch.tap")
 

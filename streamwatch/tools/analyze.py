@@ -22,8 +22,9 @@ from typing import Any, TextIO
 import orjson
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.api import Api
 from streamwatch.core.capture import CaptureError, decode, looks_like_capture
-from streamwatch.core.events import Api, OutputReceived
+from streamwatch.core.events import OutputReceived
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import select_api
 from streamwatch.core.sniff import sniff_api
@@ -225,7 +226,8 @@ def report(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def _text(doc: dict[str, Any], out: TextIO) -> None:
+def render_text(doc: dict[str, Any], out: TextIO) -> None:
+    """The human summary of one :func:`report` document."""
     source, v, gaps = doc["source"], doc["verdict"], doc["gaps"]
     where = f" {source['path']}" if source["path"] else ""
     print(f"{source['kind']}{where}: {v['api']} {v['model'] or '-'}", file=out)
@@ -312,5 +314,5 @@ def main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr
         out.write(orjson.dumps({"streams": docs}, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         for doc in docs:
-            _text(doc, out)
+            render_text(doc, out)
     return 0

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamwatch.core.analyzer import NS_PER_S, AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.analyzer import NS_PER_S, AnalyzerConfig, StreamAnalyzer, StreamClosedError
+from streamwatch.core.api import Api
 from streamwatch.core.events import (
-    Api,
     ErrorFrameReceived,
     FirstByteReceived,
     FirstTokenReceived,
@@ -469,6 +469,37 @@ class TestMalformedInput:
             2,
             Outcome.COMPLETED,
         )
+
+
+class TestLimits:
+    """Every accumulator an upstream controls has a named cap the caller can set."""
+
+    def test_event_cap_is_injectable(self) -> None:
+        """A 400-byte event is dropped under a 256-byte cap; the next event is still read."""
+        a = analyzer(AnalyzerConfig(max_event_bytes=256))
+        events = a.feed(b"data: " + b"x" * 400 + b"\n\n" + chat("ok") + DONE, at(1))
+        assert [e.size > 256 for e in of_type(events, OversizeEventDropped)] == [True]
+        assert len(of_type(events, OutputReceived)) == 1
+
+
+class TestMisuse:
+    """Calling the analyzer out of order is a bug in the caller: it raises, unlike remote input."""
+
+    def test_feed_after_close_raises(self) -> None:
+        """``feed`` after ``close`` raises StreamClosedError, even for an empty read."""
+        a = analyzer()
+        a.close(at(1), CloseCause.UPSTREAM_EOF)
+        with pytest.raises(StreamClosedError):
+            a.feed(chat("late"), at(2))
+        with pytest.raises(StreamClosedError):
+            a.feed(b"", at(2))
+
+    def test_close_twice_raises(self) -> None:
+        """A second ``close`` raises instead of producing a second record."""
+        a = analyzer()
+        a.close(at(1), CloseCause.UPSTREAM_EOF)
+        with pytest.raises(StreamClosedError):
+            a.close(at(2), CloseCause.UPSTREAM_EOF)
 
 
 # -- every cut of a valid stream ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord
 from streamwatch.core.sse import MessageDispatched, SSEDecoder
 from tests.core.support import (

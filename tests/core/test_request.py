@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.request import RequestFacts, is_event_stream, read_request, select_api
 
 

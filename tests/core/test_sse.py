@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from streamwatch.core.sse import (
     MAX_EVENT_BYTES,
     CommentReceived,
-    EventTooLarge,
     MessageDispatched,
+    OversizeEventDropped,
     SSEDecoder,
     TailDiscarded,
 )
@@ -51,7 +51,7 @@ def decode(chunks: Iterable[bytes]) -> Decoded:
             out.comments.append(item.text)
         elif isinstance(item, TailDiscarded):
             out.tails.append((item.event_type, item.pending_data, item.unterminated_last_line))
-        elif isinstance(item, EventTooLarge):
+        elif isinstance(item, OversizeEventDropped):
             out.too_large += 1
     return out
 
@@ -305,7 +305,7 @@ def _feed_bounded(decoder: SSEDecoder, chunks: Iterable[bytes]) -> list[Any]:
 def _kinds(items: list[Any]) -> list[Any]:
     return [
         ("too-large",)
-        if isinstance(i, EventTooLarge)
+        if isinstance(i, OversizeEventDropped)
         else (type(i).__name__, getattr(i, "data", None))
         for i in items
     ]
@@ -323,7 +323,7 @@ class TestOversizeEvent:
             ("too-large",),
             ("MessageDispatched", "after"),
         ]
-        too_large = [i for i in items if isinstance(i, EventTooLarge)]
+        too_large = [i for i in items if isinstance(i, OversizeEventDropped)]
         assert too_large[0].size > MAX_EVENT_BYTES
 
     def test_many_lines_past_the_cap_are_dropped_as_one_block(self) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streamwatch.core.events import Api, StallPhase
+from streamwatch.core.api import Api
+from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, Usage, unanalyzed_record
 from streamwatch.export.prometheus import Metrics
 from tests.dashboards.mixin import RULE_FILES, all_exprs, skip_unless

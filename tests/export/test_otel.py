@@ -20,7 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from streamwatch.config import ConfigError, load_settings
-from streamwatch.core.events import Api, OutputReceived
+from streamwatch.core.api import Api
+from streamwatch.core.events import OutputReceived
 from streamwatch.export import semconv as sc
 from streamwatch.export.otel import (
     TracingConfigError,

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from streamwatch import metricspec as spec
-from streamwatch.core.events import Api, StallPhase
+from streamwatch.core.api import Api
+from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 from streamwatch.export.prometheus import Metrics

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streamwatch import metricspec as spec
-from streamwatch.core.events import Api, StallPhase
+from streamwatch.core.api import Api
+from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
 from streamwatch.export.prometheus import Metrics
 

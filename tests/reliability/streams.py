@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from streamwatch.core.analyzer import StreamAnalyzer
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.record import CloseCause
 from tests.conftest import find_corpus
 from tests.core.support import FIXTURE_STREAMS, sse_events

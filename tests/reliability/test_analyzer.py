@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from streamwatch.core.analyzer import StreamAnalyzer
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.core.record import CloseCause
 from streamwatch.simulator.scenario import Scenario as SimScenario
 from streamwatch.simulator.scenario import Send as SimSend

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamwatch.core.events import Api
+from streamwatch.core.api import Api
 from streamwatch.proxy.headers import HOP_BY_HOP
 from tests.reliability.harness.checks import (
     Baseline,
