@@ -26,6 +26,7 @@ from streamwatch.config import Route, Settings
 from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
+from tests.reliability.harness.client import RawClient, Response, build_request
 from tests.reliability.harness.proxy import ProxyProcess
 
 LOOPBACK = "127.0.0.1"
@@ -352,25 +353,14 @@ def request_bytes(
     headers: Mapping[str, str] | None = None,
     method: str = "POST",
 ) -> bytes:
-    """One HTTP/1.1 request with a JSON body, ``Connection: close``."""
-    body = json.dumps(payload).encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    return (
-        f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n{head}\r\n"
-    ).encode() + body
-
-
-@dataclass
-class RawReads:
-    """What a raw socket client received: each read with its monotonic arrival time."""
-
-    reads: list[tuple[float, bytes]] = field(default_factory=list)
-    reset: bool = False
-
-    @property
-    def wire(self) -> bytes:
-        return b"".join(data for _, data in self.reads)
+    """One HTTP/1.1 request with a JSON body and ``Connection: close``."""
+    return build_request(
+        method,
+        path,
+        [("Content-Type", "application/json"), ("Connection", "close"), *(headers or {}).items()],
+        json.dumps(payload).encode(),
+        host=LOOPBACK,
+    )
 
 
 async def raw_exchange(
@@ -378,55 +368,23 @@ async def raw_exchange(
     request: bytes,
     *,
     stop_when: Callable[[bytes], bool] | None = None,
-) -> tuple[RawReads, float]:
-    """Send ``request`` on a bare socket and record every read until EOF, reset or ``stop_when``
-    (then the client closes); returns the reads and when the client closed (monotonic)."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    got = RawReads()
-    try:
-        writer.write(request)
-        while True:
-            try:
-                data = await reader.read(1 << 16)
-            except ConnectionResetError:
-                got.reset = True
-                break
-            if not data:
-                break
-            got.reads.append((time.monotonic(), data))
-            if stop_when is not None and stop_when(got.wire):
-                break
-    finally:
-        writer.close()
-        closed = time.monotonic()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return got, closed
+) -> tuple[Response, float]:
+    """Send ``request`` on a bare socket (the reliability harness's :class:`RawClient`, in a thread
+    so this event loop keeps serving) and read until the response ends, EOF, a reset or
+    ``stop_when(bytes so far)`` (then the client closes); returns the response and when the client
+    closed (monotonic)."""
 
-
-def h11_response(wire: bytes) -> tuple[int, bytes, bool]:
-    """Parse a client's received bytes with h11: status, body, and whether the body ended cleanly."""
-    conn = h11.Connection(h11.CLIENT)
-    conn.send(
-        h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")])
-    )
-    conn.send(h11.EndOfMessage())
-    conn.receive_data(wire)
-    conn.receive_data(b"")
-    status, body = 0, b""
-    while True:
+    def run() -> tuple[Response, float]:
+        client = RawClient(port, timeout=60)
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return status, body, False  # premature EOF inside the body
-        if isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            body += bytes(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return status, body, True
-        elif event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
-            return status, body, False
+            client.expect(request.split(b" ", 1)[0].decode())
+            client.send(request)
+            until = None if stop_when is None else (lambda r: stop_when(bytes(r.raw)))
+            return client.read(until=until, deadline=60), time.monotonic()
+        finally:
+            client.close()
+
+    return await asyncio.to_thread(run)
 
 
 def sse_data(body: bytes) -> list[str]:

@@ -20,7 +20,6 @@ import pytest_asyncio
 from tests.harness import (
     CHAT,
     LOOPBACK,
-    h11_response,
     raw_exchange,
     request_bytes,
     serve_process,
@@ -69,7 +68,7 @@ async def send(
     got, _ = await raw_exchange(
         serving.proxy_port, request_bytes(TARGET, payload, all_headers), **kw
     )
-    status, body, _ = h11_response(got.wire)
+    status, body, _ = got.parsed
     return await one_line(serving, rid), status, body
 
 

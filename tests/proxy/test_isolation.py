@@ -21,7 +21,6 @@ from tests.harness import (
     CHAT,
     LOOPBACK,
     chat_stream,
-    h11_response,
     raw_exchange,
     recorder,
     request_bytes,
@@ -66,7 +65,7 @@ class TestAdminIsolation:
         ):
             get = f"GET /metrics HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n"
             got, _ = await raw_exchange(running.proxy_port, get.encode())
-            status, body, clean = h11_response(got.wire)
+            status, body, clean = got.parsed
         assert [line for line, _ in upstream.requests] == ["GET /metrics HTTP/1.1"]
         assert (status, clean) == (200, True)
         assert b"streamwatch_" not in body
@@ -133,7 +132,7 @@ class TestFailOpen:
 
                 await until(closed, what="the stream to be recorded")
             m = await scrape(running.admin_port)
-        status, body, clean = h11_response(got.wire)
+        status, body, clean = got.parsed
         [sent] = relay.bodies()
         assert (status, clean) == (200, True)
         assert hashlib.sha256(body).digest() == hashlib.sha256(sent).digest()
@@ -210,7 +209,7 @@ class TestFaultySink:
                 "streamwatch_streams_total", "outcome"
             )
         for got, sent in zip((first, second), relay.bodies(), strict=True):
-            status, body, clean = h11_response(got.wire)
+            status, body, clean = got.parsed
             assert (status, clean, body) == (200, True, sent)
         assert faulty.calls[0] == ["upstream_request", "response", "event"]
         assert faulty.calls[1] == healthy.calls[0] == healthy.calls[1]

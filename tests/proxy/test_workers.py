@@ -9,7 +9,6 @@ import pytest
 
 from tests.harness import (
     CHAT,
-    h11_response,
     raw_exchange,
     request_bytes,
     scrape,
@@ -43,7 +42,7 @@ class TestTwoWorkers:
                     for _ in range(STREAMS)
                 )
             )
-            statuses = [h11_response(reads.wire)[0] for reads, _ in results]
+            statuses = [reads.parsed[0] for reads, _ in results]
             assert statuses == [200] * STREAMS
 
             # A client has its last byte just before its stream is recorded: wait for the records.
