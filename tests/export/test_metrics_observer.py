@@ -13,12 +13,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
 from streamwatch.core.analyzer import StreamAnalyzer
-from streamwatch.core.events import AnalysisStopped, Api
+from streamwatch.core.api import Api
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.export.metrics_observer import MetricsSink
 from streamwatch.export.prometheus import Metrics
 from streamwatch.simulator.scenario import Scenario, Send, plan, steps
-from streamwatch.sinks import Exchange, Hooks
+from streamwatch.sinks import AnalysisStopped, Exchange, Hooks
 
 MS = 1_000_000
 T0 = 1_000 * MS

@@ -15,8 +15,7 @@ from structlog.testing import capture_logs
 from streamwatch import serve
 from streamwatch.config import Settings, add_arguments, load_settings
 from streamwatch.core.analyzer import StreamAnalyzer
-from streamwatch.core.events import StreamEvent
-from streamwatch.sinks import Exchange, Hooks, Sink, Sinks
+from streamwatch.sinks import Exchange, Hooks, Sink, SinkEvent, Sinks
 from tests.harness import (
     CHAT,
     LOOPBACK,
@@ -158,7 +157,7 @@ class _Calls:
         self.calls.append(calls)
         fail = len(self.calls) == self.fail_on_request
 
-        def event(event: StreamEvent) -> None:
+        def event(event: SinkEvent) -> None:
             calls.append("event")
             if fail:
                 raise RuntimeError("injected sink fault")
