@@ -26,6 +26,7 @@ from streamwatch.config import Route, Settings
 from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
+from tests.core.support import chat_chunk
 from tests.reliability.harness.client import RawClient, Response, build_request
 from tests.reliability.harness.proxy import ProxyProcess
 
@@ -175,18 +176,11 @@ def response_bodies(wire: bytes) -> list[bytes]:
             return bodies
 
 
-def chat_chunk(delta: Mapping[str, Any], finish: str | None = None) -> bytes:
-    """One OpenAI chat completion chunk as an SSE event."""
-    choice = {"index": 0, "delta": dict(delta), "finish_reason": finish}
-    payload = {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [choice]}
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
-
 def chat_stream(words: Sequence[str], gap: float = 0.0) -> list[tuple[float, bytes]]:
     """A complete chat stream as (delay, event) steps: role, one delta per word, finish, [DONE]."""
-    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}))]
-    steps += [(gap, chat_chunk({"content": word})) for word in words]
-    steps += [(0.0, chat_chunk({}, "stop")), (0.0, b"data: [DONE]\n\n")]
+    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}, model="m"))]
+    steps += [(gap, chat_chunk({"content": word}, model="m")) for word in words]
+    steps += [(0.0, chat_chunk({}, "stop", model="m")), (0.0, b"data: [DONE]\n\n")]
     return steps
 
 
