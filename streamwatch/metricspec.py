@@ -9,8 +9,8 @@ tools can read it without prometheus-client or OpenTelemetry installed.
 What is counted when: **live**, from the analyzer's events while the stream is open (TTFB, TTFT,
 gaps, output events, error frames, stalls and the stalled gauge, malformed and oversize frames, the
 active gauge), so dashboards do not wait for a stream to end; **at stream end**, from the final
-record (outcome, finish reasons, reported usage, tokens/s, duration), never counting a live fact
-twice.
+record (outcome, finish reasons, reported usage, delivered output tokens, tokens/s, duration),
+never counting a live fact twice.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ ERROR_TYPE: Final = "error_type"
 TOKEN_TYPE: Final = "type"
 KIND: Final = "kind"
 STAGE: Final = "stage"
+SOURCE: Final = "source"
 VERSION: Final = "version"
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
@@ -57,6 +58,10 @@ OUTCOMES: Final = tuple(o.value for o in Outcome)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
+#: Where a stream's delivered output token count came from: its own usage report, or its events.
+SOURCE_REPORTED: Final = "reported"
+SOURCE_ESTIMATED: Final = "estimated"
+OUTPUT_TOKEN_SOURCES: Final = (SOURCE_REPORTED, SOURCE_ESTIMATED)
 UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 STAGE_ANALYZER: Final = "analyzer"
 STAGE_MALFORMED: Final = "malformed_frame"
@@ -67,6 +72,20 @@ ANALYSIS_STAGES: Final = (STAGE_ANALYZER, STAGE_MALFORMED, STAGE_OVERSIZE)
 #: vocabulary per API, not one shared set, bounds the series per (route, api, model): an Anthropic
 #: stream cannot fan out into OpenAI's reasons. ``error`` is there because gateways (LiteLLM)
 #: write it as a finish reason when the provider failed mid-stream.
+_GEMINI_FINISH: Final = frozenset(
+    {
+        "stop", "max_tokens", "safety", "recitation", "language", "blocklist",
+        "prohibited_content", "spii", "malformed_function_call", "unexpected_tool_call",
+        "too_many_tool_calls", "image_safety", "finish_reason_unspecified",
+    }
+)  # fmt: skip
+_BEDROCK_FINISH: Final = frozenset(
+    {
+        "end_turn", "tool_use", "max_tokens", "stop_sequence", "guardrail_intervened",
+        "content_filtered", "malformed_model_output", "malformed_tool_use",
+        "model_context_window_exceeded",
+    }
+)  # fmt: skip
 FINISH_REASONS_BY_API: Final[Mapping[str, frozenset[str]]] = {
     # openai chat_completion_chunk.py (function_call is the legacy tool reason)
     Api.OPENAI_CHAT.value: frozenset(
@@ -79,6 +98,22 @@ FINISH_REASONS_BY_API: Final[Mapping[str, frozenset[str]]] = {
     # Anthropic stop_reason
     Api.ANTHROPIC_MESSAGES.value: frozenset(
         {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "error"}
+    ),
+    # legacy completions, Ollama done_reason (load/unload: requests that only (un)load a model)
+    Api.OPENAI_COMPLETIONS.value: frozenset({"stop", "length", "content_filter", "error"}),
+    Api.OLLAMA_CHAT.value: frozenset({"stop", "length", "load", "unload"}),
+    Api.OLLAMA_GENERATE.value: frozenset({"stop", "length", "load", "unload"}),
+    # Gemini finishReason (genai-py types.FinishReason), lower-cased; Vertex int enums are other
+    Api.GEMINI.value: _GEMINI_FINISH,
+    Api.GEMINI_JSON.value: _GEMINI_FINISH,
+    # Bedrock Converse stopReason (botocore service-2.json StopReason)
+    Api.BEDROCK_CONVERSE.value: _BEDROCK_FINISH,
+    # Invoke bodies: Anthropic stop_reason, Nova stopReason, Titan completionReason
+    Api.BEDROCK_INVOKE.value: _BEDROCK_FINISH
+    | frozenset({"pause_turn", "refusal", "finish", "length", "content_filtered"}),
+    # Cohere v2 finish_reason (cohere-py chat_finish_reason.py)
+    Api.COHERE_V2.value: frozenset(
+        {"complete", "stop_sequence", "max_tokens", "tool_call", "error", "timeout"}
     ),
     Api.SSE.value: frozenset(),  # not interpreted: no finish reasons
 }
@@ -98,6 +133,14 @@ ERROR_TYPES: Final = frozenset(
         "timeout_error", "overloaded_error", "api_error", "billing_error",
         # Responses image error family, collapsed to one value by normalise_error_type
         "image_error",
+        # Gemini (Google RPC status of the error object)
+        "cancelled", "resource_exhausted", "internal", "unavailable", "deadline_exceeded",
+        "invalid_argument", "permission_denied", "unauthenticated", "failed_precondition",
+        # Bedrock stream exceptions (:exception-type, camelCase made snake_case)
+        "internal_server_exception", "model_stream_error_exception", "validation_exception",
+        "throttling_exception", "service_unavailable_exception", "model_timeout_exception",
+        # Ollama's bare error string (no type of its own); Cohere's message-end ERROR / TIMEOUT
+        "error", "timeout",
     }
 )  # fmt: skip
 
@@ -114,11 +157,28 @@ EXPECTED_FINISH_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
         "tool_use",
         "refusal",
     ),
+    Api.OPENAI_COMPLETIONS.value: ("stop", "length"),
+    Api.GEMINI.value: ("stop", "max_tokens", "safety"),
+    Api.GEMINI_JSON.value: ("stop", "max_tokens", "safety"),
+    Api.BEDROCK_CONVERSE.value: ("end_turn", "tool_use", "max_tokens", "guardrail_intervened"),
+    Api.BEDROCK_INVOKE.value: ("end_turn", "tool_use", "max_tokens"),
+    Api.OLLAMA_CHAT.value: ("stop", "length"),
+    Api.OLLAMA_GENERATE.value: ("stop", "length"),
+    Api.COHERE_V2.value: ("complete", "max_tokens", "tool_call", "error"),
 }
+_BEDROCK_ERRORS = ("throttling_exception", "model_stream_error_exception", OTHER)
 EXPECTED_ERROR_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     Api.OPENAI_CHAT.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.OPENAI_RESPONSES.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.ANTHROPIC_MESSAGES.value: ("overloaded_error", "api_error", "rate_limit_error", OTHER),
+    Api.OPENAI_COMPLETIONS.value: ("server_error", "rate_limit_exceeded", OTHER),
+    Api.GEMINI.value: ("resource_exhausted", "unavailable", OTHER),
+    Api.GEMINI_JSON.value: ("resource_exhausted", "unavailable", OTHER),
+    Api.BEDROCK_CONVERSE.value: _BEDROCK_ERRORS,
+    Api.BEDROCK_INVOKE.value: _BEDROCK_ERRORS,
+    Api.OLLAMA_CHAT.value: ("error", OTHER),
+    Api.OLLAMA_GENERATE.value: ("error", OTHER),
+    Api.COHERE_V2.value: ("error", OTHER),
 }
 
 #: The values a label can take, where the set is closed (``model``, ``route`` and ``code`` are
@@ -128,6 +188,7 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     PHASE: frozenset(STALL_PHASES),
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
+    SOURCE: frozenset(OUTPUT_TOKEN_SOURCES),
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
@@ -191,24 +252,24 @@ REQUESTS: Final = Family(
 STREAMS: Final = Family(
     "streamwatch_streams_total",
     "counter",
-    "SSE streams that ended, one outcome per stream.",
+    "Analyzed streams that ended, one outcome per stream.",
     "{stream}",
     (*STREAM_LABELS, OUTCOME),
-    "SSE streams ended, one outcome each",
+    "analyzed streams ended, one outcome each",
 )
 STREAMS_ACTIVE: Final = Family(
     "streamwatch_streams_active",
     "gauge",
-    "SSE streams open right now.",
+    "Analyzed streams open right now.",
     "{stream}",
     ROUTE_API,
-    "open SSE streams",
+    "open analyzed streams",
     multiprocess_mode="livesum",  # --workers: sum over live workers
 )
 STREAMS_STALLED: Final = Family(
     "streamwatch_streams_stalled",
     "gauge",
-    "Open SSE streams that are stalled right now.",
+    "Open analyzed streams that are stalled right now.",
     "{stream}",
     ROUTE_API,
     "open streams stalled right now",
@@ -299,6 +360,16 @@ OUTPUT_EVENTS: Final = Family(
     ROUTE_API,
     "output events",
 )
+DELIVERED_OUTPUT_TOKENS: Final = Family(
+    "streamwatch_delivered_output_tokens_total",
+    "counter",
+    "Output tokens delivered by every stream whatever its outcome, from its own usage report "
+    "(source=reported) or estimated from its output events (source=estimated).",
+    "{token}",
+    (*ROUTE_API, SOURCE),
+    "output tokens delivered by every stream whatever its outcome: `reported` (its own usage) "
+    "or `estimated` (from its output events)",
+)
 UPSTREAM_ERRORS: Final = Family(
     "streamwatch_upstream_errors_total",
     "counter",
@@ -341,6 +412,7 @@ FAMILIES: Final = (
     ERROR_FRAMES,
     TOKENS,
     OUTPUT_EVENTS,
+    DELIVERED_OUTPUT_TOKENS,
     UPSTREAM_ERRORS,
     ANALYSIS_ERRORS,
     BUILD_INFO,

@@ -8,13 +8,14 @@ reports to through the port's typed hooks; the proxy never imports a sink.
 The proxy port runs aiohttp's low-level server (no router, no middleware: every request goes to
 :meth:`Proxy.handle`, and nothing can buffer a response). ``handler_cancellation`` is on so a client
 that disconnects cancels its handler in every phase, including the wait for the first token.
-The admin port serves ``/metrics`` (prometheus-client's own handler), ``/healthz``, ``/readyz`` and
-``/debug/streams``, bound to loopback by default.
+The admin port serves ``/metrics`` (rendered off the event loop, :mod:`streamwatch.export.scrape`),
+``/healthz``, ``/readyz`` and ``/debug/streams``, bound to loopback by default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
@@ -23,14 +24,14 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from streamwatch import __version__
-from streamwatch.config import ConfigError, Settings
+from streamwatch.config import ListenError, Settings
 from streamwatch.export.logs import LogSink
-from streamwatch.export.metrics_observer import MetricsSink
 from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
+from streamwatch.export.scrape import metrics_handler
 from streamwatch.proxy.forward import Proxy
 from streamwatch.proxy.server import ProxyServer
 from streamwatch.proxy.signals import handle_signals
@@ -39,6 +40,14 @@ from streamwatch.sinks import Sinks
 log = structlog.get_logger("streamwatch")
 
 Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Readiness:
+    """What ``/readyz`` answers besides the proxy's own state: ``leaving`` flips at SIGTERM, before
+    the drain, so load balancers stop routing here while the listener still accepts."""
+
+    leaving: bool = False
 
 
 @dataclass(slots=True)
@@ -53,6 +62,7 @@ class Running:
     proxy_port: int
     admin_port: int
     watchdog: asyncio.Task[None]
+    readiness: Readiness
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -65,11 +75,13 @@ def _bound_port(site: web.BaseSite) -> int:
 
 
 async def _bind(site: web.TCPSite, option: str) -> None:
-    """Start a listener; an address that cannot be bound is a configuration error naming it."""
+    """Start a listener; an address that cannot be bound fails start-up naming the option."""
     try:
         await site.start()
     except OSError as exc:
-        raise ConfigError(option, f"cannot listen on {site.name}: {exc.strerror or exc}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        address = site.name.removeprefix("http://")
+        raise ListenError(option, f"cannot listen on {address}: {reason}") from None
 
 
 async def _watchdog(proxy: Proxy, interval: float) -> None:
@@ -84,12 +96,12 @@ async def _watchdog(proxy: Proxy, interval: float) -> None:
         proxy.expire(now)
 
 
-def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
+def _admin_app(proxy: Proxy, registry: CollectorRegistry, readiness: Readiness) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if proxy.draining or proxy.session is None:
+        if readiness.leaving or proxy.draining or proxy.session is None:
             return web.Response(status=503, text="draining\n")
         return web.Response(text="ready\n")
 
@@ -121,7 +133,7 @@ def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
         return web.json_response({"version": 1, "streams": rows, "inflight": proxy.inflight})
 
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/debug/streams", debug_streams)
@@ -143,7 +155,7 @@ def build_sinks(
         routes=[r.name for r in settings.routes],
     )
     tracer, closers = tracing_from_env(environ, settings)
-    return Sinks(sinks=(MetricsSink(metrics), LogSink()), tracer=tracer), closers
+    return Sinks(sinks=(PrometheusSink(metrics), LogSink()), tracer=tracer), closers
 
 
 async def start(
@@ -167,7 +179,8 @@ async def start(
         access_log=None,  # one structured line per request comes from LogSink
     )
     proxy_runner = web.ServerRunner(server, shutdown_timeout=1.0)
-    admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
+    readiness = Readiness()
+    admin_runner = web.AppRunner(_admin_app(proxy, registry, readiness), access_log=None)
     host, port = settings.listen
     admin_host, admin_port = settings.admin_listen
     try:
@@ -200,6 +213,7 @@ async def start(
         proxy_port=_bound_port(proxy_site),
         admin_port=_bound_port(admin_site),
         watchdog=watchdog,
+        readiness=readiness,
         closers=closers,
     )
     log.info(
@@ -256,6 +270,19 @@ async def serve(
     stopping = asyncio.Event()
     handle_signals(stopping)
     await stopping.wait()
+    await leave(running, settings.shutdown_delay, stopping)
     log.info("streamwatch.draining", open_streams=len(running.proxy.tasks))
     await stop(running, settings.drain_timeout)
     return 0
+
+
+async def leave(running: Running, delay: float, signalled: asyncio.Event) -> None:
+    """The first step of a shutdown, before :func:`stop`: ``/readyz`` answers 503 at once, then
+    for ``delay`` seconds the proxy keeps accepting and serving as before, so requests routed here
+    while the load balancer (Kubernetes endpoints, kube-proxy, an ingress) catches up still
+    succeed instead of being refused. A second signal ends the wait early."""
+    running.readiness.leaving = True
+    log.info("streamwatch.leaving", shutdown_delay=delay, open_streams=len(running.proxy.tasks))
+    signalled.clear()
+    with suppress(TimeoutError):
+        await asyncio.wait_for(signalled.wait(), delay)

@@ -25,12 +25,12 @@ from streamwatch.core.events import (
     StreamEvent,
     TerminalFrameReceived,
 )
-from streamwatch.core.protocols.anthropic import AnthropicMessages
-from streamwatch.core.protocols.base import Frame, GenericSSE, Interpreter, Reading
-from streamwatch.core.protocols.openai_chat import OpenAIChat
-from streamwatch.core.protocols.openai_responses import OpenAIResponses
+from streamwatch.core.eventstream import BytesLeftOver, MessageCorrupt
+from streamwatch.core.formats import FORMATS, FRAME_TYPE
+from streamwatch.core.json_array import ArrayLeftOpen
+from streamwatch.core.protocols.base import Frame, Reading
 from streamwatch.core.record import CloseCause, StallEpisode, StreamRecord, outcome_of
-from streamwatch.core.sse import MessageDispatched, SSEDecoder, TailDiscarded
+from streamwatch.core.sse import CommentReceived, TailDiscarded
 
 NS_PER_S = 1_000_000_000
 
@@ -41,12 +41,10 @@ _MALFORMED = Frame.MALFORMED.value
 _ERROR_OR_TERMINAL = Frame.ERROR.value | Frame.TERMINAL.value
 _TERMINAL = Frame.TERMINAL.value
 
-_INTERPRETERS: dict[Api, Interpreter] = {
-    Api.OPENAI_CHAT: OpenAIChat(),
-    Api.OPENAI_RESPONSES: OpenAIResponses(),
-    Api.ANTHROPIC_MESSAGES: AnthropicMessages(),
-    Api.SSE: GenericSSE(),
-}
+# What a decoder's close reports when the body ended inside a frame (or an array never closed).
+_TAILS = (TailDiscarded, ArrayLeftOpen, BytesLeftOver)
+# Decoder items that are neither frames nor facts for the analyzer.
+_IGNORED_ITEMS = (CommentReceived,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +68,17 @@ class StreamClosedError(RuntimeError):
 
 
 class StreamAnalyzer:
-    """Measures one SSE response. Never raises on remote input; any chunking gives the same result."""
+    """Measures one streamed response in its API's framing (SSE, JSON array, AWS event stream,
+    NDJSON). Never raises on remote input; any chunking gives the same result."""
 
     __slots__ = (
         "_closed",
         "_config",
         "_decoder",
         "_first_output_index",
+        "_frame_type",
         "_interpreter",
+        "_note",
         "_oversize",
         "_reading",
         "_stall_phase",
@@ -105,8 +106,11 @@ class StreamAnalyzer:
         config: AnalyzerConfig | None = None,
     ) -> None:
         self._config = config or AnalyzerConfig()
-        self._decoder = SSEDecoder(max_event_bytes=self._config.max_event_bytes)
-        self._interpreter = _INTERPRETERS[api]
+        form = FORMATS[api]
+        self._decoder = form.decoder(self._config.max_event_bytes)
+        self._frame_type = FRAME_TYPE[form.framing]
+        self._interpreter = form.interpreter()
+        self._note = getattr(self._interpreter, "note", None)
         self._reading = Reading(
             capture_content=self._config.capture_content,
             capture_limit_chars=self._config.capture_limit_chars,
@@ -203,24 +207,50 @@ class StreamAnalyzer:
             self.t_first_byte_ns = at_ns
             events.append(FirstByteReceived(at_ns, at_ns - self.t_request_ns))
         self.body_bytes += len(chunk)
+        frame_type = self._frame_type
         for item in self._decoder.feed(chunk):
-            if type(item) is MessageDispatched:
-                self._on_message(item, at_ns, events)
-            elif type(item) is sse.OversizeEventDropped:
-                self._oversize += 1
-                events.append(OversizeEventDropped(at_ns, item.size))
+            if type(item) is frame_type:
+                self._on_frame(item, at_ns, events)
+            else:
+                self._on_item(item, at_ns, events)
         return events
 
-    def _on_message(
-        self, message: MessageDispatched, at_ns: int, events: list[StreamEvent]
-    ) -> None:
+    def _on_frame(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
         index = self.sse_events
         self.sse_events = index + 1
         reading = self._reading
         errors_before = len(reading.error_frames)
-        frame = int(self._interpreter.read(message, index, reading))
-        if not frame:
+        frame = int(self._interpreter.read(item, index, reading))
+        if frame == _OUTPUT:  # the usual delta: skip the general path's call and checks
+            self._on_output(index, at_ns, events)
+        elif frame:
+            self._apply(frame, index, errors_before, at_ns, events)
+
+    def _on_item(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
+        """A decoder item that is not a frame: a cap, a corrupt frame, an end, or a fact for the
+        interpreter (Gemini's ignored lines and closing bracket)."""
+        if type(item) is sse.OversizeEventDropped:
+            self._oversize += 1
+            events.append(OversizeEventDropped(at_ns, item.size))
+        elif type(item) is MessageCorrupt:  # a framing unit that failed verification
+            index = self.sse_events
+            self.sse_events = index + 1
+            self._reading.malformed(item.reason)
+            events.append(MalformedFrameReceived(at_ns, index, item.reason))
+        elif isinstance(item, _IGNORED_ITEMS):
             return
+        elif self._note is not None:
+            reading = self._reading
+            errors_before = len(reading.error_frames)
+            frame = int(self._note(item, self.sse_events, reading))
+            if frame:
+                self._apply(frame, self.sse_events, errors_before, at_ns, events)
+
+    def _apply(
+        self, frame: int, index: int, errors_before: int, at_ns: int, events: list[StreamEvent]
+    ) -> None:
+        """Turn an interpreter's verdict on one frame (or fact) into live events."""
+        reading = self._reading
         if frame & _OUTPUT:
             self._on_output(index, at_ns, events)
         if frame & _MALFORMED:
@@ -264,9 +294,14 @@ class StreamAnalyzer:
         if self._closed:
             raise StreamClosedError("close after close")
         events: list[StreamEvent] = []
+        frame_type = self._frame_type
         for item in self._decoder.close():
-            if isinstance(item, TailDiscarded):
+            if type(item) is frame_type:  # an NDJSON last line without its newline
+                self._on_frame(item, at_ns, events)
+            elif isinstance(item, _TAILS):
                 self._tail = True
+            else:
+                self._on_item(item, at_ns, events)
         # A stall still open at the end is closed without an end time ("ended stalled"), whether or
         # not the watchdog had polled it yet, so the record never depends on the tick rate.
         self._settle_stall(at_ns, events, ended=False)
@@ -286,8 +321,11 @@ class StreamAnalyzer:
             outcome=outcome_of(
                 error_frames=len(reading.error_frames),
                 cause=cause,
-                # An uninterpreted event stream has no terminal frame to wait for.
-                terminal_seen=reading.terminal_frame is not None or self.api is Api.SSE,
+                # Fed only after the write to the client: seen here means delivered. An
+                # uninterpreted event stream has no terminal frame to wait for.
+                terminal_delivered=None
+                if self.api is Api.SSE
+                else reading.terminal_frame is not None,
             ),
             close_cause=cause,
             t_request_ns=self.t_request_ns,

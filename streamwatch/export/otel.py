@@ -43,7 +43,7 @@ from streamwatch.core.events import (
     StallEnded,
     StallStarted,
 )
-from streamwatch.core.record import CloseCause, Outcome, StreamRecord
+from streamwatch.core.record import Outcome, StreamRecord
 from streamwatch.export import semconv as sc
 from streamwatch.sinks import Exchange, Hooks, SinkEvent, Trace
 
@@ -169,7 +169,7 @@ def _start_attributes(exchange: Exchange) -> dict[str, Any]:
     _set(attributes, sc.SERVER_PORT, exchange.server_port)
     api = exchange.api
     if api is not None:
-        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_CHAT
+        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_BY_API.get(api, sc.OPERATION_CHAT)
         _set(attributes, sc.GEN_AI_PROVIDER_NAME, sc.PROVIDER_BY_API.get(api))
         _set(attributes, sc.OPENAI_API_TYPE, sc.OPENAI_API_TYPE_BY_API.get(api))
         _set(attributes, sc.GEN_AI_REQUEST_MODEL, exchange.request_model)
@@ -181,9 +181,10 @@ def span_name(exchange: Exchange) -> str:
     """``{gen_ai.operation.name} {gen_ai.request.model}`` for LLM calls, the HTTP method otherwise."""
     if exchange.api is None:
         return exchange.method
+    operation = sc.OPERATION_BY_API.get(exchange.api, sc.OPERATION_CHAT)
     if exchange.request_model:
-        return f"{sc.OPERATION_CHAT} {exchange.request_model}"
-    return sc.OPERATION_CHAT
+        return f"{operation} {exchange.request_model}"
+    return operation
 
 
 def _record_attributes(record: StreamRecord) -> dict[str, Any]:
@@ -191,6 +192,7 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
         sc.SW_API: record.api.value,
         sc.SW_OUTCOME: record.outcome.value,
         sc.SW_OUTPUT_EVENTS: record.output_events,
+        sc.SW_OUTPUT_TOKENS: record.output_tokens,
         sc.SW_OUTPUT_TOKENS_ESTIMATED: record.output_tokens_estimated,
         sc.SW_STALLS: len(record.stalls),
         sc.SW_BODY_BYTES: record.body_bytes,
@@ -351,7 +353,7 @@ class _SpanWatcher:
             _set(attributes, sc.HTTP_RESPONSE_STATUS_CODE, status)
         if record is not None:
             attributes.update(_record_attributes(record))
-            if record.close_cause is CloseCause.CLIENT_ABORT:
+            if record.outcome is Outcome.CLIENT_ABORT:
                 span.add_event(sc.EVENT_CLIENT_ABORT, None, end_ns)
             if self._capture_limit is not None:
                 _set(

@@ -1,13 +1,17 @@
-"""The mixin's configuration (``dashboards/config.yaml``): selector, links, SLO and thresholds."""
+"""The mixin's configuration (``streamwatch/mixin/config.yaml``, shipped as package data):
+selector, links, SLO and thresholds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from streamwatch import metricspec as spec
+
+DEFAULT_FILE = "config.yaml"
 
 
 class MixinConfigError(ValueError):
@@ -35,6 +39,12 @@ class Config:
     alerts: dict[str, Threshold]
 
     @classmethod
+    def default(cls) -> Config:
+        """The shipped configuration, ``streamwatch/mixin/config.yaml``."""
+        with resources.as_file(resources.files(__package__).joinpath(DEFAULT_FILE)) as path:
+            return cls.from_yaml(path)
+
+    @classmethod
     def from_yaml(cls, path: Path) -> Config:
         """Read and check the configuration file."""
         raw = yaml.safe_load(path.read_text())
@@ -50,11 +60,15 @@ class Config:
             slo_threshold_s=float(raw["ttft_slo"]["threshold_seconds"]),
             alerts=alerts,
         )
-        if cfg.slo_threshold_s not in spec.TTFT.buckets:
+        return cfg.checked()
+
+    def checked(self) -> Config:
+        """This configuration, or an error naming the value that cannot work."""
+        if self.slo_threshold_s not in spec.TTFT.buckets:
             raise MixinConfigError(
-                f"ttft_slo.threshold_seconds={cfg.slo_threshold_s} is not a TTFT bucket bound "
+                f"ttft_slo.threshold_seconds={self.slo_threshold_s:g} is not a TTFT bucket bound "
                 f"({', '.join(map(str, spec.TTFT.buckets))})"
             )
-        if not 0 < cfg.slo_objective < 1:
+        if not 0 < self.slo_objective < 1:
             raise MixinConfigError("ttft_slo.objective must be between 0 and 1")
-        return cfg
+        return self

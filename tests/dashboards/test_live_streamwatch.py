@@ -21,7 +21,7 @@ import pytest_asyncio
 import yaml
 
 from streamwatch import metricspec as spec
-from tests.dashboards.mixin import DASHBOARDS, RULE_FILES, named_exprs, rules, skip_unless
+from tests.dashboards.mixin import MIXIN_CONFIG, RULE_FILES, named_exprs, rules, skip_unless
 from tests.dashboards.promserver import PROMETHEUS, PromServer, free_port
 from tests.harness import (
     CHAT,
@@ -317,10 +317,8 @@ class TestStallAlert:
     """The stall alert's expression is above its configured threshold and the alert is active."""
 
     def test_expression_above_threshold(self, live: Live) -> None:
-        """StreamwatchStallRateHigh's expr returns the default route, above config.yaml's threshold."""
-        threshold = yaml.safe_load((DASHBOARDS / "config.yaml").read_text())["alerts"][
-            "stall_ratio"
-        ]["threshold"]
+        """StreamwatchStallRateHigh's expr returns the default route, above the mixin config's threshold."""
+        threshold = yaml.safe_load(MIXIN_CONFIG.read_text())["alerts"]["stall_ratio"]["threshold"]
         rule = alert_rule("StreamwatchStallRateHigh")
         above = {s["metric"]["route"]: float(s["value"][1]) for s in live.query(rule["expr"])}
         assert set(above) == {"default"}

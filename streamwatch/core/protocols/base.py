@@ -1,22 +1,33 @@
 """What every protocol interpreter shares: the per-stream reading it fills and its verdict flags.
 
-An interpreter reads one dispatched SSE message at a time and says, with :class:`Frame` flags,
-whether it carried output, an error, or the terminal frame; the details accumulate in a
-:class:`Reading`. Interpreters never raise on remote input: a payload they cannot read is
-reported as ``MALFORMED`` and forwarded untouched by the proxy anyway.
+An interpreter reads one frame (an SSE message, a JSON array element, an event-stream message,
+an NDJSON line) at a time and says, with :class:`Frame` flags, whether it carried output, an
+error, or the terminal frame; the details accumulate in a :class:`Reading`. Interpreters never
+raise on remote input: a payload they cannot read is reported as ``MALFORMED`` and forwarded
+untouched by the proxy anyway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from streamwatch.core.limits import cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
+
+F_contra = TypeVar("F_contra", contravariant=True)
+
+#: The OpenAI family's end-of-stream sentinel. Terminal on Chat Completions; gateways (LiteLLM) also
+#: append it to Responses streams, where it is known and means nothing, never a malformed frame.
+DONE = "[DONE]"
+
+#: The largest token count believed. A u64 max froze ``tokens_total`` and a negative count broke
+#: tokens/s: 2**31 - 1 is orders of magnitude above any context window and exact in a float64.
+MAX_TOKEN_COUNT = (1 << 31) - 1
 
 
 class Frame(IntFlag):
@@ -120,10 +131,18 @@ class Reading:
         return "".join(self._text) if self.capture_content else None
 
 
-class Interpreter(Protocol):
-    """Reads one dispatched SSE message of a known protocol into a :class:`Reading`."""
+class Interpreter(Protocol[F_contra]):
+    """Reads one frame of its framing (an SSE message, an array element, an event-stream message,
+    an NDJSON line) into a :class:`Reading`; ``index`` counts the stream's frames from 0."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame: ...
+    def read(self, message: F_contra, index: int, reading: Reading) -> Frame: ...
+
+
+class Noting(Protocol):
+    """An interpreter that also reads decoder facts that are not frames (ignored SSE fields, the
+    JSON array's closing bracket); ``index`` is the number of frames before the fact."""
+
+    def note(self, item: object, index: int, reading: Reading) -> Frame: ...
 
 
 class GenericSSE:
@@ -133,7 +152,7 @@ class GenericSSE:
         return Frame.NONE
 
 
-def load_object(data: str, reading: Reading) -> dict[str, Any] | None:
+def load_object(data: str | bytes, reading: Reading) -> dict[str, Any] | None:
     """Parse a JSON object payload; anything else is counted as malformed and yields None."""
     try:
         obj = orjson.loads(data)
@@ -149,6 +168,23 @@ def load_object(data: str, reading: Reading) -> dict[str, Any] | None:
 def as_int(value: object) -> int | None:
     """A token count if the provider sent an integer (bool and junk are ignored)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_usage(reading: Reading, **counts: object) -> Usage | None:
+    """A :class:`Usage` of the given counts (missing or null ones stay None).
+
+    A count that is not an int in ``0..MAX_TOKEN_COUNT`` (u64 max, negative, a float, a string, a
+    bool) makes the whole report untrustworthy: it is ignored and counted as a malformed frame, and
+    None is returned (the caller adds ``Frame.MALFORMED`` to its verdict).
+    """
+    checked: dict[str, int | None] = {}
+    for name, value in counts.items():
+        if value is None or (type(value) is int and 0 <= value <= MAX_TOKEN_COUNT):
+            checked[name] = value
+        else:
+            reading.malformed("usage_out_of_range")
+            return None
+    return Usage(**checked)
 
 
 def as_str(value: object) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamwatch.core.protocols.base import (
+    DONE,
     Frame,
     Reading,
     as_dict,
@@ -18,23 +19,25 @@ from streamwatch.core.protocols.base import (
     as_str,
     error_fields,
     load_object,
+    read_usage,
 )
 from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
 
-DONE = "[DONE]"
 _REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})  # DeepSeek/vLLM and OpenRouter
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
+def usage_of(usage: dict[str, Any], reading: Reading) -> Usage | None:
+    """Chat Completions (and legacy completions) usage, range-checked (None: not believed)."""
     completion = as_dict(usage.get("completion_tokens_details"))
     prompt = as_dict(usage.get("prompt_tokens_details"))
-    return Usage(
-        input_tokens=as_int(usage.get("prompt_tokens")),
-        output_tokens=as_int(usage.get("completion_tokens")),
-        reasoning_tokens=as_int(completion.get("reasoning_tokens")),
-        cached_input_tokens=as_int(prompt.get("cached_tokens")),
-        total_tokens=as_int(usage.get("total_tokens")),
+    return read_usage(
+        reading,
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        reasoning_tokens=completion.get("reasoning_tokens"),
+        cached_input_tokens=prompt.get("cached_tokens"),
+        total_tokens=usage.get("total_tokens"),
     )
 
 
@@ -67,7 +70,10 @@ class OpenAIChat:
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")
         if type(usage) is dict:
-            reading.usage = _usage(usage)
+            checked = usage_of(usage, reading)
+            if checked is None:
+                return frame | Frame.MALFORMED
+            reading.usage = checked
         return frame
 
     def _read_choice(self, choice: dict[str, Any], reading: Reading) -> bool:

@@ -4,6 +4,8 @@ Named events whose ``event`` equals the payload ``type``, ended by one of ``resp
 ``response.incomplete`` or ``response.failed``. Error frames are ``error`` events (flat or with a
 nested ``error`` object) and ``response.failed`` (see corpus ERROR_FRAMES.md §2). Only events we
 interpret are parsed: the ``*.done`` events repeat the whole text and would double the JSON cost.
+A ``data: [DONE]`` after the terminal event (LiteLLM sends one) is the OpenAI family's sentinel:
+known, and neither output nor malformed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamwatch.core.protocols.base import (
+    DONE,
     Frame,
     Reading,
     as_dict,
@@ -18,6 +21,7 @@ from streamwatch.core.protocols.base import (
     as_str,
     error_fields,
     load_object,
+    read_usage,
 )
 from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
@@ -37,15 +41,16 @@ _INTERPRETED = frozenset(
 )
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
+def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
     output = as_dict(usage.get("output_tokens_details"))
     cached = as_dict(usage.get("input_tokens_details"))
-    return Usage(
-        input_tokens=as_int(usage.get("input_tokens")),
-        output_tokens=as_int(usage.get("output_tokens")),
-        reasoning_tokens=as_int(output.get("reasoning_tokens")),
-        cached_input_tokens=as_int(cached.get("cached_tokens")),
-        total_tokens=as_int(usage.get("total_tokens")),
+    return read_usage(
+        reading,
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+        reasoning_tokens=output.get("reasoning_tokens"),
+        cached_input_tokens=cached.get("cached_tokens"),
+        total_tokens=usage.get("total_tokens"),
     )
 
 
@@ -53,7 +58,7 @@ class OpenAIResponses:
     """Interpreter for Responses API events."""
 
     def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
-        if message.event not in _INTERPRETED:
+        if message.event not in _INTERPRETED or message.data == DONE:
             return Frame.NONE
         payload = load_object(message.data, reading)
         if payload is None:
@@ -119,14 +124,19 @@ class OpenAIResponses:
         if kind not in TERMINAL_EVENTS:
             return Frame.NONE
         reading.terminal_frame = kind
+        frame = Frame.TERMINAL
         usage = response.get("usage")
         if isinstance(usage, dict):
-            reading.usage = _usage(usage)
+            checked = _usage(usage, reading)
+            if checked is None:
+                frame |= Frame.MALFORMED
+            else:
+                reading.usage = checked
         status = as_str(response.get("status")) or kind.removeprefix("response.")
         reason = as_str(as_dict(response.get("incomplete_details")).get("reason"))
         reading.finish_reasons[0] = f"{status}:{reason}" if reason else status
         if kind != "response.failed":
-            return Frame.TERMINAL
+            return frame
         error_type, text = error_fields(response.get("error"))
         reading.error(index, error_type if response.get("error") else "failed", text)
-        return Frame.TERMINAL | Frame.ERROR
+        return frame | Frame.ERROR
