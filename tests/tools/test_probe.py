@@ -88,8 +88,9 @@ class TestVerdicts:
             )
         [probe] = doc["probes"]
         assert status == 0
-        assert probe["verdict"]["max_gap_s"] >= 0.4  # the gap the stall made is in the verdict
-        assert probe["gaps"]["max_s"] >= 0.4
+        # The gap the 0.4 s stall made is in the verdict (less a timer tick: asyncio may wake early).
+        assert probe["verdict"]["max_gap_s"] >= 0.39
+        assert probe["gaps"]["max_s"] >= 0.39
 
     async def test_unreachable(self) -> None:
         status, doc, _ = await once("--url", "http://127.0.0.1:9", "--timeout", "2")

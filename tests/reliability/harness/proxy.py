@@ -77,7 +77,7 @@ class ProxyProcess:
         )
         self._reader = threading.Thread(target=self._drain, daemon=True, name="proxy-stderr")
         self._reader.start()
-        parent = "--workers" in self.argv
+        parent = "--workers" in self.argv and self.argv[self.argv.index("--workers") + 1] != "1"
         started = self.wait_log(
             lambda e: e.get("event") == "streamwatch.started" and ("workers" in e or not parent),
             timeout,
