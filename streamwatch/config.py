@@ -117,6 +117,10 @@ class Settings:
     metrics_dir: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def upstream_urls(self) -> dict[str, str]:
+        """Each route's upstream URL for the start-up line, never with credentials."""
+        return {route.name: str(route.upstream.with_user(None)) for route in self.routes}
+
     def route_for(self, path: str) -> Route | None:
         """The route with the longest prefix matching ``path``."""
         best: Route | None = None

@@ -228,6 +228,9 @@ class Family:
     doc: str  # the README's "meaning" column (Markdown)
     buckets: tuple[float, ...] = ()
     multiprocess_mode: MultiprocessMode = "all"
+    #: the OTLP instrument name: a GenAI conventions metric where one fits, else ``streamwatch.*``;
+    #: empty for families not pushed over OTLP (build info is the resource's service.version)
+    otel: str = ""
 
     @property
     def base(self) -> str:
@@ -248,6 +251,7 @@ REQUESTS: Final = Family(
     "{request}",
     (*ROUTE_API, CODE),
     "every proxied request, by status returned",
+    otel="streamwatch.requests",
 )
 STREAMS: Final = Family(
     "streamwatch_streams_total",
@@ -256,6 +260,7 @@ STREAMS: Final = Family(
     "{stream}",
     (*STREAM_LABELS, OUTCOME),
     "analyzed streams ended, one outcome each",
+    otel="streamwatch.streams",
 )
 STREAMS_ACTIVE: Final = Family(
     "streamwatch_streams_active",
@@ -265,6 +270,7 @@ STREAMS_ACTIVE: Final = Family(
     ROUTE_API,
     "open analyzed streams",
     multiprocess_mode="livesum",  # --workers: sum over live workers
+    otel="streamwatch.streams.active",
 )
 STREAMS_STALLED: Final = Family(
     "streamwatch_streams_stalled",
@@ -274,6 +280,7 @@ STREAMS_STALLED: Final = Family(
     ROUTE_API,
     "open streams stalled right now",
     multiprocess_mode="livesum",
+    otel="streamwatch.streams.stalled",
 )
 STALLS: Final = Family(
     "streamwatch_stalls_total",
@@ -282,6 +289,7 @@ STALLS: Final = Family(
     "{stall}",
     (*ROUTE_API, PHASE),
     "stall episodes (`before_first_token`, `mid_stream`), counted when the threshold is crossed",
+    otel="streamwatch.stalls",
 )
 TTFB: Final = Family(
     "streamwatch_time_to_first_byte_seconds",
@@ -291,6 +299,7 @@ TTFB: Final = Family(
     ROUTE_API,
     "TTFB",
     LATENCY_BUCKETS,
+    otel="streamwatch.time_to_first_byte",
 )
 TTFT: Final = Family(
     "streamwatch_time_to_first_token_seconds",
@@ -300,6 +309,7 @@ TTFT: Final = Family(
     STREAM_LABELS,
     "TTFT",
     LATENCY_BUCKETS,
+    otel="gen_ai.client.inference.time_to_first_chunk",
 )
 GAP: Final = Family(
     "streamwatch_inter_chunk_gap_seconds",
@@ -309,6 +319,7 @@ GAP: Final = Family(
     STREAM_LABELS,
     "every gap between output events",
     GAP_BUCKETS,
+    otel="gen_ai.client.inference.time_per_output_chunk",
 )
 TOKENS_PER_SECOND: Final = Family(
     "streamwatch_output_tokens_per_second",
@@ -318,6 +329,7 @@ TOKENS_PER_SECOND: Final = Family(
     STREAM_LABELS,
     "decode rate, one per stream",
     TOKENS_PER_SECOND_BUCKETS,
+    otel="streamwatch.output_tokens_per_second",
 )
 DURATION: Final = Family(
     "streamwatch_stream_duration_seconds",
@@ -327,6 +339,7 @@ DURATION: Final = Family(
     ROUTE_API,
     "request → stream end",
     DURATION_BUCKETS,
+    otel="gen_ai.client.inference.duration",
 )
 FINISH_REASONS_TOTAL: Final = Family(
     "streamwatch_finish_reasons_total",
@@ -335,6 +348,7 @@ FINISH_REASONS_TOTAL: Final = Family(
     "{stream}",
     (*ROUTE_API, FINISH_REASON),
     "known reasons, else `other`",
+    otel="streamwatch.finish_reasons",
 )
 ERROR_FRAMES: Final = Family(
     "streamwatch_error_frames_total",
@@ -343,6 +357,7 @@ ERROR_FRAMES: Final = Family(
     "{event}",
     (*ROUTE_API, ERROR_TYPE),
     "mid-stream error events (bounded set + `other`)",
+    otel="streamwatch.error_frames",
 )
 TOKENS: Final = Family(
     "streamwatch_tokens_total",
@@ -359,6 +374,7 @@ OUTPUT_EVENTS: Final = Family(
     "{event}",
     ROUTE_API,
     "output events",
+    otel="streamwatch.output_events",
 )
 DELIVERED_OUTPUT_TOKENS: Final = Family(
     "streamwatch_delivered_output_tokens_total",
@@ -369,6 +385,7 @@ DELIVERED_OUTPUT_TOKENS: Final = Family(
     (*ROUTE_API, SOURCE),
     "output tokens delivered by every stream whatever its outcome: `reported` (its own usage) "
     "or `estimated` (from its output events)",
+    otel="streamwatch.delivered_output_tokens",
 )
 UPSTREAM_ERRORS: Final = Family(
     "streamwatch_upstream_errors_total",
@@ -377,6 +394,7 @@ UPSTREAM_ERRORS: Final = Family(
     "{request}",
     (ROUTE, KIND),
     "upstream failed before a response: `connect`, `tls` (certificate or handshake), `timeout`, `protocol`",
+    otel="streamwatch.upstream_errors",
 )
 ANALYSIS_ERRORS: Final = Family(
     "streamwatch_analysis_errors_total",
@@ -385,6 +403,7 @@ ANALYSIS_ERRORS: Final = Family(
     "{event}",
     (*ROUTE_API, STAGE),
     "analyzer faults, malformed and oversize frames (the bytes still flowed)",
+    otel="streamwatch.analysis_errors",
 )
 BUILD_INFO: Final = Family(
     "streamwatch_build_info",
@@ -395,6 +414,36 @@ BUILD_INFO: Final = Family(
     "1",
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
+
+# --- OTLP ---------------------------------------------------------------------------------------
+
+#: The GenAI semantic conventions these names follow: open-telemetry/semantic-conventions-genai
+#: (development status, not yet released), docs/gen-ai/client-inference.md at ac48b1f and
+#: model/gen-ai/token-metrics.yaml at 066d4a7 (PR #521 renamed the streaming metrics to
+#: ``gen_ai.client.inference.*``; PR #536 made usage counters with ``gen_ai.token.modality``).
+GENAI_CONVENTIONS: Final = "semantic-conventions-genai@ac48b1f"
+#: ``tokens_total``'s ``type`` values as the conventions' usage counters (``streamwatch_tokens_total``
+#: has no instrument of its own over OTLP), plus the cache writes Prometheus does not count.
+GENAI_USAGE: Final[Mapping[str, str]] = {
+    "input": "gen_ai.client.inference.usage.input_tokens",
+    "output": "gen_ai.client.inference.usage.output_tokens",
+    "reasoning": "gen_ai.client.inference.usage.reasoning.output_tokens",
+    "cached_input": "gen_ai.client.inference.usage.cache_read.input_tokens",
+    "cache_write": "gen_ai.client.inference.usage.cache_write.input_tokens",
+}
+#: A label's OTLP attribute key: a conventions attribute where one means the same, else ours.
+_OTEL_ATTRIBUTES: Final[Mapping[str, str]] = {
+    MODEL: "gen_ai.response.model",
+    ERROR_TYPE: "error.type",
+    CODE: "http.response.status_code",
+}
+
+
+def otel_attribute(label: str) -> str:
+    """The OTLP attribute key of a Prometheus label (``streamwatch.<label>`` unless the
+    conventions have one)."""
+    return _OTEL_ATTRIBUTES.get(label, f"streamwatch.{label}")
+
 
 #: Every family, in the README's order.
 FAMILIES: Final = (

@@ -29,13 +29,14 @@ from streamwatch import __version__
 from streamwatch.config import ListenError, Settings
 from streamwatch.export.logs import LogSink
 from streamwatch.export.otel import tracing_from_env
+from streamwatch.export.otlp_metrics import otlp_metrics_from_env
 from streamwatch.export.prometheus import Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.export.scrape import metrics_handler
 from streamwatch.proxy.forward import Proxy
 from streamwatch.proxy.server import ProxyServer
 from streamwatch.proxy.signals import handle_signals
-from streamwatch.sinks import Sinks
+from streamwatch.sinks import Sink, Sinks
 
 log = structlog.get_logger("streamwatch")
 
@@ -145,8 +146,9 @@ def build_sinks(
 ) -> tuple[Sinks, list[Closer]]:
     """Every sink of the process, and what must run at exit to flush them.
 
-    Metrics go to ``registry``; tracing is on only if ``environ`` (``OTEL_*``) asks for it, and
-    raises :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
+    Metrics go to ``registry``, and over OTLP too when ``OTEL_METRICS_EXPORTER`` asks; tracing is
+    on only if ``environ`` (``OTEL_*``) asks for it. Raises
+    :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
     """
     metrics = Metrics(
         registry,
@@ -155,7 +157,11 @@ def build_sinks(
         routes=[r.name for r in settings.routes],
     )
     tracer, closers = tracing_from_env(environ, settings)
-    return Sinks(sinks=(PrometheusSink(metrics), LogSink()), tracer=tracer), closers
+    otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models)
+    sinks: list[Sink] = [PrometheusSink(metrics), LogSink()]
+    if otlp is not None:
+        sinks.insert(1, otlp)
+    return Sinks(sinks=tuple(sinks), tracer=tracer), [*closers, *otlp_closers]
 
 
 async def start(
@@ -222,6 +228,7 @@ async def start(
         listen=f"{host}:{running.proxy_port}",
         admin=f"{admin_host}:{running.admin_port}",
         routes={r.name: r.prefix for r in settings.routes},
+        upstreams=settings.upstream_urls(),
     )
     return running
 

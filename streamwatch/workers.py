@@ -120,8 +120,9 @@ def _admin_app(
         answered = [item for item in listings if isinstance(item, dict)]
         return web.json_response(
             {
-                "streams": [row for item in answered for row in item["streams"]],
+                "version": 1,
                 "inflight": sum(int(item["inflight"]) for item in answered),
+                "streams": [row for item in answered for row in item["streams"]],
                 "workers": len(procs),
                 "workers_answered": len(answered),
             }
@@ -161,6 +162,7 @@ async def _supervise(
             listen=f"{settings.listen[0]}:{port}",
             admin=f"{admin_host}:{runner.addresses[0][1]}",
             workers=[p.pid for p in procs],
+            upstreams=settings.upstream_urls(),
         )
     status = 0
     while not stopping.is_set():

@@ -453,7 +453,7 @@ def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
     return exporters
 
 
-def _resource() -> Resource:
+def otel_resource() -> Resource:
     """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` over the defaults (``streamwatch``)."""
     detected = Resource.create()
     attributes: dict[str, Any] = {SERVICE_NAME: "streamwatch", SERVICE_VERSION: __version__}
@@ -477,7 +477,7 @@ def tracing_from_env(
     exporters = span_exporters(environ)
     if not exporters:
         return None, []
-    provider = TracerProvider(resource=_resource())
+    provider = TracerProvider(resource=otel_resource())
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer("streamwatch", __version__)

@@ -37,6 +37,8 @@ class Config:
     slo_objective: float
     slo_threshold_s: float
     alerts: dict[str, Threshold]
+    #: ratio alerts stay silent on a route that ended fewer streams than this in 5 minutes
+    min_streams_5m: int = 20
 
     @classmethod
     def default(cls) -> Config:
@@ -59,6 +61,7 @@ class Config:
             slo_objective=float(raw["ttft_slo"]["objective"]),
             slo_threshold_s=float(raw["ttft_slo"]["threshold_seconds"]),
             alerts=alerts,
+            min_streams_5m=int(raw.get("min_streams_5m", 20)),
         )
         return cfg.checked()
 
@@ -71,4 +74,6 @@ class Config:
             )
         if not 0 < self.slo_objective < 1:
             raise MixinConfigError("ttft_slo.objective must be between 0 and 1")
+        if self.min_streams_5m < 0:
+            raise MixinConfigError("min_streams_5m must be >= 0")
         return self

@@ -73,19 +73,21 @@ class TestShutdownDelay:
             admin = serving.admin_url
             readyz = f"{admin}/readyz"
             long = asyncio.ensure_future(raw_exchange(port, request_bytes(CHAT, BODY, LONG)))
-            open_rows: list[dict[str, Any]] = []
+            listing: dict[str, Any] = {}
 
             async def long_is_open() -> bool:
                 async with (
                     aiohttp.ClientSession() as session,
                     session.get(f"{admin}/debug/streams") as response,
                 ):
-                    open_rows[:] = (await response.json())["streams"]
-                return len(open_rows) == 1
+                    listing.update(await response.json())
+                return len(listing["streams"]) == 1
 
             await until(long_is_open, within=10, what="the long stream in /debug/streams")
+            assert listing["version"] == 1
             if workers > 1:  # gathered from the worker that serves it, tagged with its pid
-                assert open_rows[0]["worker"] in started["workers"]
+                assert listing["streams"][0]["worker"] in started["workers"]
+                assert listing["workers"] == listing["workers_answered"] == workers
 
             assert serving.proc is not None
             serving.proc.send_signal(signal.SIGTERM)
