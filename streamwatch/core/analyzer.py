@@ -25,11 +25,12 @@ from streamwatch.core.events import (
     StreamEvent,
     TerminalFrameReceived,
 )
+from streamwatch.core.limits import MAX_CHOICES, MAX_ERROR_FRAMES, MAX_TOOL_CALLS
 from streamwatch.core.protocols.anthropic import AnthropicMessages
-from streamwatch.core.protocols.base import Frame, GenericSSE, Interpreter, Reading
+from streamwatch.core.protocols.base import Facts, Frame, GenericSSE, Interpreter, Reading
 from streamwatch.core.protocols.openai_chat import OpenAIChat
 from streamwatch.core.protocols.openai_responses import OpenAIResponses
-from streamwatch.core.record import CloseCause, StallEpisode, StreamRecord, outcome_of
+from streamwatch.core.record import CloseCause, ErrorFrame, StallEpisode, StreamRecord, outcome_of
 from streamwatch.core.sse import MessageDispatched, SSEDecoder, TailDiscarded
 
 NS_PER_S = 1_000_000_000
@@ -37,8 +38,6 @@ NS_PER_S = 1_000_000_000
 # Frame flags as plain ints: IntFlag's ``&`` and ``|`` build enum members in Python, which cost more
 # than the rest of reading a typical delta.
 _OUTPUT = Frame.OUTPUT.value
-_MALFORMED = Frame.MALFORMED.value
-_ERROR_OR_TERMINAL = Frame.ERROR.value | Frame.TERMINAL.value
 _TERMINAL = Frame.TERMINAL.value
 
 _INTERPRETERS: dict[Api, Interpreter] = {
@@ -63,6 +62,12 @@ class AnalyzerConfig:
     """Cap on captured text when capture is on."""
     max_event_bytes: int = sse.MAX_EVENT_BYTES
     """One SSE event larger than this is dropped unanalyzed (and still forwarded)."""
+    max_error_frames: int = MAX_ERROR_FRAMES
+    """Error frames kept in the record; every one is still reported live and counted."""
+    max_choices: int = MAX_CHOICES
+    """Choices (upstream-chosen indexes) whose finish reason is kept."""
+    max_tool_calls: int = MAX_TOOL_CALLS
+    """Tool calls tracked per stream."""
 
 
 class StreamClosedError(RuntimeError):
@@ -76,8 +81,11 @@ class StreamAnalyzer:
         "_closed",
         "_config",
         "_decoder",
+        "_error_frames",
+        "_errors",
         "_first_output_index",
         "_interpreter",
+        "_malformed",
         "_oversize",
         "_reading",
         "_stall_phase",
@@ -107,10 +115,16 @@ class StreamAnalyzer:
         self._config = config or AnalyzerConfig()
         self._decoder = SSEDecoder(max_event_bytes=self._config.max_event_bytes)
         self._interpreter = _INTERPRETERS[api]
+        config = self._config
         self._reading = Reading(
-            capture_content=self._config.capture_content,
-            capture_limit_chars=self._config.capture_limit_chars,
+            capture_content=config.capture_content,
+            capture_limit_chars=config.capture_limit_chars,
+            max_choices=config.max_choices,
+            max_tool_calls=config.max_tool_calls,
         )
+        self._errors: list[ErrorFrame] = []  # the first max_error_frames
+        self._error_frames = 0  # all of them
+        self._malformed = 0
         self._stall_since: int | None = None
         self._stall_phase = StallPhase.BEFORE_FIRST_TOKEN
         self._stalls: list[StallEpisode] = []
@@ -155,8 +169,7 @@ class StreamAnalyzer:
 
     def _watching(self) -> bool:
         """Stalls are only possible while output is still owed (no terminal or error frame yet)."""
-        reading = self._reading
-        return not self._closed and reading.terminal_frame is None and not reading.error_frames
+        return not self._closed and self._reading.terminal_frame is None and not self._error_frames
 
     def _threshold(self) -> tuple[int, StallPhase]:
         if self.t_first_output_ns is None:
@@ -216,23 +229,39 @@ class StreamAnalyzer:
     ) -> None:
         index = self.sse_events
         self.sse_events = index + 1
-        reading = self._reading
-        errors_before = len(reading.error_frames)
-        frame = int(self._interpreter.read(message, index, reading))
-        if not frame:
+        verdict = self._interpreter.read(message, index, self._reading)
+        if type(verdict) is Facts:
+            self._on_facts(verdict, index, at_ns, events)
             return
+        frame = verdict.value
         if frame & _OUTPUT:
             self._on_output(index, at_ns, events)
-        if frame & _MALFORMED:
-            events.append(MalformedFrameReceived(at_ns, index, reading.last_malformed))
-        if frame & _ERROR_OR_TERMINAL:
+        if frame & _TERMINAL:
+            self._on_terminal(at_ns, events)
+
+    def _on_facts(self, facts: Facts, index: int, at_ns: int, events: list[StreamEvent]) -> None:
+        """A message that said more than flags: output first, then what was wrong, then the end."""
+        frame = facts.frame.value
+        if frame & _OUTPUT:
+            self._on_output(index, at_ns, events)
+        if facts.malformed is not None:
+            self._malformed += 1
+            events.append(MalformedFrameReceived(at_ns, index, facts.malformed))
+        error = facts.error
+        if error is not None:
+            self._error_frames += 1  # first: output is no longer owed, so no stall is inferred
             self._settle_stall(at_ns, events)
-            events.extend(
-                ErrorFrameReceived(at_ns, e.event_index, e.error_type, e.message)
-                for e in reading.error_frames[errors_before:]
-            )
-            if frame & _TERMINAL and reading.terminal_frame is not None:
-                events.append(TerminalFrameReceived(at_ns, reading.terminal_frame))
+            if len(self._errors) < self._config.max_error_frames:
+                self._errors.append(error)
+            events.append(ErrorFrameReceived(at_ns, index, error.error_type, error.message))
+        if frame & _TERMINAL:
+            self._on_terminal(at_ns, events)
+
+    def _on_terminal(self, at_ns: int, events: list[StreamEvent]) -> None:
+        self._settle_stall(at_ns, events)
+        terminal = self._reading.terminal_frame
+        if terminal is not None:
+            events.append(TerminalFrameReceived(at_ns, terminal))
 
     def _on_output(self, index: int, at_ns: int, events: list[StreamEvent]) -> None:
         last = self.t_last_output_ns
@@ -284,7 +313,7 @@ class StreamAnalyzer:
             response_model=reading.model,
             response_id=reading.response_id,
             outcome=outcome_of(
-                error_frames=len(reading.error_frames),
+                error_frames=self._error_frames,
                 cause=cause,
                 # An uninterpreted event stream has no terminal frame to wait for.
                 terminal_seen=reading.terminal_frame is not None or self.api is Api.SSE,
@@ -311,9 +340,9 @@ class StreamAnalyzer:
             tokens_per_second=self._tokens_per_second(output_tokens),
             finish_reasons=tuple(reading.finish_reasons[k] for k in sorted(reading.finish_reasons)),
             terminal_frame=reading.terminal_frame,
-            error_frames=tuple(reading.error_frames),
+            error_frames=tuple(self._errors),
             stalls=tuple(self._stalls),
-            malformed_frames=reading.malformed_frames,
+            malformed_frames=self._malformed,
             oversize_events=self._oversize,
             undispatched_tail=self._tail,
             text_chars=reading.text_chars,

@@ -12,12 +12,15 @@ from dataclasses import replace
 from typing import Any
 
 from streamwatch.core.protocols.base import (
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
     error_fields,
+    error_frame,
     load_object,
 )
 from streamwatch.core.record import Usage
@@ -43,12 +46,12 @@ def _merge_usage(current: Usage | None, usage: dict[str, Any]) -> Usage:
 class AnthropicMessages:
     """Interpreter for Anthropic Messages events."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         if message.event == "ping":
             return Frame.NONE
-        payload = load_object(message.data, reading)
-        if payload is None:
-            return Frame.MALFORMED
+        payload = load_object(message.data)
+        if type(payload) is Facts:
+            return payload
         kind = as_str(payload.get("type")) or message.event
         if kind == "content_block_delta":
             return self._delta(payload, reading)
@@ -63,7 +66,7 @@ class AnthropicMessages:
         if kind == "message_delta":
             stop = as_str(as_dict(payload.get("delta")).get("stop_reason"))
             if stop:
-                reading.finish_reasons[0] = stop
+                reading.finish_reason(0, stop)
             usage = payload.get("usage")
             if isinstance(usage, dict):
                 reading.usage = _merge_usage(reading.usage, usage)
@@ -81,8 +84,7 @@ class AnthropicMessages:
             return Frame.TERMINAL
         if kind == "error" or message.event == "error":
             error_type, text = error_fields(payload.get("error"))
-            reading.error(index, error_type, text)
-            return Frame.ERROR
+            return error_frame(index, error_type, text)
         return Frame.NONE
 
     @staticmethod

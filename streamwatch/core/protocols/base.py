@@ -1,32 +1,55 @@
 """What every protocol interpreter shares: the per-stream reading it fills and its verdict flags.
 
-An interpreter reads one dispatched SSE message at a time and says, with :class:`Frame` flags,
-whether it carried output, an error, or the terminal frame; the details accumulate in a
-:class:`Reading`. Interpreters never raise on remote input: a payload they cannot read is
-reported as ``MALFORMED`` and forwarded untouched by the proxy anyway.
+An interpreter reads one dispatched SSE message at a time and returns its verdict: :class:`Frame`
+flags (output, the terminal frame) for the usual message, or :class:`Facts` when the message also
+carried an error frame or could not be read. What the stream says about itself (model, usage,
+finish reasons, tool calls, lengths) accumulates in a :class:`Reading`, whose every upstream-keyed
+collection is capped. Interpreters never raise on remote input: a payload they cannot read is a
+``Facts(malformed=...)`` verdict, and the proxy forwards it untouched anyway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 import orjson
 
-from streamwatch.core.limits import cap
+from streamwatch.core.limits import MAX_CHOICES, MAX_TOOL_CALLS, cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
 
 
 class Frame(IntFlag):
-    """What one SSE message meant to the interpreter (several flags may apply)."""
+    """What one SSE message meant to the interpreter (both flags may apply)."""
 
     NONE = 0
     OUTPUT = 1  # carried generated output: text, reasoning, refusal or a tool-call fragment
-    ERROR = 2  # a mid-stream error frame (details appended to Reading.error_frames)
-    TERMINAL = 4  # the protocol's end-of-stream frame (marker in Reading.terminal_frame)
-    MALFORMED = 8  # the payload could not be read (reason in Reading.last_malformed)
+    TERMINAL = 2  # the protocol's end-of-stream frame (marker in Reading.terminal_frame)
+
+
+@final  # lets ``type(verdict) is Facts`` (cheaper than isinstance) narrow the verdict
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """A message's verdict when flags are not enough: the mid-stream error frame it carried, or the
+    reason it could not be read (a short fixed word such as ``json``), besides its flags."""
+
+    frame: Frame = Frame.NONE
+    error: ErrorFrame | None = None
+    malformed: str | None = None
+
+
+Verdict = Frame | Facts
+"""What :meth:`Interpreter.read` returns: plain flags for the usual message (no allocation)."""
+
+MALFORMED_JSON = Facts(malformed="json")
+NOT_AN_OBJECT = Facts(malformed="not_an_object")
+
+
+def error_frame(index: int, error_type: str, message: str, frame: Frame = Frame.NONE) -> Facts:
+    """The verdict on an error frame; both strings come through :func:`as_str`, already capped."""
+    return Facts(frame, error=ErrorFrame(index, error_type, message))
 
 
 @dataclass(slots=True)
@@ -42,19 +65,20 @@ class _ToolCallParts:
 class Reading:
     """Everything an interpreter learned so far from one stream (mutable while the stream is open).
 
-    Content is never kept unless ``capture_content`` is set: only its length in code points.
+    Content is never kept unless ``capture_content`` is set: only its length in code points. The
+    upstream chooses the keys of ``finish_reasons`` (a choice index) and of the tool calls, so both
+    are capped (``max_choices``, ``max_tool_calls``): past the cap a new key is ignored.
     """
 
     capture_content: bool = False
     capture_limit_chars: int = 0
+    max_choices: int = MAX_CHOICES
+    max_tool_calls: int = MAX_TOOL_CALLS
     model: str | None = None
     response_id: str | None = None
     finish_reasons: dict[int, str] = field(default_factory=dict)
     usage: Usage | None = None
     terminal_frame: str | None = None
-    error_frames: list[ErrorFrame] = field(default_factory=list)
-    malformed_frames: int = 0
-    last_malformed: str = ""
     text_chars: int = 0
     reasoning_chars: int = 0
     refusal_chars: int = 0
@@ -69,6 +93,13 @@ class Reading:
             self._text.append(piece)
             self._captured_chars += len(piece)
 
+    def finish_reason(self, choice: int, reason: str) -> None:
+        """Choice ``choice`` finished for ``reason`` (already capped); a new choice past the cap is
+        ignored."""
+        reasons = self.finish_reasons
+        if choice in reasons or len(reasons) < self.max_choices:
+            reasons[choice] = reason
+
     def tool_call(
         self,
         key: int | str,
@@ -78,31 +109,34 @@ class Reading:
         call_id: str | None = None,
     ) -> None:
         """Note a tool call's start (or update its name/id); ``key`` identifies it in the stream."""
-        call = self._tool_calls.get((choice, key))
+        self._call(key, choice, name, call_id)
+
+    def _call(
+        self, key: int | str, choice: int, name: str | None, call_id: str | None
+    ) -> _ToolCallParts | None:
+        calls = self._tool_calls
+        call = calls.get((choice, key))
         if call is None:
+            if len(calls) >= self.max_tool_calls:
+                return None
             parts: list[str] | None = [] if self.capture_content else None
-            self._tool_calls[(choice, key)] = _ToolCallParts(name, call_id, choice, parts=parts)
-            return
+            call = calls[(choice, key)] = _ToolCallParts(name, call_id, choice, parts=parts)
+            return call
         call.name = call.name or name
         call.call_id = call.call_id or call_id
+        return call
 
     def tool_arguments(self, key: int | str, fragment: str, *, choice: int = 0) -> None:
-        call = self._tool_calls.get((choice, key))
+        """A fragment of a tool call's arguments: counted, and kept (up to the capture limit per
+        call) only with content capture on."""
+        call = self._tool_calls.get((choice, key)) or self._call(key, choice, None, None)
         if call is None:
-            self.tool_call(key, choice=choice)
-            call = self._tool_calls[(choice, key)]
+            return
         call.chars += len(fragment)
         if call.parts is not None:
-            call.parts.append(fragment)
-
-    def error(self, index: int, error_type: str, message: str) -> None:
-        """Record an error frame; both strings come through :func:`as_str`, already capped."""
-        self.error_frames.append(ErrorFrame(index, error_type, message))
-
-    def malformed(self, reason: str) -> Frame:
-        self.malformed_frames += 1
-        self.last_malformed = reason
-        return Frame.MALFORMED
+            kept = call.chars - len(fragment)  # characters already captured, if all fitted
+            if kept < self.capture_limit_chars:
+                call.parts.append(fragment[: self.capture_limit_chars - kept])
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(
@@ -123,26 +157,24 @@ class Reading:
 class Interpreter(Protocol):
     """Reads one dispatched SSE message of a known protocol into a :class:`Reading`."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame: ...
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict: ...
 
 
 class GenericSSE:
     """Unrecognised event streams are timed, not interpreted: no message counts as output."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         return Frame.NONE
 
 
-def load_object(data: str, reading: Reading) -> dict[str, Any] | None:
-    """Parse a JSON object payload; anything else is counted as malformed and yields None."""
+def load_object(data: str) -> dict[str, Any] | Facts:
+    """Parse a JSON object payload; anything else is the malformed verdict to return."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        reading.malformed("json")
-        return None
+        return MALFORMED_JSON
     if not isinstance(obj, dict):
-        reading.malformed("not_an_object")
-        return None
+        return NOT_AN_OBJECT
     return obj
 
 

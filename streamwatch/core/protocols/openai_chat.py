@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
     error_fields,
+    error_frame,
     load_object,
 )
 from streamwatch.core.record import Usage
@@ -41,19 +45,18 @@ def _usage(usage: dict[str, Any]) -> Usage:
 class OpenAIChat:
     """Interpreter for Chat Completions chunks; every choice counts, text length is choice 0's."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         data = message.data
         if data == DONE:
             reading.terminal_frame = DONE
             return Frame.TERMINAL
-        chunk = load_object(data, reading)
-        if chunk is None:
-            return Frame.MALFORMED
+        chunk = load_object(data)
+        if type(chunk) is Facts:
+            return chunk
         error = chunk.get("error")
         if error or message.event == "error":
             error_type, text = error_fields(error if error else chunk)
-            reading.error(index, error_type, text)
-            return Frame.ERROR
+            return error_frame(index, error_type, text)
         if reading.model is None:
             reading.model = as_str(chunk.get("model"))
             reading.response_id = as_str(chunk.get("id"))
@@ -77,7 +80,7 @@ class OpenAIChat:
         if type(n) is not int:
             n = 0
         if finish and type(finish) is str:
-            reading.finish_reasons[n] = finish
+            reading.finish_reason(n, cap(finish))
         delta = choice.get("delta")
         if type(delta) is not dict:
             return False

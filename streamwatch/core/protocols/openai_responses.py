@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
     error_fields,
+    error_frame,
     load_object,
 )
 from streamwatch.core.record import Usage
@@ -52,12 +56,12 @@ def _usage(usage: dict[str, Any]) -> Usage:
 class OpenAIResponses:
     """Interpreter for Responses API events."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         if message.event not in _INTERPRETED:
             return Frame.NONE
-        payload = load_object(message.data, reading)
-        if payload is None:
-            return Frame.MALFORMED
+        payload = load_object(message.data)
+        if type(payload) is Facts:
+            return payload
         kind = as_str(payload.get("type")) or message.event
         if kind == _TEXT:
             return self._delta(payload, reading.add_text)
@@ -77,8 +81,7 @@ class OpenAIResponses:
             else:
                 error_type = as_str(payload.get("code")) or "error"
                 text = as_str(payload.get("message")) or ""
-            reading.error(index, error_type, text)
-            return Frame.ERROR
+            return error_frame(index, error_type, text)
         if kind in _STARTED or kind in TERMINAL_EVENTS:
             return self._response(kind, as_dict(payload.get("response")), index, reading)
         return Frame.NONE
@@ -113,7 +116,7 @@ class OpenAIResponses:
         return Frame.OUTPUT if name else Frame.NONE
 
     @staticmethod
-    def _response(kind: str, response: dict[str, Any], index: int, reading: Reading) -> Frame:
+    def _response(kind: str, response: dict[str, Any], index: int, reading: Reading) -> Verdict:
         reading.model = as_str(response.get("model")) or reading.model
         reading.response_id = as_str(response.get("id")) or reading.response_id
         if kind not in TERMINAL_EVENTS:
@@ -124,9 +127,10 @@ class OpenAIResponses:
             reading.usage = _usage(usage)
         status = as_str(response.get("status")) or kind.removeprefix("response.")
         reason = as_str(as_dict(response.get("incomplete_details")).get("reason"))
-        reading.finish_reasons[0] = f"{status}:{reason}" if reason else status
+        reading.finish_reason(0, cap(f"{status}:{reason}") if reason else status)
         if kind != "response.failed":
             return Frame.TERMINAL
         error_type, text = error_fields(response.get("error"))
-        reading.error(index, error_type if response.get("error") else "failed", text)
-        return Frame.TERMINAL | Frame.ERROR
+        return error_frame(
+            index, error_type if response.get("error") else "failed", text, Frame.TERMINAL
+        )
