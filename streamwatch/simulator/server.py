@@ -27,6 +27,7 @@ RNG_KEY = web.AppKey("rng", random.Random)
 # Long enough for short test streams to finish on shutdown, short enough that a stalled
 # stream does not hold `streamwatch demo` open.
 SHUTDOWN_TIMEOUT_S = 2.0
+MAX_REQUEST_BYTES = 64 << 20  # as streamwatch's --max-request-body default
 
 MODELS = ("gpt-4o-mini", "gpt-5-nano", "claude-sonnet-4-6", "sim-model")
 
@@ -199,7 +200,8 @@ async def _models(request: web.Request) -> web.Response:
 
 def make_app(profile: Profile | None = None) -> web.Application:
     """The simulator app; any path prefix before `/v1` is accepted, as gateways add their own."""
-    app = web.Application()
+    # Long-context prompts run to megabytes; aiohttp's 1 MiB default would answer them 413.
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     resolved = profile or Profile()
     app[PROFILE_KEY] = resolved
     app[RNG_KEY] = resolved.rng()

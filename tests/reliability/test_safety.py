@@ -19,11 +19,12 @@ import select
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1143,3 +1144,118 @@ class TestTelemetryCaps:
         print(f"finding 7: {len(receiver.spans)} spans, longest string {max(sizes, default=0)}")
         assert len(receiver.spans) == 2
         assert max(sizes) < LOG_LINE_BOUND
+
+
+# -- long prompts through the official SDKs ------------------------------------------------------
+
+# One normal stream of 30 tokens 110 ms apart: ~3.4 s, over three times the 1 s header timeout.
+LONG_STREAM = {
+    "x-sim-scenario": "normal",
+    "x-sim-tokens": "30",
+    "x-sim-gap-ms": "110",
+    "x-sim-jitter-ms": "0",
+    "x-sim-ttft-ms": "100",
+    "x-sim-seed": "10",
+}
+
+
+@contextlib.asynccontextmanager
+async def simulate_process() -> AsyncIterator[str]:
+    """``streamwatch simulate --port 0`` as a subprocess; yields its base URL (its first line)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamwatch", "simulate", "--host", "127.0.0.1", "--port", "0",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        url = line.strip().rpartition(" ")[2]
+        assert url.startswith("http://127.0.0.1:"), line
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def openai_stream_bytes(base: str, prompt: str) -> bytes:
+    """The raw SSE body the OpenAI SDK receives for a streamed chat completion."""
+    import openai
+
+    async with (
+        openai.AsyncOpenAI(base_url=base + "/v1", api_key="sk-x", max_retries=0) as client,
+        client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            extra_headers=LONG_STREAM,
+        ) as response,
+    ):
+        return b"".join([chunk async for chunk in response.iter_bytes()])
+
+
+async def anthropic_stream_bytes(base: str, prompt: str) -> bytes:
+    """The raw SSE body the Anthropic SDK receives for a streamed message."""
+    import anthropic
+
+    async with (
+        anthropic.AsyncAnthropic(base_url=base, api_key="sk-x", max_retries=0) as client,
+        client.messages.with_streaming_response.create(
+            model="claude-sonnet-4-6",
+            max_tokens=1024,
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            extra_headers=LONG_STREAM,
+        ) as response,
+    ):
+        return b"".join([chunk async for chunk in response.iter_bytes()])
+
+
+SDKS = {
+    "openai": (openai_stream_bytes, b"data: [DONE]"),
+    "anthropic": (anthropic_stream_bytes, b"event: message_stop"),
+}
+
+
+class TestSdkLongPrompts:
+    """Long prompts from the official SDKs: a stream over 3x the header timeout arrives whole."""
+
+    # Not strict: on aiohttp the cut needs a body read to land in the one loop iteration between
+    # the header block and the handler's start, so with the SDKs' own write pattern it happens in
+    # some runs only (TestLargePromptHeaderTimeout reproduces it every time). Remove with finding 1.
+    @pytest.mark.xfail(
+        strict=False,
+        reason="issue 10 finding 1: the upload can re-arm the 1 s header timer and cut the stream",
+    )
+    @pytest.mark.parametrize("size", [256 << 10, 2 << 20], ids=["256KB", "2MB"])
+    @pytest.mark.parametrize("sdk", list(SDKS))
+    async def test_long_prompt_stream(self, sdk: str, size: int) -> None:
+        """Through streamwatch serve to streamwatch simulate: byte-identical to what it wrote."""
+        from tests.harness import recorder, serve_process, until
+
+        call, terminal = SDKS[sdk]
+        prompt = "lorem ipsum " * (size // 12)
+        header_timeout = "1"
+        async with (
+            simulate_process() as sim,
+            recorder(sim) as relay,
+            serve_process(
+                "--upstream", relay.url, "--request-header-timeout", header_timeout
+            ) as proxy,
+        ):
+            started = time.monotonic()
+            body = await call(proxy.proxy_url, prompt)
+            elapsed = time.monotonic() - started
+            [sent] = relay.bodies()
+            assert_bytes_equal(body, sent)
+            assert terminal in body
+            assert elapsed > 3 * float(header_timeout), elapsed
+            await until(lambda: bool(proxy.events("stream.completed")), what="stream.completed")
+            outcomes = [e["outcome"] for e in proxy.lines if "outcome" in e]
+            assert outcomes == ["completed"], outcomes
