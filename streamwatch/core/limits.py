@@ -40,3 +40,9 @@ index is chosen by the upstream, so without a cap each new index would add an en
 
 MAX_TOOL_CALLS = 128
 """Distinct tool calls tracked per stream (parallel tool calls come in the tens at most)."""
+
+MAX_PROMPT_MESSAGES = 256
+"""Messages of a captured prompt (content capture only); later ones are left out."""
+
+MAX_PROMPT_PARTS = 256
+"""Parts of a captured prompt, across all its messages; later ones are left out."""

@@ -10,6 +10,7 @@ import orjson
 
 from streamwatch.core.api import Api
 from streamwatch.core.limits import cap
+from streamwatch.core.prompt import Prompt, read_prompt
 
 _SUFFIXES = (
     ("/chat/completions", Api.OPENAI_CHAT),
@@ -73,14 +74,18 @@ def select_api(path: str, content_type: str | None) -> Api | None:
 
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """What a JSON request body says about the stream it asks for (None where it does not say)."""
+    """What a JSON request body says about the stream it asks for (None where it does not say);
+    ``prompt`` only when content capture asked for it."""
 
     model: str | None = None
     stream: bool | None = None
+    prompt: Prompt | None = None
 
 
-def read_request(body: bytes) -> RequestFacts:
-    """``model`` and ``stream`` from a JSON request body; unreadable bodies give no facts."""
+def read_request(body: bytes, *, capture_limit: int | None = None) -> RequestFacts:
+    """``model`` and ``stream`` from a JSON request body, parsed once; with ``capture_limit`` set
+    (content capture on) also its prompt, text cut to that many characters. Unreadable bodies give
+    no facts."""
     if not body:
         return RequestFacts()
     try:
@@ -94,4 +99,5 @@ def read_request(body: bytes) -> RequestFacts:
     return RequestFacts(
         model=cap(model) if isinstance(model, str) and model else None,
         stream=stream if isinstance(stream, bool) else None,
+        prompt=None if capture_limit is None else read_prompt(obj, capture_limit),
     )
