@@ -3,7 +3,7 @@
 The proxy calls :meth:`StreamAnalyzer.feed` after writing each upstream read to the client,
 :meth:`StreamAnalyzer.poll` from its watchdog to detect stalls while a stream hangs, and
 :meth:`StreamAnalyzer.close` exactly once. Definitions (TTFB, TTFT, gap, stall, outcome) are those
-of DESIGN.md; all times are the caller's monotonic nanoseconds.
+of docs/architecture.md (Definitions); all times are the caller's monotonic nanoseconds.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class AnalyzerConfig:
     """Thresholds and content policy shared by every stream of a proxy."""
 
     stall_threshold_ns: int = 10 * NS_PER_S
-    """Silence between output events longer than this is a stall (DESIGN.md default 10 s)."""
+    """Silence between output events longer than this is a stall (default 10 s, docs/architecture.md)."""
     first_token_stall_threshold_ns: int = 60 * NS_PER_S
     """Before the first output event reasoning models think for long: a separate, larger threshold."""
     capture_content: bool = False

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from streamwatch.core.limits import MAX_PROMPT_MESSAGES, MAX_PROMPT_PARTS, cap
 
 
@@ -74,9 +76,18 @@ def _parts(content: object, budget: _Budget) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def read_prompt(request: dict[str, Any], limit: int) -> Prompt | None:
-    """The prompt of a parsed request body, text cut to ``limit`` characters in total; None if the
-    body has neither messages nor system instructions."""
+def read_prompt(body: bytes, limit: int) -> Prompt | None:
+    """The prompt of a JSON request body, text cut to ``limit`` characters in total; None if the
+    body is not a JSON object or has neither messages nor system instructions."""
+    try:
+        request = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    return prompt_of(request, limit) if isinstance(request, dict) else None
+
+
+def prompt_of(request: dict[str, Any], limit: int) -> Prompt | None:
+    """:func:`read_prompt` of a body already parsed (the proxy parses each body once)."""
     budget = _Budget(limit)
     system = request.get("system", request.get("instructions"))
     system_parts = _parts(system, budget) if system is not None else None

@@ -10,7 +10,7 @@ import orjson
 
 from streamwatch.core.api import Api
 from streamwatch.core.limits import cap
-from streamwatch.core.prompt import Prompt, read_prompt
+from streamwatch.core.prompt import Prompt, prompt_of
 
 _SUFFIXES = (
     ("/chat/completions", Api.OPENAI_CHAT),
@@ -99,5 +99,5 @@ def read_request(body: bytes, *, capture_limit: int | None = None) -> RequestFac
     return RequestFacts(
         model=cap(model) if isinstance(model, str) and model else None,
         stream=stream if isinstance(stream, bool) else None,
-        prompt=None if capture_limit is None else read_prompt(obj, capture_limit),
+        prompt=None if capture_limit is None else prompt_of(obj, capture_limit),
     )

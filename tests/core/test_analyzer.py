@@ -1,4 +1,4 @@
-"""The stream analyzer's definitions (DESIGN.md) on synthetic timestamps: timing, stalls, outcomes."""
+"""The analyzer's definitions (docs/architecture.md) on synthetic timestamps: timing, stalls, outcomes."""
 
 from __future__ import annotations
 
