@@ -9,8 +9,8 @@ tools can read it without prometheus-client or OpenTelemetry installed.
 What is counted when: **live**, from the analyzer's events while the stream is open (TTFB, TTFT,
 gaps, output events, error frames, stalls and the stalled gauge, malformed and oversize frames, the
 active gauge), so dashboards do not wait for a stream to end; **at stream end**, from the final
-record (outcome, finish reasons, reported usage, tokens/s, duration), never counting a live fact
-twice.
+record (outcome, finish reasons, reported usage, delivered output tokens, tokens/s, duration),
+never counting a live fact twice.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ ERROR_TYPE: Final = "error_type"
 TOKEN_TYPE: Final = "type"
 KIND: Final = "kind"
 STAGE: Final = "stage"
+SOURCE: Final = "source"
 VERSION: Final = "version"
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
@@ -57,6 +58,10 @@ OUTCOMES: Final = tuple(o.value for o in Outcome)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
+#: Where a stream's delivered output token count came from: its own usage report, or its events.
+SOURCE_REPORTED: Final = "reported"
+SOURCE_ESTIMATED: Final = "estimated"
+OUTPUT_TOKEN_SOURCES: Final = (SOURCE_REPORTED, SOURCE_ESTIMATED)
 UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 STAGE_ANALYZER: Final = "analyzer"
 STAGE_MALFORMED: Final = "malformed_frame"
@@ -128,6 +133,7 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     PHASE: frozenset(STALL_PHASES),
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
+    SOURCE: frozenset(OUTPUT_TOKEN_SOURCES),
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
@@ -299,6 +305,16 @@ OUTPUT_EVENTS: Final = Family(
     ROUTE_API,
     "output events",
 )
+DELIVERED_OUTPUT_TOKENS: Final = Family(
+    "streamwatch_delivered_output_tokens_total",
+    "counter",
+    "Output tokens delivered by every stream whatever its outcome, from its own usage report "
+    "(source=reported) or estimated from its output events (source=estimated).",
+    "{token}",
+    (*ROUTE_API, SOURCE),
+    "output tokens delivered by every stream whatever its outcome: `reported` (its own usage) "
+    "or `estimated` (from its output events)",
+)
 UPSTREAM_ERRORS: Final = Family(
     "streamwatch_upstream_errors_total",
     "counter",
@@ -341,6 +357,7 @@ FAMILIES: Final = (
     ERROR_FRAMES,
     TOKENS,
     OUTPUT_EVENTS,
+    DELIVERED_OUTPUT_TOKENS,
     UPSTREAM_ERRORS,
     ANALYSIS_ERRORS,
     BUILD_INFO,

@@ -189,17 +189,23 @@ def chat_stream(words: Sequence[str], gap: float = 0.0) -> list[tuple[float, byt
     return steps
 
 
+Steps = Sequence[tuple[float, bytes]]
+
+
 @dataclass
 class Scripted:
     """A bare asyncio HTTP/1.1 upstream (no aiohttp): answers every request with the same scripted
     chunked SSE response, and records each request and when each connection was closed on it."""
 
-    steps: Sequence[tuple[float, bytes]]  # (delay before, event bytes), each its own chunk
+    steps: Steps  # (delay before, event bytes), each its own chunk
     finish: bool = True  # end the chunked body after the script; False: hang until closed
     head_delay: float = 0.0  # silence before the response head
     port: int = 0
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     closed_at: list[float] = field(default_factory=list)  # monotonic, one per closed connection
+    variants: Mapping[str, tuple[Steps, bool]] = field(default_factory=dict)
+    """Other scripts ``(steps, finish)``, chosen by the request's ``x-request-id``, so one upstream
+    (and one streamwatch in front of it) can serve many scripted cases."""
 
     @property
     def url(self) -> str:
@@ -221,6 +227,9 @@ class Scripted:
             writer.close()
             return
         self.requests.append((head[0], headers))
+        steps, finish = self.variants.get(
+            headers.get("x-request-id", ""), (self.steps, self.finish)
+        )
         closed = asyncio.get_running_loop().create_task(self._watch_close(reader))
         try:
             await asyncio.sleep(self.head_delay)
@@ -228,11 +237,11 @@ class Scripted:
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             )
-            for delay, data in self.steps:
+            for delay, data in steps:
                 await asyncio.sleep(delay)
                 writer.write(b"%x\r\n%s\r\n" % (len(data), data))
                 await writer.drain()
-            if self.finish:
+            if finish:
                 writer.write(b"0\r\n\r\n")
                 await writer.drain()
             await closed
@@ -245,10 +254,14 @@ class Scripted:
 
 @contextlib.asynccontextmanager
 async def scripted(
-    steps: Sequence[tuple[float, bytes]], *, finish: bool = True, head_delay: float = 0.0
+    steps: Steps,
+    *,
+    finish: bool = True,
+    head_delay: float = 0.0,
+    variants: Mapping[str, tuple[Steps, bool]] | None = None,
 ) -> AsyncIterator[Scripted]:
     """Serve a :class:`Scripted` upstream on an ephemeral port for the block."""
-    upstream = Scripted(steps, finish, head_delay)
+    upstream = Scripted(steps, finish, head_delay, variants=variants or {})
     async with _connections(upstream.handle, "scripted") as port:
         upstream.port = port
         yield upstream

@@ -315,8 +315,11 @@ class StreamAnalyzer:
             outcome=outcome_of(
                 error_frames=self._error_frames,
                 cause=cause,
-                # An uninterpreted event stream has no terminal frame to wait for.
-                terminal_seen=reading.terminal_frame is not None or self.api is Api.SSE,
+                # Fed only after the write to the client: seen here means delivered. An
+                # uninterpreted event stream has no terminal frame to wait for.
+                terminal_delivered=None
+                if self.api is Api.SSE
+                else reading.terminal_frame is not None,
             ),
             close_cause=cause,
             t_request_ns=self.t_request_ns,

@@ -15,7 +15,7 @@ class CloseCause(StrEnum):
     UPSTREAM_EOF = "upstream_eof"  # upstream ended the body cleanly
     UPSTREAM_RESET = "upstream_reset"  # upstream transport failed mid-body
     UPSTREAM_TIMEOUT = "upstream_timeout"  # upstream was silent past the read timeout
-    CLIENT_ABORT = "client_abort"  # the client went away before upstream ended
+    CLIENT_ABORT = "client_abort"  # the client went away before upstream ended the body
     SHUTDOWN = "shutdown"  # the drain deadline passed during a graceful shutdown
 
 
@@ -39,12 +39,21 @@ _OUTCOME_OF_CAUSE = {
 }
 
 
-def outcome_of(*, error_frames: int, cause: CloseCause, terminal_seen: bool) -> Outcome:
-    """First that applies: error frame > client abort > shutdown > timeout > reset > truncated."""
+def outcome_of(*, error_frames: int, cause: CloseCause, terminal_delivered: bool | None) -> Outcome:
+    """First that applies: error frame > client abort > shutdown > timeout > reset > truncated.
+
+    ``terminal_delivered`` says whether the protocol's terminal frame was written to the client
+    (None: the protocol has none, as for uninterpreted event streams). Once it was, the verdict is
+    settled: the OpenAI SDKs close their connection at ``[DONE]``, and gateways such as LiteLLM
+    end the body a moment later, so what happens after the terminal frame is not a client abort,
+    a timeout or a reset of that stream.
+    """
     if error_frames:
         return Outcome.ERROR_FRAME
+    if terminal_delivered:
+        return Outcome.COMPLETED
     if cause is CloseCause.UPSTREAM_EOF:
-        return Outcome.COMPLETED if terminal_seen else Outcome.TRUNCATED
+        return Outcome.TRUNCATED if terminal_delivered is False else Outcome.COMPLETED
     return _OUTCOME_OF_CAUSE[cause]
 
 

@@ -44,7 +44,7 @@ from streamwatch.core.events import (
     StallStarted,
 )
 from streamwatch.core.prompt import Part, Prompt
-from streamwatch.core.record import CloseCause, Outcome, StreamRecord
+from streamwatch.core.record import Outcome, StreamRecord
 from streamwatch.export import semconv as sc
 from streamwatch.sinks import Exchange, Hooks, SinkEvent, Trace
 
@@ -164,6 +164,7 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
         sc.SW_API: record.api.value,
         sc.SW_OUTCOME: record.outcome.value,
         sc.SW_OUTPUT_EVENTS: record.output_events,
+        sc.SW_OUTPUT_TOKENS: record.output_tokens,
         sc.SW_OUTPUT_TOKENS_ESTIMATED: record.output_tokens_estimated,
         sc.SW_STALLS: len(record.stalls),
         sc.SW_BODY_BYTES: record.body_bytes,
@@ -326,7 +327,7 @@ class _SpanWatcher:
             attributes.update(prompt_attributes(prompt))
         if record is not None:
             attributes.update(_record_attributes(record))
-            if record.close_cause is CloseCause.CLIENT_ABORT:
+            if record.outcome is Outcome.CLIENT_ABORT:
                 span.add_event(sc.EVENT_CLIENT_ABORT, None, end_ns)
             if self._capture_limit is not None:
                 _set(

@@ -83,6 +83,7 @@ class Metrics:
         self.error_frames = _counter(spec.ERROR_FRAMES, registry)
         self.tokens = _counter(spec.TOKENS, registry)
         self.output_events = _counter(spec.OUTPUT_EVENTS, registry)
+        self.delivered_output_tokens = _counter(spec.DELIVERED_OUTPUT_TOKENS, registry)
         self.upstream_errors = _counter(spec.UPSTREAM_ERRORS, registry)
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
         self.build_info = _gauge(spec.BUILD_INFO, registry)
@@ -142,6 +143,7 @@ class _RouteApiChildren:
         "active",
         "analysis",
         "api",
+        "delivered",
         "duration",
         "error_frames",
         "finish",
@@ -168,6 +170,9 @@ class _RouteApiChildren:
             s: metrics.analysis_errors.labels(*labels, s) for s in spec.ANALYSIS_STAGES
         }
         self.tokens = {t: metrics.tokens.labels(*labels, t) for t in spec.TOKEN_TYPES}
+        self.delivered = {
+            s: metrics.delivered_output_tokens.labels(*labels, s) for s in spec.OUTPUT_TOKEN_SOURCES
+        }
         # Known values at zero: the first length cut or overloaded_error of a (route, api) is
         # visible to rate() (a counter that appears at 1 is invisible to it).
         self.finish: dict[str, Counter] = {
@@ -201,6 +206,8 @@ class _RouteApiChildren:
             ):
                 if count:
                     self.tokens[kind].inc(count)
+        source = spec.SOURCE_ESTIMATED if record.output_tokens_estimated else spec.SOURCE_REPORTED
+        self.delivered[source].inc(record.output_tokens)
         self.duration.observe(max(0.0, _ns_to_s(record.duration_ns)), _exemplar(trace_id))
 
     def error_frame(self, error_type: str) -> None:

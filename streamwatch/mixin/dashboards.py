@@ -154,6 +154,24 @@ def overview(cfg: Config) -> Json:
         targets(rate_by(spec.OUTPUT_EVENTS, spec.API)),
         w=12,
     )
+    lay.timeseries(
+        "Tokens delivered on streams without a usage report",
+        "Output tokens per second delivered by streams that never reported usage (cut, aborted, "
+        "failed, or usage not asked for), estimated from their output events, by API.",
+        targets(
+            (
+                sum_rate(
+                    spec.DELIVERED_OUTPUT_TOKENS,
+                    dashboard_selector(
+                        spec.DELIVERED_OUTPUT_TOKENS, **{spec.SOURCE: spec.SOURCE_ESTIMATED}
+                    ),
+                    spec.API,
+                ),
+                legend(spec.API),
+            )
+        ),
+        w=12,
+    )
     lay.row("Upstream and self-health")
     lay.timeseries(
         "Upstream errors",

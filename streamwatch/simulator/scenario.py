@@ -203,11 +203,17 @@ def plan(scenario: Scenario) -> Plan:
 
 @dataclass(frozen=True, slots=True)
 class _Frame:
-    """One SSE event as the renderer produced it; `output` frames are the ones timed and counted."""
+    """One SSE event as the renderer produced it; `output` frames are the ones timed and counted.
+
+    `names_tool` marks the frame that names a tool call: a real model sends it when it has decided
+    to call the tool, so it is timed like output (TTFT before it, a gap after it), though it is not
+    a token and not counted in interruption indexes.
+    """
 
     data: bytes
     output: bool = False
     stamp_at: int | None = None
+    names_tool: bool = False
 
 
 def _dumps(payload: Any) -> bytes:
@@ -215,12 +221,17 @@ def _dumps(payload: Any) -> bytes:
 
 
 def _frame(
-    event: str | None, payload: dict[str, Any], *, output: bool = False, stamp: bool = False
+    event: str | None,
+    payload: dict[str, Any],
+    *,
+    output: bool = False,
+    stamp: bool = False,
+    names_tool: bool = False,
 ) -> _Frame:
     head = b"" if event is None else b"event: " + event.encode() + b"\n"
     body = _dumps(payload)
     if not (output and stamp):
-        return _Frame(head + b"data: " + body + b"\n\n", output)
+        return _Frame(head + b"data: " + body + b"\n\n", output, names_tool=names_tool)
     prefix = head + b"data: " + body[:-1] + b',"' + TIMESTAMP_FIELD.encode() + b'":'
     return _Frame(prefix + b"}\n\n", output, len(prefix))
 
@@ -233,7 +244,12 @@ class _Chat:
         self.p = content
 
     def _chunk(
-        self, delta: dict[str, Any], finish: str | None = None, *, output: bool = False
+        self,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        *,
+        output: bool = False,
+        names_tool: bool = False,
     ) -> _Frame:
         payload: dict[str, Any] = {
             "id": self.p.ids["chat"],
@@ -245,7 +261,7 @@ class _Chat:
         }
         if self.s.include_usage:
             payload["usage"] = None
-        return _frame(None, payload, output=output, stamp=self.s.timestamps)
+        return _frame(None, payload, output=output, stamp=self.s.timestamps, names_tool=names_tool)
 
     def _finish_reason(self) -> str:
         if self.s.cut:
@@ -276,7 +292,7 @@ class _Chat:
                 "function": {"name": self.s.tool_name, "arguments": ""},
             }
             role = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
-            yield self._chunk(role)
+            yield self._chunk(role, names_tool=True)
             for piece in self.p.tool_arguments:
                 args = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
                 yield self._chunk(args, output=True)
@@ -343,10 +359,12 @@ class _Responses:
         self.p = content
         self.seq = 0
 
-    def _event(self, kind: str, fields: dict[str, Any], *, output: bool = False) -> _Frame:
+    def _event(
+        self, kind: str, fields: dict[str, Any], *, output: bool = False, names_tool: bool = False
+    ) -> _Frame:
         payload = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
-        return _frame(kind, payload, output=output, stamp=self.s.timestamps)
+        return _frame(kind, payload, output=output, stamp=self.s.timestamps, names_tool=names_tool)
 
     def _items(self) -> list[dict[str, Any]]:
         """The finished output items, in output order."""
@@ -462,7 +480,9 @@ class _Responses:
     def _function_call(self, index: int, item: dict[str, Any]) -> Iterator[_Frame]:
         where = {"item_id": item["id"], "output_index": index}
         added = {**item, "status": "in_progress", "arguments": ""}
-        yield self._event("response.output_item.added", {"output_index": index, "item": added})
+        yield self._event(
+            "response.output_item.added", {"output_index": index, "item": added}, names_tool=True
+        )
         for piece in self.p.tool_arguments:
             yield self._event(
                 "response.function_call_arguments.delta", {**where, "delta": piece}, output=True
@@ -508,8 +528,11 @@ class _Messages:
         self.s = scenario
         self.p = content
 
-    def _event(self, kind: str, fields: dict[str, Any], *, output: bool = False) -> _Frame:
-        return _frame(kind, {"type": kind, **fields}, output=output, stamp=self.s.timestamps)
+    def _event(
+        self, kind: str, fields: dict[str, Any], *, output: bool = False, names_tool: bool = False
+    ) -> _Frame:
+        payload = {"type": kind, **fields}
+        return _frame(kind, payload, output=output, stamp=self.s.timestamps, names_tool=names_tool)
 
     def _stop_reason(self) -> str:
         if self.s.cut:
@@ -575,7 +598,11 @@ class _Messages:
             else:
                 start = {"type": "text", "text": ""}
                 deltas = [({"type": "text_delta", "text": p}, True) for p in self.p.text]
-            yield self._event("content_block_start", {"index": index, "content_block": start})
+            yield self._event(
+                "content_block_start",
+                {"index": index, "content_block": start},
+                names_tool=block["type"] == "tool_use",
+            )
             if index == 0:
                 yield _Frame(b'event: ping\ndata: {"type": "ping"}\n\n')
             for delta, output in deltas:
@@ -609,10 +636,11 @@ def steps(scenario: Scenario) -> Iterator[Step]:
     """The stream as timed writes, ending in exactly one `Close` or `Reset`.
 
     Non-output events go out right after the event before them; output event k waits `ttft_s`
-    (k = 0) or one jittered gap, plus `stall_s` when k == `stall_after`. An interruption index k
-    takes effect just before output event k, or, for k at or beyond the last one, right after the
-    last output event (before the closing events). The earliest interruption wins; on a tie the
-    error frame beats the truncation, which beats the reset.
+    (k = 0) or one jittered gap, plus `stall_s` when k == `stall_after`. The frame naming a tool
+    call is timed like an output event (DESIGN counts it as one) but not counted as one. An
+    interruption index k takes effect just before output event k, or, for k at or beyond the last
+    one, right after the last output event (before the closing events). The earliest interruption
+    wins; on a tie the error frame beats the truncation, which beats the reset.
     """
     timing = _rng(scenario, "timing")
     renderer = _renderer(scenario)
@@ -629,13 +657,13 @@ def steps(scenario: Scenario) -> Iterator[Step]:
     delay = scenario.ttft_s
     sent = 0
     for frame in frames[:stop_at]:
-        if not frame.output:
+        if not (frame.output or frame.names_tool):
             yield Send(0.0, frame.data)
             continue
-        if sent == scenario.stall_after:
+        if frame.output and sent == scenario.stall_after:
             delay += scenario.stall_s
         yield Send(delay, frame.data, frame.stamp_at)
-        sent += 1
+        sent += frame.output
         jitter = scenario.gap_jitter_s
         delay = max(scenario.gap_mean_s + (timing.uniform(-jitter, jitter) if jitter else 0.0), 0.0)
     if interruption is None:

@@ -298,20 +298,22 @@ class TestStalls:
 
 
 class TestOutcomes:
-    """One outcome: error frame > client abort > shutdown > timeout > reset > truncated > completed."""
+    """One outcome: error frame > client abort > shutdown > timeout > reset > truncated > completed,
+    and a stream whose terminal frame was delivered is completed whatever closes it after."""
 
     EXPECTED: ClassVar[
         dict[tuple[CloseCause, bool], Outcome]
-    ] = {  # (cause, terminal frame seen) -> outcome without an error frame
+    ] = {  # (cause, terminal frame delivered) -> outcome without an error frame
+        # Once the terminal frame reached the client the verdict is settled, whatever ends after.
         (CloseCause.UPSTREAM_EOF, True): Outcome.COMPLETED,
         (CloseCause.UPSTREAM_EOF, False): Outcome.TRUNCATED,
-        (CloseCause.UPSTREAM_RESET, True): Outcome.UPSTREAM_RESET,
+        (CloseCause.UPSTREAM_RESET, True): Outcome.COMPLETED,
         (CloseCause.UPSTREAM_RESET, False): Outcome.UPSTREAM_RESET,
-        (CloseCause.UPSTREAM_TIMEOUT, True): Outcome.UPSTREAM_TIMEOUT,
+        (CloseCause.UPSTREAM_TIMEOUT, True): Outcome.COMPLETED,
         (CloseCause.UPSTREAM_TIMEOUT, False): Outcome.UPSTREAM_TIMEOUT,
-        (CloseCause.SHUTDOWN, True): Outcome.SHUTDOWN,
+        (CloseCause.SHUTDOWN, True): Outcome.COMPLETED,
         (CloseCause.SHUTDOWN, False): Outcome.SHUTDOWN,
-        (CloseCause.CLIENT_ABORT, True): Outcome.CLIENT_ABORT,
+        (CloseCause.CLIENT_ABORT, True): Outcome.COMPLETED,
         (CloseCause.CLIENT_ABORT, False): Outcome.CLIENT_ABORT,
     }
 
@@ -615,3 +617,156 @@ class TestEveryCut:
             a.feed(raw[:cut], at(1))
             _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
             assert record.undispatched_tail, cut
+
+
+def anthropic(payload: dict[str, Any]) -> bytes:
+    return sse(payload, payload["type"])
+
+
+def anthropic_text(text: str) -> bytes:
+    delta = {"type": "text_delta", "text": text}
+    return anthropic({"type": "content_block_delta", "index": 0, "delta": delta})
+
+
+MESSAGE_START = anthropic(
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "model": "claude-x",
+            "usage": {"input_tokens": 9, "output_tokens": 1},
+        },
+    }
+)
+
+
+def responses(payload: dict[str, Any]) -> bytes:
+    return sse(payload, payload["type"])
+
+
+def responses_completed(usage: Any) -> bytes:
+    response = {"id": "resp_1", "model": "gpt-4o", "status": "completed", "usage": usage}
+    return responses({"type": "response.completed", "response": response})
+
+
+class TestReportedOutput:
+    """Only a stream's final usage report is reported output; else output is estimated from events."""
+
+    def test_anthropic_placeholder_is_not_a_report(self) -> None:
+        """Cut before message_delta: message_start's output count (1) is replaced by the estimate."""
+        a = analyzer(api=Api.ANTHROPIC_MESSAGES)
+        a.feed(MESSAGE_START, at(0.5))
+        for i, seconds in enumerate([1, 2, 3]):
+            a.feed(anthropic_text(f"t{i}"), at(seconds))
+        _, record = a.close(at(4), CloseCause.UPSTREAM_RESET)
+        assert record.usage is not None
+        assert (record.usage.input_tokens, record.usage.output_tokens) == (9, None)
+        assert (record.output_tokens, record.output_tokens_estimated) == (3, True)
+        assert record.tokens_per_second == pytest.approx((3 - 1) / 2.0)
+
+    def test_anthropic_final_usage_is_reported(self) -> None:
+        a = analyzer(api=Api.ANTHROPIC_MESSAGES)
+        a.feed(MESSAGE_START + anthropic_text("a"), at(1))
+        a.feed(anthropic_text("b"), at(2))
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 12},
+        }
+        a.feed(anthropic(delta) + anthropic({"type": "message_stop"}), at(2.5))
+        _, record = a.close(at(3), CloseCause.UPSTREAM_EOF)
+        assert (record.output_tokens, record.output_tokens_estimated) == (12, False)
+        assert record.usage is not None
+        assert record.usage.input_tokens == 9
+
+    @pytest.mark.parametrize("api", [Api.OPENAI_CHAT, Api.ANTHROPIC_MESSAGES, Api.OPENAI_RESPONSES])
+    def test_explicit_zero_is_never_replaced_by_an_estimate(self, api: Api) -> None:
+        a = analyzer(api=api)
+        body = {
+            Api.OPENAI_CHAT: chat("a") + chat(usage={"completion_tokens": 0}) + DONE,
+            Api.ANTHROPIC_MESSAGES: MESSAGE_START
+            + anthropic_text("a")
+            + anthropic({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 0}}),
+            Api.OPENAI_RESPONSES: responses({"type": "response.output_text.delta", "delta": "a"})
+            + responses_completed({"output_tokens": 0}),
+        }[api]
+        a.feed(body, at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert (record.output_events, record.output_tokens, record.output_tokens_estimated) == (
+            1,
+            0,
+            False,
+        )
+
+
+OUT_OF_RANGE = [2**64 - 1, 2**31, -1, 1.5, "12", True]
+
+
+class TestUsageOutOfRange:
+    """A usage report with a count that is not an int in 0..2**31-1 is counted as malformed and ignored."""
+
+    @pytest.mark.parametrize("value", OUT_OF_RANGE, ids=repr)
+    @pytest.mark.parametrize("api", [Api.OPENAI_CHAT, Api.ANTHROPIC_MESSAGES, Api.OPENAI_RESPONSES])
+    def test_ignored_and_counted(self, api: Api, value: object) -> None:
+        a = analyzer(api=api)
+        body = {
+            Api.OPENAI_CHAT: chat("a")
+            + chat(usage={"prompt_tokens": 3, "completion_tokens": value})
+            + DONE,
+            Api.ANTHROPIC_MESSAGES: anthropic_text("a")
+            + anthropic({"type": "message_delta", "delta": {}, "usage": {"output_tokens": value}})
+            + anthropic({"type": "message_stop"}),
+            Api.OPENAI_RESPONSES: responses({"type": "response.output_text.delta", "delta": "a"})
+            + responses_completed({"input_tokens": 3, "output_tokens": value}),
+        }[api]
+        events = a.feed(body, at(1))
+        assert [e.reason for e in of_type(events, MalformedFrameReceived)] == ["usage_out_of_range"]
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert record.usage is None
+        assert (record.output_tokens, record.output_tokens_estimated) == (1, True)
+        assert (record.malformed_frames, record.outcome) == (1, Outcome.COMPLETED)
+
+    def test_anthropic_placeholder_out_of_range_is_not_read(self) -> None:
+        """The placeholder is never read, so even junk there costs nothing."""
+        a = analyzer(api=Api.ANTHROPIC_MESSAGES)
+        start = {
+            "type": "message_start",
+            "message": {"usage": {"input_tokens": 4, "output_tokens": -1}},
+        }
+        a.feed(anthropic(start) + anthropic_text("a"), at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_RESET)
+        assert record.malformed_frames == 0
+        assert record.usage is not None
+        assert record.usage.input_tokens == 4
+
+    def test_largest_count_is_believed(self) -> None:
+        a = analyzer()
+        a.feed(chat("a") + chat(usage={"completion_tokens": 2**31 - 1}) + DONE, at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert (record.output_tokens, record.malformed_frames) == (2**31 - 1, 0)
+
+
+class TestDoneSentinel:
+    """``data: [DONE]`` is the OpenAI family's known sentinel: never malformed, terminal only on chat."""
+
+    def test_after_a_responses_stream(self) -> None:
+        a = analyzer(api=Api.OPENAI_RESPONSES)
+        events = a.feed(
+            responses({"type": "response.output_text.delta", "delta": "a"})
+            + responses_completed({"output_tokens": 1})
+            + DONE,
+            at(1),
+        )
+        assert of_type(events, MalformedFrameReceived) == []
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert (record.malformed_frames, record.terminal_frame, record.outcome) == (
+            0,
+            "response.completed",
+            Outcome.COMPLETED,
+        )
+
+    def test_does_not_end_a_responses_stream(self) -> None:
+        a = analyzer(api=Api.OPENAI_RESPONSES)
+        a.feed(responses({"type": "response.output_text.delta", "delta": "a"}) + DONE, at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert (record.malformed_frames, record.outcome) == (0, Outcome.TRUNCATED)

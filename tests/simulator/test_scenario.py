@@ -71,6 +71,17 @@ class TestTiming:
         assert 2.05 <= output[3] <= 2.15
         assert all(s.delay_s == 0 for s in sends if s.delay_s not in output)
 
+    @pytest.mark.parametrize("api", APIS)
+    def test_tool_name_waits_ttft(self, api: Api) -> None:
+        """Issue 11 finding 7: the frame naming the tool is the first output, so it waits ttft."""
+        scenario = Scenario(api, "m", tool_call=True, output_tokens=6, ttft_s=0.5, gap_mean_s=0.1)
+        sends = [s for s in steps(scenario) if isinstance(s, Send)]
+        named = [s for s in sends if b'"get_weather"' in s.data]
+        assert named[0].delay_s == 0.5
+        assert sum(s.delay_s for s in sends[: sends.index(named[0])]) == 0
+        arguments = sends[sends.index(named[0]) + 1 :]
+        assert [s.delay_s for s in arguments if s.delay_s][:1] == [0.1]  # then one gap
+
 
 class TestOpenAIChatFrames:
     """Chat chunks carry the recorded fields, role chunk first, usage chunk, then [DONE]."""

@@ -1,7 +1,8 @@
 """Anthropic Messages streams (``/v1/messages``).
 
-``message_start`` (model, id, input usage), content blocks (``text_delta``, ``thinking_delta``,
-``input_json_delta``), ``message_delta`` (``stop_reason`` and cumulative usage), ``message_stop``.
+``message_start`` (model, id, input usage; its output count is a placeholder), content blocks
+(``text_delta``, ``thinking_delta``, ``input_json_delta``), ``message_delta`` (``stop_reason`` and
+cumulative usage), ``message_stop``.
 Errors are ``event: error``, or relays that drop the event line and send only a payload of type
 ``error`` (see corpus ERROR_FRAMES.md §3). ``ping`` events are not parsed.
 """
@@ -12,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from streamwatch.core.protocols.base import (
+    USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
     Reading,
@@ -22,25 +24,39 @@ from streamwatch.core.protocols.base import (
     error_fields,
     error_frame,
     load_object,
+    read_usage,
 )
 from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
 
 _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+_BAD_USAGE = Facts(malformed=USAGE_OUT_OF_RANGE)
 
 
-def _merge_usage(current: Usage | None, usage: dict[str, Any]) -> Usage:
-    """``message_delta`` usage overrides ``message_start`` field by field (output is cumulative)."""
-    base = current or Usage()
-    thinking = as_int(as_dict(usage.get("output_tokens_details")).get("thinking_tokens"))
-    fields = {
-        "input_tokens": as_int(usage.get("input_tokens")),
-        "output_tokens": as_int(usage.get("output_tokens")),
-        "cached_input_tokens": as_int(usage.get("cache_read_input_tokens")),
-        "cache_creation_input_tokens": as_int(usage.get("cache_creation_input_tokens")),
-        "reasoning_tokens": thinking,
-    }
-    return replace(base, **{k: v for k, v in fields.items() if v is not None})
+def _merge_usage(
+    current: Usage | None, usage: dict[str, Any], reading: Reading, *, final: bool
+) -> Verdict:
+    """Merge a usage object into the reading, field by field (``message_delta`` counts are cumulative).
+
+    ``message_start`` carries an output count that is a placeholder (1 from Anthropic, 0 behind
+    LiteLLM), not a report: only the final ``message_delta`` reports output, so a stream cut before
+    it has its output estimated from events and flagged. Out-of-range counts: ignored, malformed.
+    """
+    thinking = as_dict(usage.get("output_tokens_details")).get("thinking_tokens")
+    counts = read_usage(
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens") if final else None,
+        cached_input_tokens=usage.get("cache_read_input_tokens"),
+        cache_creation_input_tokens=usage.get("cache_creation_input_tokens"),
+        reasoning_tokens=thinking,
+    )
+    if counts is None:
+        return _BAD_USAGE
+    fields = {name: getattr(counts, name) for name in counts.__slots__}
+    reading.usage = replace(
+        current or Usage(), **{k: v for k, v in fields.items() if v is not None}
+    )
+    return Frame.NONE
 
 
 class AnthropicMessages:
@@ -69,7 +85,7 @@ class AnthropicMessages:
                 reading.finish_reason(0, stop)
             usage = payload.get("usage")
             if isinstance(usage, dict):
-                reading.usage = _merge_usage(reading.usage, usage)
+                return _merge_usage(reading.usage, usage, reading, final=True)
             return Frame.NONE
         if kind == "message_start":
             msg = as_dict(payload.get("message"))
@@ -77,7 +93,7 @@ class AnthropicMessages:
             reading.response_id = as_str(msg.get("id")) or reading.response_id
             usage = msg.get("usage")
             if isinstance(usage, dict):
-                reading.usage = _merge_usage(reading.usage, usage)
+                return _merge_usage(reading.usage, usage, reading, final=False)
             return Frame.NONE
         if kind == "message_stop":
             reading.terminal_frame = "message_stop"

@@ -20,6 +20,14 @@ from streamwatch.core.limits import MAX_CHOICES, MAX_TOOL_CALLS, cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
 
+#: The OpenAI family's end-of-stream sentinel. Terminal on Chat Completions; gateways (LiteLLM) also
+#: append it to Responses streams, where it is known and means nothing, never a malformed frame.
+DONE = "[DONE]"
+
+#: The largest token count believed. A u64 max froze ``tokens_total`` and a negative count broke
+#: tokens/s: 2**31 - 1 is orders of magnitude above any context window and exact in a float64.
+MAX_TOKEN_COUNT = (1 << 31) - 1
+
 
 class Frame(IntFlag):
     """What one SSE message meant to the interpreter (both flags may apply)."""
@@ -45,11 +53,19 @@ Verdict = Frame | Facts
 
 MALFORMED_JSON = Facts(malformed="json")
 NOT_AN_OBJECT = Facts(malformed="not_an_object")
+USAGE_OUT_OF_RANGE = "usage_out_of_range"
 
 
-def error_frame(index: int, error_type: str, message: str, frame: Frame = Frame.NONE) -> Facts:
+def error_frame(
+    index: int,
+    error_type: str,
+    message: str,
+    frame: Frame = Frame.NONE,
+    *,
+    malformed: str | None = None,
+) -> Facts:
     """The verdict on an error frame; both strings come through :func:`as_str`, already capped."""
-    return Facts(frame, error=ErrorFrame(index, error_type, message))
+    return Facts(frame, error=ErrorFrame(index, error_type, message), malformed=malformed)
 
 
 @dataclass(slots=True)
@@ -181,6 +197,22 @@ def load_object(data: str) -> dict[str, Any] | Facts:
 def as_int(value: object) -> int | None:
     """A token count if the provider sent an integer (bool and junk are ignored)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_usage(**counts: object) -> Usage | None:
+    """A :class:`Usage` of the given counts (missing or null ones stay None).
+
+    A count that is not an int in ``0..MAX_TOKEN_COUNT`` (u64 max, negative, a float, a string, a
+    bool) makes the whole report untrustworthy: None is returned, and the caller ignores the report
+    and returns a ``Facts(frame, malformed=USAGE_OUT_OF_RANGE)`` verdict.
+    """
+    checked: dict[str, int | None] = {}
+    for name, value in counts.items():
+        if value is None or (type(value) is int and 0 <= value <= MAX_TOKEN_COUNT):
+            checked[name] = value
+        else:
+            return None
+    return Usage(**checked)
 
 
 def as_str(value: object) -> str | None:

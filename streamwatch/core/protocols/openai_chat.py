@@ -12,6 +12,8 @@ from typing import Any
 
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
+    DONE,
+    USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
     Reading,
@@ -22,23 +24,23 @@ from streamwatch.core.protocols.base import (
     error_fields,
     error_frame,
     load_object,
+    read_usage,
 )
 from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
 
-DONE = "[DONE]"
 _REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})  # DeepSeek/vLLM and OpenRouter
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
+def _usage(usage: dict[str, Any]) -> Usage | None:
     completion = as_dict(usage.get("completion_tokens_details"))
     prompt = as_dict(usage.get("prompt_tokens_details"))
-    return Usage(
-        input_tokens=as_int(usage.get("prompt_tokens")),
-        output_tokens=as_int(usage.get("completion_tokens")),
-        reasoning_tokens=as_int(completion.get("reasoning_tokens")),
-        cached_input_tokens=as_int(prompt.get("cached_tokens")),
-        total_tokens=as_int(usage.get("total_tokens")),
+    return read_usage(
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        reasoning_tokens=completion.get("reasoning_tokens"),
+        cached_input_tokens=prompt.get("cached_tokens"),
+        total_tokens=usage.get("total_tokens"),
     )
 
 
@@ -70,7 +72,10 @@ class OpenAIChat:
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")
         if type(usage) is dict:
-            reading.usage = _usage(usage)
+            checked = _usage(usage)
+            if checked is None:
+                return Facts(frame, malformed=USAGE_OUT_OF_RANGE)
+            reading.usage = checked
         return frame
 
     def _read_choice(self, choice: dict[str, Any], reading: Reading) -> bool:

@@ -4,6 +4,8 @@ Named events whose ``event`` equals the payload ``type``, ended by one of ``resp
 ``response.incomplete`` or ``response.failed``. Error frames are ``error`` events (flat or with a
 nested ``error`` object) and ``response.failed`` (see corpus ERROR_FRAMES.md §2). Only events we
 interpret are parsed: the ``*.done`` events repeat the whole text and would double the JSON cost.
+A ``data: [DONE]`` after the terminal event (LiteLLM sends one) is the OpenAI family's sentinel:
+known, and neither output nor malformed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
+    DONE,
+    USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
     Reading,
@@ -22,6 +26,7 @@ from streamwatch.core.protocols.base import (
     error_fields,
     error_frame,
     load_object,
+    read_usage,
 )
 from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
@@ -41,15 +46,15 @@ _INTERPRETED = frozenset(
 )
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
+def _usage(usage: dict[str, Any]) -> Usage | None:
     output = as_dict(usage.get("output_tokens_details"))
     cached = as_dict(usage.get("input_tokens_details"))
-    return Usage(
-        input_tokens=as_int(usage.get("input_tokens")),
-        output_tokens=as_int(usage.get("output_tokens")),
-        reasoning_tokens=as_int(output.get("reasoning_tokens")),
-        cached_input_tokens=as_int(cached.get("cached_tokens")),
-        total_tokens=as_int(usage.get("total_tokens")),
+    return read_usage(
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+        reasoning_tokens=output.get("reasoning_tokens"),
+        cached_input_tokens=cached.get("cached_tokens"),
+        total_tokens=usage.get("total_tokens"),
     )
 
 
@@ -57,7 +62,7 @@ class OpenAIResponses:
     """Interpreter for Responses API events."""
 
     def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
-        if message.event not in _INTERPRETED:
+        if message.event not in _INTERPRETED or message.data == DONE:
             return Frame.NONE
         payload = load_object(message.data)
         if type(payload) is Facts:
@@ -122,15 +127,20 @@ class OpenAIResponses:
         if kind not in TERMINAL_EVENTS:
             return Frame.NONE
         reading.terminal_frame = kind
+        frame = Frame.TERMINAL
+        malformed: str | None = None
         usage = response.get("usage")
         if isinstance(usage, dict):
-            reading.usage = _usage(usage)
+            checked = _usage(usage)
+            if checked is None:
+                malformed = USAGE_OUT_OF_RANGE
+            else:
+                reading.usage = checked
         status = as_str(response.get("status")) or kind.removeprefix("response.")
         reason = as_str(as_dict(response.get("incomplete_details")).get("reason"))
         reading.finish_reason(0, cap(f"{status}:{reason}") if reason else status)
         if kind != "response.failed":
-            return Frame.TERMINAL
+            return frame if malformed is None else Facts(frame, malformed=malformed)
         error_type, text = error_fields(response.get("error"))
-        return error_frame(
-            index, error_type if response.get("error") else "failed", text, Frame.TERMINAL
-        )
+        error_type = error_type if response.get("error") else "failed"
+        return error_frame(index, error_type, text, frame, malformed=malformed)
