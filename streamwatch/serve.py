@@ -8,8 +8,8 @@ reports to through the port's typed hooks; the proxy never imports a sink.
 The proxy port runs aiohttp's low-level server (no router, no middleware: every request goes to
 :meth:`Proxy.handle`, and nothing can buffer a response). ``handler_cancellation`` is on so a client
 that disconnects cancels its handler in every phase, including the wait for the first token.
-The admin port serves ``/metrics`` (prometheus-client's own handler), ``/healthz``, ``/readyz`` and
-``/debug/streams``, bound to loopback by default.
+The admin port serves ``/metrics`` (rendered off the event loop, :mod:`streamwatch.export.scrape`),
+``/healthz``, ``/readyz`` and ``/debug/streams``, bound to loopback by default.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, Settings
 from streamwatch.export.logs import LogSink
-from streamwatch.export.metrics_observer import MetricsSink
 from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
+from streamwatch.export.scrape import metrics_handler
 from streamwatch.proxy.forward import Proxy
 from streamwatch.proxy.server import ProxyServer
 from streamwatch.proxy.signals import handle_signals
@@ -121,7 +121,7 @@ def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
         return web.json_response({"version": 1, "streams": rows, "inflight": proxy.inflight})
 
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/debug/streams", debug_streams)
@@ -143,7 +143,7 @@ def build_sinks(
         routes=[r.name for r in settings.routes],
     )
     tracer, closers = tracing_from_env(environ, settings)
-    return Sinks(sinks=(MetricsSink(metrics), LogSink()), tracer=tracer), closers
+    return Sinks(sinks=(PrometheusSink(metrics), LogSink()), tracer=tracer), closers
 
 
 async def start(

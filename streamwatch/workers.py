@@ -32,11 +32,11 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from streamwatch import __version__
 from streamwatch.config import Settings
+from streamwatch.export.scrape import metrics_handler
 from streamwatch.proxy.signals import handle_signals
 
 log = structlog.get_logger("streamwatch")
@@ -75,7 +75,7 @@ def _admin_app(procs: Sequence[subprocess.Popen[bytes]], directory: str) -> web.
         return web.Response(text="ready\n")
 
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -1,10 +1,10 @@
 """The prometheus-client objects of every family in :mod:`streamwatch.metricspec`.
 
 The metrics live on an injected :class:`~prometheus_client.CollectorRegistry`, never the global one.
-Names, help, labels and buckets come from the spec table; this module only builds them and knows
-which series start at zero. The hot path is a :class:`StreamMetrics` handle, bound once per stream
-to its label children, so a per-chunk observation is one ``observe``/``inc`` on a cached child with
-no label lookup.
+Names, help, labels and buckets come from the spec table; this module builds them, knows which
+series start at zero, and caches the label children of each (route, api) and (route, api, model),
+so a stream binds to its children once and a per-chunk observation is one ``observe``/``inc``.
+The per-request side is :mod:`streamwatch.export.prometheus_sink`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from streamwatch import __version__
 from streamwatch import metricspec as spec
 from streamwatch.core.api import Api
-from streamwatch.core.events import StallPhase
 from streamwatch.core.record import StreamRecord
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 
@@ -42,15 +41,12 @@ def _histogram(family: spec.Family, registry: CollectorRegistry) -> Histogram:
     )
 
 
-def _exemplar(trace_id: str | None) -> dict[str, str] | None:
+def exemplar(trace_id: str | None) -> dict[str, str] | None:
+    """The exemplar labels linking an observation to its trace, if it has a sampled one."""
     # OpenMetrics caps exemplar labels at 128 chars; a W3C trace id is 32 hex digits.
     if trace_id and len(trace_id) <= 64:
         return {"trace_id": trace_id}
     return None
-
-
-def _ns_to_s(ns: int) -> float:
-    return ns / 1e9
 
 
 class Metrics:
@@ -88,8 +84,8 @@ class Metrics:
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
         self.build_info = _gauge(spec.BUILD_INFO, registry)
         self.build_info.labels(version).set(1)
-        self._per_model: dict[tuple[str, str, str], _ModelChildren] = {}
-        self._per_route_api: dict[tuple[str, str], _RouteApiChildren] = {}
+        self._per_model: dict[tuple[str, str, str], ModelChildren] = {}
+        self._per_route_api: dict[tuple[str, str], RouteApiChildren] = {}
         for route in routes:
             self.prepare_route(route)
 
@@ -103,25 +99,21 @@ class Metrics:
             for stage in spec.ANALYSIS_STAGES:
                 self.analysis_errors.labels(route, api.value, stage)
 
-    def route_api(self, route: str, api: str) -> _RouteApiChildren:
+    def route_api(self, route: str, api: str) -> RouteApiChildren:
         """The cached label children of one (route, api); created on first use."""
         key = (route, str(api))
         found = self._per_route_api.get(key)
         if found is None:
-            found = self._per_route_api[key] = _RouteApiChildren(self, *key)
+            found = self._per_route_api[key] = RouteApiChildren(self, *key)
         return found
 
-    def children(self, route: str, api: str, model: str | None) -> _ModelChildren:
+    def per_model(self, route: str, api: str, model: str | None) -> ModelChildren:
         """The cached label children of one (route, api, model); created on first use."""
         key = (route, str(api), self.models(model))
         found = self._per_model.get(key)
         if found is None:
-            found = self._per_model[key] = _ModelChildren(self, *key)
+            found = self._per_model[key] = ModelChildren(self, *key)
         return found
-
-    def open_stream(self, route: str, api: str, model: str | None) -> StreamMetrics:
-        """A stream's response headers arrived: count it active and return its handle."""
-        return StreamMetrics(self, route, str(api), model)
 
     # -- per-request and per-route counters (not tied to a stream) --
 
@@ -136,7 +128,7 @@ class Metrics:
         ).inc()
 
 
-class _RouteApiChildren:
+class RouteApiChildren:
     """Label children of one (route, api): the families not sliced by model."""
 
     __slots__ = (
@@ -193,7 +185,8 @@ class _RouteApiChildren:
             )
         child.inc()
 
-    def record(self, record: StreamRecord, trace_id: str | None) -> None:
+    def record(self, record: StreamRecord, exemplar: dict[str, str] | None) -> None:
+        """The end-of-stream families without a model label."""
         for reason in record.finish_reasons:
             self.finish_reason(reason)
         usage = record.usage
@@ -208,7 +201,7 @@ class _RouteApiChildren:
                     self.tokens[kind].inc(count)
         source = spec.SOURCE_ESTIMATED if record.output_tokens_estimated else spec.SOURCE_REPORTED
         self.delivered[source].inc(record.output_tokens)
-        self.duration.observe(max(0.0, _ns_to_s(record.duration_ns)), _exemplar(trace_id))
+        self.duration.observe(max(0.0, record.duration_ns / 1e9), exemplar)
 
     def error_frame(self, error_type: str) -> None:
         label = normalise_error_type(error_type)
@@ -220,7 +213,7 @@ class _RouteApiChildren:
         child.inc()
 
 
-class _ModelChildren:
+class ModelChildren:
     """Label children of one (route, api, model), so hot-path observations skip ``labels()``."""
 
     __slots__ = ("api", "gap", "model", "outcomes", "route", "tps", "ttft")
@@ -235,90 +228,9 @@ class _ModelChildren:
         # is 0, not absent.
         self.outcomes = {o: metrics.streams.labels(*labels, o) for o in spec.OUTCOMES}
 
-    def record(self, record: StreamRecord, trace_id: str | None) -> None:
+    def record(self, record: StreamRecord, exemplar: dict[str, str] | None) -> None:
+        """The end-of-stream families with a model label."""
         self.outcomes[record.outcome.value].inc()
         tps = record.tokens_per_second
         if tps is not None and math.isfinite(tps) and tps >= 0:
-            self.tps.observe(tps, _exemplar(trace_id))
-
-
-class StreamMetrics:
-    """One open stream's metrics handle: live observations plus the end-of-stream record.
-
-    Created by :meth:`Metrics.open_stream` (active gauge +1); :meth:`close` must be called exactly
-    once (active gauge -1, stalled gauge -1 if the stream ended stalled, end-of-stream metrics).
-    """
-
-    __slots__ = ("_c", "_closed", "_metrics", "_ra", "_stalled", "trace_id")
-
-    def __init__(self, metrics: Metrics, route: str, api: str, model: str | None) -> None:
-        self._metrics = metrics
-        self._ra = metrics.route_api(route, api)
-        self._c = metrics.children(route, api, model)
-        self._stalled = False
-        self._closed = False
-        self.trace_id: str | None = None  # set once tracing knows it; used as the exemplar
-        self._ra.active.inc()
-
-    def set_model(self, model: str | None) -> None:
-        """The response named its model: count the rest of the stream under that label."""
-        self._c = self._metrics.children(self._ra.route, self._ra.api, model)
-
-    def on_first_byte(self, ttfb_s: float) -> None:
-        """Live, on :class:`FirstByteReceived`: observe TTFB."""
-        self._ra.ttfb.observe(ttfb_s, _exemplar(self.trace_id))
-
-    def on_first_token(self, ttft_s: float) -> None:
-        """Live, on :class:`FirstTokenReceived`: observe TTFT."""
-        self._c.ttft.observe(ttft_s, _exemplar(self.trace_id))
-
-    def on_output(self, gap_s: float | None) -> None:
-        """Live, on :class:`OutputReceived`: count the output event and observe its gap if any."""
-        self._ra.output_events.inc()
-        if gap_s is not None:
-            self._c.gap.observe(gap_s, _exemplar(self.trace_id))
-
-    def on_error_frame(self, error_type: str) -> None:
-        """Live, on :class:`ErrorFrameReceived`: count it by bounded error type."""
-        self._ra.error_frame(error_type)
-
-    def on_stall_started(self, phase: StallPhase | str) -> None:
-        """Live, on :class:`StallStarted`: count the episode and mark the stream stalled."""
-        self._ra.stalls[str(phase)].inc()
-        if not self._stalled:
-            self._stalled = True
-            self._ra.stalled.inc()
-
-    def on_stall_ended(self) -> None:
-        """Live, on :class:`StallEnded`: the stream is no longer stalled."""
-        if self._stalled:
-            self._stalled = False
-            self._ra.stalled.dec()
-
-    def on_malformed_frame(self) -> None:
-        """Live, on :class:`MalformedFrameReceived`."""
-        self._ra.analysis[spec.STAGE_MALFORMED].inc()
-
-    def on_oversize_event(self) -> None:
-        """Live, on :class:`OversizeEventDropped`."""
-        self._ra.analysis[spec.STAGE_OVERSIZE].inc()
-
-    def on_analysis_failed(self) -> None:
-        """Live: the analyzer raised and analysis of this stream stopped (bytes still flow)."""
-        self._ra.analysis[spec.STAGE_ANALYZER].inc()
-
-    def close(self, record: StreamRecord | None) -> None:
-        """At stream end: release the gauges and record outcome, reasons, tokens, rate, duration.
-
-        ``record`` None releases the gauges only. A second call does nothing.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        self.on_stall_ended()
-        self._ra.active.dec()
-        if record is not None:
-            if record.model and self._metrics.models(record.model) != self._c.model:
-                self.set_model(record.model)
-            self._c.record(record, self.trace_id)
-            self._ra.record(record, self.trace_id)
+            self.tps.observe(tps, exemplar)

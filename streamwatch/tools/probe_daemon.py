@@ -30,8 +30,8 @@ from prometheus_client.registry import Collector
 from streamwatch import metricspec as spec
 from streamwatch.config import ConfigError, parse_listen
 from streamwatch.export.logs import LogSink, configure_logging
-from streamwatch.export.metrics_observer import MetricsSink
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.sinks import Exchange, Sinks
 from streamwatch.tools.probe import ProbeResult, Target, probe_once
 
@@ -147,7 +147,7 @@ async def _serve(
     targets: Sequence[Target], listen: tuple[str, int], environ: Mapping[str, str]
 ) -> int:
     metrics = ProbeMetrics(targets)
-    sinks = Sinks(sinks=(MetricsSink(metrics.metrics), LogSink()))
+    sinks = Sinks(sinks=(PrometheusSink(metrics.metrics), LogSink()))
     app = web.Application()
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.exposed))
     runner = web.AppRunner(app, access_log=None)

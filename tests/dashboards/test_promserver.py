@@ -12,8 +12,10 @@ from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, Usage, unanalyzed_record
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
 from tests.dashboards.mixin import RULE_FILES, all_exprs, skip_unless
 from tests.dashboards.promserver import PROMETHEUS, PromServer, free_port
+from tests.export.driven import Driven
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -24,15 +26,15 @@ def observed_metrics(registry: CollectorRegistry) -> Metrics:
     import dataclasses
 
     metrics = Metrics(registry)
-    s = metrics.open_stream("default", Api.OPENAI_CHAT, "gpt-4o")
-    s.trace_id = TRACE_ID
-    s.on_first_byte(0.2)
-    s.on_first_token(12.0)
+    sink = PrometheusSink(metrics)
+    s = Driven(sink, Api.OPENAI_CHAT, "gpt-4o", trace_id=TRACE_ID)
+    s.first_byte(0.2)
+    s.first_token(12.0)
     for gap in (None, 0.01, 0.02, 11.0):
-        s.on_output(gap)
-    s.on_stall_started(StallPhase.MID_STREAM)
-    s.on_error_frame("overloaded_error")
-    s.on_malformed_frame()
+        s.output(gap)
+    s.stall_started(StallPhase.MID_STREAM)
+    s.error_frame("overloaded_error")
+    s.malformed()
     record = dataclasses.replace(
         unanalyzed_record(
             api=Api.OPENAI_CHAT,
@@ -47,10 +49,9 @@ def observed_metrics(registry: CollectorRegistry) -> Metrics:
         tokens_per_second=40.0,
         usage=Usage(input_tokens=5, output_tokens=4),
     )
-    s.close(record)
-    metrics.open_stream("default", Api.OPENAI_CHAT, "gpt-4o")  # stays open
-    metrics.request_finished("default", Api.OPENAI_CHAT, 200)
-    metrics.upstream_error("default", "connect")
+    s.finish(record)
+    Driven(sink, Api.OPENAI_CHAT, "gpt-4o")  # stays open
+    Driven(sink, Api.OPENAI_CHAT, "gpt-4o", status=502).finish(None, "connect")
     return metrics
 
 

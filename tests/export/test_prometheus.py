@@ -18,7 +18,9 @@ from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.metricspec import ERROR_TYPES
+from tests.export.driven import Driven
 
 ROUTE = "default"
 API = Api.OPENAI_CHAT.value
@@ -72,7 +74,7 @@ class TestDeclarations:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """The registry's metric families match the spec table exactly."""
-        metrics.open_stream(ROUTE, API, MODEL).close(make_record())
+        Driven(PrometheusSink(metrics), API, MODEL).finish(make_record())
         metrics.request_finished(ROUTE, API, 200)
         families = {}
         for family in registry.collect():
@@ -101,7 +103,7 @@ class TestDeclarations:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A 200 s reasoning-model TTFT is below the 300 s bucket, not only in +Inf."""
-        metrics.open_stream(ROUTE, API, MODEL).on_first_token(200.0)
+        Driven(PrometheusSink(metrics), API, MODEL).first_token(200.0)
         name = "streamwatch_time_to_first_token_seconds_bucket"
         assert value(registry, name, **LABELS, le="60.0") == 0
         assert value(registry, name, **LABELS, le="300.0") == 1
@@ -123,7 +125,7 @@ class TestPreinitialisation:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """The first stream of a (route, api, model) creates every outcome and stall phase."""
-        metrics.open_stream(ROUTE, API, MODEL)
+        Driven(PrometheusSink(metrics), API, MODEL)
         for outcome in Outcome:
             assert value(registry, spec.STREAMS.name, **LABELS, outcome=outcome.value) == 0
         for phase in StallPhase:
@@ -133,7 +135,7 @@ class TestPreinitialisation:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A stream's first series include its API's usual finish reasons and error types at zero."""
-        metrics.open_stream(ROUTE, Api.ANTHROPIC_MESSAGES.value, MODEL)
+        Driven(PrometheusSink(metrics), Api.ANTHROPIC_MESSAGES.value, MODEL)
         labels = {"route": ROUTE, "api": Api.ANTHROPIC_MESSAGES.value}
         for reason in ("end_turn", "max_tokens", "tool_use"):
             assert (
@@ -169,12 +171,12 @@ class TestLiveObservations:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """TTFB, TTFT, gaps and output events are observed per call."""
-        s = metrics.open_stream(ROUTE, API, MODEL)
-        s.on_first_byte(0.2)
-        s.on_first_token(0.5)
-        s.on_output(None)
-        s.on_output(0.0)
-        s.on_output(0.03)
+        s = Driven(PrometheusSink(metrics), API, MODEL)
+        s.first_byte(0.2)
+        s.first_token(0.5)
+        s.output(None)
+        s.output(0.0)
+        s.output(0.03)
         assert value(registry, "streamwatch_time_to_first_byte_seconds_sum", **ROUTE_API) == 0.2
         assert value(registry, "streamwatch_time_to_first_token_seconds_count", **LABELS) == 1
         assert value(registry, "streamwatch_inter_chunk_gap_seconds_count", **LABELS) == 2
@@ -185,17 +187,16 @@ class TestLiveObservations:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """Open/stall raise the gauges; stall end and close lower them, even if closed stalled."""
-        a = metrics.open_stream(ROUTE, API, MODEL)
-        b = metrics.open_stream(ROUTE, API, "other-model")
+        a = Driven(PrometheusSink(metrics), API, MODEL)
+        b = Driven(PrometheusSink(metrics), API, "other-model")
         assert value(registry, spec.STREAMS_ACTIVE.name, route=ROUTE, api=API) == 2
-        a.on_stall_started(StallPhase.BEFORE_FIRST_TOKEN)
-        b.on_stall_started(StallPhase.MID_STREAM)
+        a.stall_started(StallPhase.BEFORE_FIRST_TOKEN)
+        b.stall_started(StallPhase.MID_STREAM)
         assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 2
-        a.on_stall_ended()
+        a.stall_ended()
         assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 1
-        b.close(None)
-        b.close(None)  # idempotent
-        a.close(make_record())
+        b.finish(None)
+        a.finish(make_record())
         assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 0
         assert value(registry, spec.STREAMS_ACTIVE.name, route=ROUTE, api=API) == 0
         assert (
@@ -206,10 +207,10 @@ class TestLiveObservations:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """Known types keep their name, image errors collapse, unknown become other."""
-        s = metrics.open_stream(ROUTE, API, MODEL)
-        s.on_error_frame("overloaded_error")
-        s.on_error_frame("invalid_image_format")
-        s.on_error_frame("user 1234 quota blown")
+        s = Driven(PrometheusSink(metrics), API, MODEL)
+        s.error_frame("overloaded_error")
+        s.error_frame("invalid_image_format")
+        s.error_frame("user 1234 quota blown")
         assert (
             value(registry, spec.ERROR_FRAMES.name, **ROUTE_API, error_type="overloaded_error") == 1
         )
@@ -220,13 +221,13 @@ class TestLiveObservations:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """Error frames in the record are not re-counted at the end (they were counted live)."""
-        s = metrics.open_stream(ROUTE, API, MODEL)
-        s.on_error_frame("server_error")
+        s = Driven(PrometheusSink(metrics), API, MODEL)
+        s.error_frame("server_error")
         record = make_record(
             outcome=Outcome.ERROR_FRAME,
             error_frames=(pm_error_frame(),),
         )
-        s.close(record)
+        s.finish(record)
         assert value(registry, spec.ERROR_FRAMES.name, **ROUTE_API, error_type="server_error") == 1
         assert value(registry, spec.STREAMS.name, **LABELS, outcome="error_frame") == 1
 
@@ -235,22 +236,21 @@ class TestLiveObservations:
     ) -> None:
         """With a trace id the OpenMetrics exposition carries it as an exemplar."""
         trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-        traced = metrics.open_stream(ROUTE, API, MODEL)
-        traced.trace_id = trace_id
-        traced.on_first_token(7.0)
-        s = metrics.open_stream(ROUTE, API, MODEL)
-        s.on_output(0.2)  # no trace id: no exemplar, no error
+        traced = Driven(PrometheusSink(metrics), API, MODEL, trace_id=trace_id)
+        traced.first_token(7.0)
+        s = Driven(PrometheusSink(metrics), API, MODEL)
+        s.output(0.2)  # no trace id: no exemplar, no error
         text = generate_openmetrics(registry).decode()
         assert f'# {{trace_id="{trace_id}"}} 7.0' in text
         assert "trace_id" not in generate_latest(registry).decode()
 
     def test_analysis_errors_by_stage(self, registry: CollectorRegistry, metrics: Metrics) -> None:
         """Malformed, oversize and analyzer faults count under their stage."""
-        s = metrics.open_stream(ROUTE, API, MODEL)
-        s.on_malformed_frame()
-        s.on_oversize_event()
-        s.on_analysis_failed()
-        s.on_analysis_failed()
+        s = Driven(PrometheusSink(metrics), API, MODEL)
+        s.malformed()
+        s.oversize()
+        s.analysis_stopped()
+        s.analysis_stopped()
         for stage, n in (("malformed_frame", 1), ("oversize_event", 1), ("analyzer", 2)):
             assert (
                 value(registry, spec.ANALYSIS_ERRORS.name, route=ROUTE, api=API, stage=stage) == n
@@ -276,13 +276,11 @@ def pm_error_frame() -> object:
 
 def ended(metrics: Metrics, record: StreamRecord, trace_id: str | None = None) -> None:
     """A stream of ``record``'s api and model opened and closed with ``record``."""
-    stream = metrics.open_stream(ROUTE, record.api.value, record.model)
-    stream.trace_id = trace_id
-    stream.close(record)
+    Driven(PrometheusSink(metrics), record.api, record.model, trace_id=trace_id).finish(record)
 
 
 class TestEndOfStream:
-    """StreamMetrics.close counts what is only known once the stream has ended."""
+    """The finish hook counts what is only known once the stream has ended."""
 
     def test_completed_stream(self, registry: CollectorRegistry, metrics: Metrics) -> None:
         """Outcome, finish reason, reported tokens, tokens/s and duration are recorded once."""
@@ -325,8 +323,8 @@ class TestEndOfStream:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A stream opened under the request model is recorded under the response model."""
-        s = metrics.open_stream(ROUTE, API, "gpt-4o-latest")
-        s.close(make_record(response_model="gpt-4o-2024-08-06"))
+        s = Driven(PrometheusSink(metrics), API, "gpt-4o-latest")
+        s.finish(make_record(response_model="gpt-4o-2024-08-06"))
         labels = {**LABELS, "model": "gpt-4o-2024-08-06"}
         assert value(registry, spec.STREAMS.name, **labels, outcome="completed") == 1
 

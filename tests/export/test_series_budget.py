@@ -16,6 +16,8 @@ from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
 from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus_sink import PrometheusSink
+from tests.export.driven import Driven
 
 #: Fifty model names as long as real ones (``claude-sonnet-4-5-20250929`` is 26 characters).
 MODELS = tuple(f"vendor-model-{i:02d}-2025-09-29" for i in range(50))
@@ -56,34 +58,34 @@ def record(api: Api, model: str, outcome: Outcome, reason: str) -> StreamRecord:
 
 
 def saturate(metrics: Metrics) -> None:
-    """Every label value the families can take, on 50 models x 2 APIs of one route."""
+    """Every label value the families can take, on 50 models x 2 APIs of one route, through the
+    sink's real hooks."""
+    sink = PrometheusSink(metrics)
     for api in APIS:
         reasons = [*spec.FINISH_REASONS_BY_API[api.value], "something new"]
         for model in MODELS:
             for i, outcome in enumerate(Outcome):
-                stream = metrics.open_stream(ROUTE, api.value, model)
-                stream.on_first_byte(0.3)
-                stream.on_first_token(0.7)
-                stream.on_output(None)
-                stream.on_output(0.03)
-                stream.on_stall_started(StallPhase.MID_STREAM)
-                stream.close(record(api, model, outcome, reasons[i % len(reasons)]))
+                stream = Driven(sink, api, model)
+                stream.first_byte(0.3)
+                stream.first_token(0.7)
+                stream.output(None)
+                stream.output(0.03)
+                stream.stall_started(StallPhase.MID_STREAM)
+                stream.finish(record(api, model, outcome, reasons[i % len(reasons)]))
             for reason in reasons:
-                metrics.open_stream(ROUTE, api.value, model).close(
-                    record(api, model, Outcome.COMPLETED, reason)
-                )
-        stream = metrics.open_stream(ROUTE, api.value, MODELS[0])
+                Driven(sink, api, model).finish(record(api, model, Outcome.COMPLETED, reason))
+        stream = Driven(sink, api, MODELS[0])
         for error_type in [*spec.ERROR_TYPES, "something new"]:
-            stream.on_error_frame(error_type)
-        stream.on_stall_started(StallPhase.BEFORE_FIRST_TOKEN)
-        stream.on_malformed_frame()
-        stream.on_oversize_event()
-        stream.on_analysis_failed()
-        stream.close(None)
+            stream.error_frame(error_type)
+        stream.stall_started(StallPhase.BEFORE_FIRST_TOKEN)
+        stream.malformed()
+        stream.oversize()
+        stream.analysis_stopped()
+        stream.finish(None)
         for code in CODES:
-            metrics.request_finished(ROUTE, api.value, code)
+            Driven(sink, api, MODELS[0], status=code).finish(None)
     for kind in [*spec.UPSTREAM_ERROR_KINDS, "other"]:
-        metrics.upstream_error(ROUTE, kind)
+        Driven(sink, Api.OPENAI_CHAT, MODELS[0], status=502).finish(None, kind)
 
 
 _MODEL = re.compile(r'model="([^"]*)"')
