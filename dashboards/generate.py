@@ -1,6 +1,7 @@
 """Generate the monitoring mixin (Grafana dashboards, Prometheus rules and alerts, the Kubernetes
 PrometheusRule) and the README's metric table, from ``streamwatch/metricspec.py`` and
-``dashboards/config.yaml``. The documents are built by :mod:`streamwatch.mixin`.
+``streamwatch/mixin/config.yaml``. The documents are built by :mod:`streamwatch.mixin`, which
+ships in the package (``streamwatch dashboards export DIR`` writes them from an installed copy).
 
     python dashboards/generate.py           # rewrite the committed output
     python dashboards/generate.py --check   # exit 1 if the committed output is stale (CI)
@@ -25,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="diff instead of writing; exit 1 if stale"
     )
-    parser.add_argument("--config", type=Path, default=REPO / "dashboards" / "config.yaml")
+    parser.add_argument(
+        "--config", type=Path, default=REPO / "streamwatch" / "mixin" / "config.yaml"
+    )
     args = parser.parse_args(argv)
     try:
         cfg = Config.from_yaml(args.config)

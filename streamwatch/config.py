@@ -28,6 +28,12 @@ class ConfigError(ValueError):
         env = ENV_PREFIX + option.upper()
         super().__init__(f"{flag} ({env}): {problem}")
         self.option = option
+        self.problem = problem
+
+
+class ListenError(ConfigError):
+    """A listen address is valid but cannot be bound (in use, not local): a start-up failure, not
+    a configuration error, so the CLI says so and exits 1 rather than 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,7 @@ class Settings:
     connect_timeout: float = 10.0
     upstream_idle_timeout: float = 900.0
     drain_timeout: float = 30.0
+    shutdown_delay: float = 0.0
     request_header_timeout: float = 10.0
     request_body_timeout: float = 60.0
     request_body_deadline: float = 300.0
@@ -107,7 +114,12 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     workers: int = 1
+    metrics_dir: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def upstream_urls(self) -> dict[str, str]:
+        """Each route's upstream URL for the start-up line, never with credentials."""
+        return {route.name: str(route.upstream.with_user(None)) for route in self.routes}
 
     def route_for(self, path: str) -> Route | None:
         """The route with the longest prefix matching ``path``."""
@@ -128,6 +140,16 @@ def _positive(option: str, value: str) -> float:
         raise ConfigError(option, f"expected a number of seconds, got {value!r}") from None
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(option, f"must be a positive number, got {value!r}")
+    return number
+
+
+def _non_negative(option: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(option, f"expected a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(option, f"must be zero or a positive number, got {value!r}")
     return number
 
 
@@ -195,7 +217,11 @@ OPTIONS: dict[str, str] = {
     "connect_timeout": "Seconds to connect to upstream before answering 504 (10).",
     "upstream_idle_timeout": "Seconds of upstream silence before a stream is cut; keep it above "
     "the gateway's and load balancer's idle timeouts (900).",
-    "drain_timeout": "Seconds open streams may run after SIGTERM before they are aborted (30).",
+    "drain_timeout": "Seconds open streams may run, once the drain starts, before they are "
+    "aborted (30).",
+    "shutdown_delay": "Seconds between SIGTERM and the drain: /readyz answers 503 at once while "
+    "the proxy keeps accepting, so a load balancer stops sending before connections are refused "
+    "(0; use 5-15 behind Kubernetes Services).",
     "request_header_timeout": "Seconds a client may take to send a request's headers, counted "
     "from its first byte (or from connect); slower connections are closed (slowloris) (10).",
     "request_body_timeout": "Seconds of silence allowed while a client sends a request body (60).",
@@ -214,18 +240,31 @@ OPTIONS: dict[str, str] = {
     "model_allowlist": "Comma-separated models that keep their own metric label; others are "
     "'other'. Empty: the first --max-models seen.",
     "max_models": "Distinct model label values when no allowlist is set (50).",
-    "capture_content": "Record completion text in spans and logs (off: no content in telemetry).",
+    "capture_content": "true or false: record completion text in spans and logs (false: no "
+    "content in telemetry). Takes a value: --capture-content true.",
     "capture_limit": "Characters of captured content kept per stream (4096).",
     "log_format": "auto (console on a TTY, else JSON), json or console.",
     "log_level": "debug, info, warning or error (info).",
     "workers": "Proxy processes sharing the port with SO_REUSEPORT (1).",
+    "metrics_dir": "Writable directory for the workers' metric files when --workers > 1 "
+    "(default: the system temporary directory); under a read-only root, a tmpfs or emptyDir.",
 }
+
+
+_METAVARS = {"upstream": "URL", "config": "FILE", "listen": "HOST:PORT",
+             "admin_listen": "HOST:PORT", "capture_content": "{true,false}"}  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register every option as ``--flag``; values are parsed later by :func:`load_settings`."""
     for name, text in OPTIONS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=text)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=text,
+            metavar=_METAVARS.get(name),
+        )
 
 
 def _convert(name: str, raw: object) -> Any:
@@ -246,6 +285,10 @@ def _convert(name: str, raw: object) -> Any:
         "downstream_write_timeout",
     ):
         return _positive(name, str(value))
+    if name == "shutdown_delay":
+        return _non_negative(name, str(value))
+    if name == "metrics_dir":
+        return str(value) or None
     if name in ("upstream_ca_bundle", "upstream_client_cert", "upstream_client_key"):
         return _readable_file(name, str(value))
     if name in ("max_streams", "max_connections", "max_request_body", "capture_limit", "workers"):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TextIO
 
@@ -22,7 +24,7 @@ import orjson
 from yarl import URL
 
 from streamwatch import metricspec as spec
-from streamwatch.config import ConfigError, Route, Settings, parse_listen
+from streamwatch.config import ConfigError, ListenError, Route, Settings, parse_listen
 from streamwatch.export.logs import configure_logging
 from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
@@ -34,6 +36,30 @@ _REQUESTS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("/v1/messages", "claude-sonnet-4-5", {"max_tokens": 512}),
 )
 CLIENT_ABORT_SHARE = 0.03  # a few clients hang up mid-stream, as real users do
+FINISH_S = 5.0  # beyond the longest stall: how long the end waits for streams in flight
+
+
+async def _finish(
+    clients: list[asyncio.Task[None]],
+    stopping: asyncio.Event,
+    within: float,
+    say: Callable[[str], None],
+) -> None:
+    """Let every client finish its stream in flight (up to ``within`` s, or a second Ctrl-C), so
+    the summary counts the demo's traffic, not its own shutdown as client aborts."""
+    if all(task.done() for task in clients):
+        return
+    say(f"finishing the streams in flight (up to {within:.0f}s; Ctrl-C again to cut them)")
+    stopping.clear()
+    done: asyncio.Future[object] = asyncio.ensure_future(
+        asyncio.gather(*clients, return_exceptions=True)
+    )
+    again: asyncio.Future[object] = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({done, again}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    again.cancel()
+    for task in clients:
+        task.cancel()  # only streams past the bound, or cut by a second Ctrl-C
+    await done
 
 
 def _body(model: str, extra: dict[str, object], path: str) -> bytes:
@@ -44,9 +70,17 @@ def _body(model: str, extra: dict[str, object], path: str) -> bytes:
 
 
 async def _client(
-    session: aiohttp.ClientSession, base: URL, rng: random.Random, stop_at: float
+    session: aiohttp.ClientSession,
+    base: URL,
+    rng: random.Random,
+    stop_at: float,
+    *,
+    ending: asyncio.Event,
+    hung_up: Counter[str],
 ) -> None:
-    while time.monotonic() < stop_at:
+    """Stream requests until the demo's time is up; the stream in flight is always finished, so the
+    demo's own end is never counted as a client abort (only the planned hang-ups are)."""
+    while time.monotonic() < stop_at and not ending.is_set():
         path, model, extra = rng.choice(_REQUESTS)
         abort_after = rng.randint(2, 10) if rng.random() < CLIENT_ABORT_SHARE else None
         try:
@@ -60,6 +94,7 @@ async def _client(
                     reads += 1
                     if abort_after is not None and reads >= abort_after:
                         resp.close()  # hang up mid-stream
+                        hung_up["planned"] += 1
                         break
         except (aiohttp.ClientError, TimeoutError):
             pass  # resets and truncations are part of the mix
@@ -100,26 +135,46 @@ def _line(running: Running, elapsed: float) -> str:
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     listen = parse_listen("listen", args.listen)
     admin = parse_listen("admin_listen", args.admin_listen)
-    sim_runner, sim_port = await start_simulator("127.0.0.1", 0, Profile(seed=args.seed))
+    profile = Profile(seed=args.seed)
+    sim_runner, sim_port = await start_simulator("127.0.0.1", 0, profile)
     settings = Settings(
         routes=(Route("default", URL(f"http://127.0.0.1:{sim_port}")),),
         listen=listen,
         admin_listen=admin,
         drain_timeout=2.0,
     )
-    running = await start(settings)
+    try:
+        running = await start(settings)
+    except BaseException:
+        await sim_runner.cleanup()
+        raise
     proxy = URL(f"http://{listen[0]}:{running.proxy_port}")
     metrics = f"http://{admin[0]}:{running.admin_port}/metrics"
-    print(
+    stopping = asyncio.Event()
+    reader_gone = False
+
+    def say(text: str) -> None:
+        """Print a line; a reader that went away (``demo | head``) stops the demo quietly."""
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            print(text, file=out, flush=True)
+        except BrokenPipeError:
+            # Point stdout at /dev/null so the interpreter's own final flush cannot fail too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+            reader_gone = True
+            stopping.set()
+
+    say(
         f"simulated upstream: http://127.0.0.1:{sim_port}\n"
         f"streamwatch proxy:  {proxy}   (point an OpenAI/Anthropic SDK base_url here)\n"
         f"metrics:            {metrics}\n"
         f"open streams:       http://{admin[0]}:{running.admin_port}/debug/streams\n"
-        f"driving {args.concurrency} concurrent clients for {args.duration:.0f}s (Ctrl-C stops)",
-        file=out,
-        flush=True,
+        f"driving {args.concurrency} concurrent clients for {args.duration:.0f}s (Ctrl-C stops)"
     )
-    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
@@ -127,10 +182,19 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     started = time.monotonic()
     stop_at = started + args.duration
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+    hung_up: Counter[str] = Counter()
+    ending = asyncio.Event()  # clients start no new stream once it is set
     async with aiohttp.ClientSession(timeout=timeout) as session:
         clients = [
             loop.create_task(
-                _client(session, proxy, random.Random(rng.random()), stop_at),  # noqa: S311
+                _client(
+                    session,
+                    proxy,
+                    random.Random(rng.random()),  # noqa: S311
+                    stop_at,
+                    ending=ending,
+                    hung_up=hung_up,
+                ),
                 name=f"demo-client-{i}",
             )
             for i in range(args.concurrency)
@@ -138,11 +202,14 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         while not stopping.is_set() and time.monotonic() < stop_at:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 1.0)
-            print(_line(running, time.monotonic() - started), file=out, flush=True)
-        for task in clients:
-            task.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
-    print("final: " + _line(running, time.monotonic() - started), file=out, flush=True)
+            say(_line(running, time.monotonic() - started))
+        ending.set()
+        await _finish(clients, stopping, FINISH_S + profile.stall_s, say)
+    say(
+        "final: "
+        + _line(running, time.monotonic() - started)
+        + f" | hung up on purpose {hung_up['planned']}"
+    )
     await stop(running, settings.drain_timeout)
     await sim_runner.cleanup()
     return 0
@@ -153,6 +220,7 @@ def run_demo(args: argparse.Namespace) -> int:
     configure_logging("auto", "info" if args.log else "warning")
     try:
         return asyncio.run(_run(args, sys.stdout))
-    except ConfigError as exc:
-        print(f"streamwatch demo: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:  # the demo takes flags only: name the flag, not STREAMWATCH_*
+        flag = "--" + exc.option.replace("_", "-")
+        print(f"streamwatch demo: {flag}: {exc.problem}", file=sys.stderr)
+        return 1 if isinstance(exc, ListenError) else 2

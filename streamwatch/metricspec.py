@@ -72,6 +72,20 @@ ANALYSIS_STAGES: Final = (STAGE_ANALYZER, STAGE_MALFORMED, STAGE_OVERSIZE)
 #: vocabulary per API, not one shared set, bounds the series per (route, api, model): an Anthropic
 #: stream cannot fan out into OpenAI's reasons. ``error`` is there because gateways (LiteLLM)
 #: write it as a finish reason when the provider failed mid-stream.
+_GEMINI_FINISH: Final = frozenset(
+    {
+        "stop", "max_tokens", "safety", "recitation", "language", "blocklist",
+        "prohibited_content", "spii", "malformed_function_call", "unexpected_tool_call",
+        "too_many_tool_calls", "image_safety", "finish_reason_unspecified",
+    }
+)  # fmt: skip
+_BEDROCK_FINISH: Final = frozenset(
+    {
+        "end_turn", "tool_use", "max_tokens", "stop_sequence", "guardrail_intervened",
+        "content_filtered", "malformed_model_output", "malformed_tool_use",
+        "model_context_window_exceeded",
+    }
+)  # fmt: skip
 FINISH_REASONS_BY_API: Final[Mapping[str, frozenset[str]]] = {
     # openai chat_completion_chunk.py (function_call is the legacy tool reason)
     Api.OPENAI_CHAT.value: frozenset(
@@ -84,6 +98,22 @@ FINISH_REASONS_BY_API: Final[Mapping[str, frozenset[str]]] = {
     # Anthropic stop_reason
     Api.ANTHROPIC_MESSAGES.value: frozenset(
         {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "error"}
+    ),
+    # legacy completions, Ollama done_reason (load/unload: requests that only (un)load a model)
+    Api.OPENAI_COMPLETIONS.value: frozenset({"stop", "length", "content_filter", "error"}),
+    Api.OLLAMA_CHAT.value: frozenset({"stop", "length", "load", "unload"}),
+    Api.OLLAMA_GENERATE.value: frozenset({"stop", "length", "load", "unload"}),
+    # Gemini finishReason (genai-py types.FinishReason), lower-cased; Vertex int enums are other
+    Api.GEMINI.value: _GEMINI_FINISH,
+    Api.GEMINI_JSON.value: _GEMINI_FINISH,
+    # Bedrock Converse stopReason (botocore service-2.json StopReason)
+    Api.BEDROCK_CONVERSE.value: _BEDROCK_FINISH,
+    # Invoke bodies: Anthropic stop_reason, Nova stopReason, Titan completionReason
+    Api.BEDROCK_INVOKE.value: _BEDROCK_FINISH
+    | frozenset({"pause_turn", "refusal", "finish", "length", "content_filtered"}),
+    # Cohere v2 finish_reason (cohere-py chat_finish_reason.py)
+    Api.COHERE_V2.value: frozenset(
+        {"complete", "stop_sequence", "max_tokens", "tool_call", "error", "timeout"}
     ),
     Api.SSE.value: frozenset(),  # not interpreted: no finish reasons
 }
@@ -103,6 +133,14 @@ ERROR_TYPES: Final = frozenset(
         "timeout_error", "overloaded_error", "api_error", "billing_error",
         # Responses image error family, collapsed to one value by normalise_error_type
         "image_error",
+        # Gemini (Google RPC status of the error object)
+        "cancelled", "resource_exhausted", "internal", "unavailable", "deadline_exceeded",
+        "invalid_argument", "permission_denied", "unauthenticated", "failed_precondition",
+        # Bedrock stream exceptions (:exception-type, camelCase made snake_case)
+        "internal_server_exception", "model_stream_error_exception", "validation_exception",
+        "throttling_exception", "service_unavailable_exception", "model_timeout_exception",
+        # Ollama's bare error string (no type of its own); Cohere's message-end ERROR / TIMEOUT
+        "error", "timeout",
     }
 )  # fmt: skip
 
@@ -119,11 +157,28 @@ EXPECTED_FINISH_REASONS: Final[Mapping[str, tuple[str, ...]]] = {
         "tool_use",
         "refusal",
     ),
+    Api.OPENAI_COMPLETIONS.value: ("stop", "length"),
+    Api.GEMINI.value: ("stop", "max_tokens", "safety"),
+    Api.GEMINI_JSON.value: ("stop", "max_tokens", "safety"),
+    Api.BEDROCK_CONVERSE.value: ("end_turn", "tool_use", "max_tokens", "guardrail_intervened"),
+    Api.BEDROCK_INVOKE.value: ("end_turn", "tool_use", "max_tokens"),
+    Api.OLLAMA_CHAT.value: ("stop", "length"),
+    Api.OLLAMA_GENERATE.value: ("stop", "length"),
+    Api.COHERE_V2.value: ("complete", "max_tokens", "tool_call", "error"),
 }
+_BEDROCK_ERRORS = ("throttling_exception", "model_stream_error_exception", OTHER)
 EXPECTED_ERROR_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     Api.OPENAI_CHAT.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.OPENAI_RESPONSES.value: ("server_error", "rate_limit_exceeded", OTHER),
     Api.ANTHROPIC_MESSAGES.value: ("overloaded_error", "api_error", "rate_limit_error", OTHER),
+    Api.OPENAI_COMPLETIONS.value: ("server_error", "rate_limit_exceeded", OTHER),
+    Api.GEMINI.value: ("resource_exhausted", "unavailable", OTHER),
+    Api.GEMINI_JSON.value: ("resource_exhausted", "unavailable", OTHER),
+    Api.BEDROCK_CONVERSE.value: _BEDROCK_ERRORS,
+    Api.BEDROCK_INVOKE.value: _BEDROCK_ERRORS,
+    Api.OLLAMA_CHAT.value: ("error", OTHER),
+    Api.OLLAMA_GENERATE.value: ("error", OTHER),
+    Api.COHERE_V2.value: ("error", OTHER),
 }
 
 #: The values a label can take, where the set is closed (``model``, ``route`` and ``code`` are
@@ -173,6 +228,9 @@ class Family:
     doc: str  # the README's "meaning" column (Markdown)
     buckets: tuple[float, ...] = ()
     multiprocess_mode: MultiprocessMode = "all"
+    #: the OTLP instrument name: a GenAI conventions metric where one fits, else ``streamwatch.*``;
+    #: empty for families not pushed over OTLP (build info is the resource's service.version)
+    otel: str = ""
 
     @property
     def base(self) -> str:
@@ -193,32 +251,36 @@ REQUESTS: Final = Family(
     "{request}",
     (*ROUTE_API, CODE),
     "every proxied request, by status returned",
+    otel="streamwatch.requests",
 )
 STREAMS: Final = Family(
     "streamwatch_streams_total",
     "counter",
-    "SSE streams that ended, one outcome per stream.",
+    "Analyzed streams that ended, one outcome per stream.",
     "{stream}",
     (*STREAM_LABELS, OUTCOME),
-    "SSE streams ended, one outcome each",
+    "analyzed streams ended, one outcome each",
+    otel="streamwatch.streams",
 )
 STREAMS_ACTIVE: Final = Family(
     "streamwatch_streams_active",
     "gauge",
-    "SSE streams open right now.",
+    "Analyzed streams open right now.",
     "{stream}",
     ROUTE_API,
-    "open SSE streams",
+    "open analyzed streams",
     multiprocess_mode="livesum",  # --workers: sum over live workers
+    otel="streamwatch.streams.active",
 )
 STREAMS_STALLED: Final = Family(
     "streamwatch_streams_stalled",
     "gauge",
-    "Open SSE streams that are stalled right now.",
+    "Open analyzed streams that are stalled right now.",
     "{stream}",
     ROUTE_API,
     "open streams stalled right now",
     multiprocess_mode="livesum",
+    otel="streamwatch.streams.stalled",
 )
 STALLS: Final = Family(
     "streamwatch_stalls_total",
@@ -227,6 +289,7 @@ STALLS: Final = Family(
     "{stall}",
     (*ROUTE_API, PHASE),
     "stall episodes (`before_first_token`, `mid_stream`), counted when the threshold is crossed",
+    otel="streamwatch.stalls",
 )
 TTFB: Final = Family(
     "streamwatch_time_to_first_byte_seconds",
@@ -236,6 +299,7 @@ TTFB: Final = Family(
     ROUTE_API,
     "TTFB",
     LATENCY_BUCKETS,
+    otel="streamwatch.time_to_first_byte",
 )
 TTFT: Final = Family(
     "streamwatch_time_to_first_token_seconds",
@@ -245,6 +309,7 @@ TTFT: Final = Family(
     STREAM_LABELS,
     "TTFT",
     LATENCY_BUCKETS,
+    otel="gen_ai.client.inference.time_to_first_chunk",
 )
 GAP: Final = Family(
     "streamwatch_inter_chunk_gap_seconds",
@@ -254,6 +319,7 @@ GAP: Final = Family(
     STREAM_LABELS,
     "every gap between output events",
     GAP_BUCKETS,
+    otel="gen_ai.client.inference.time_per_output_chunk",
 )
 TOKENS_PER_SECOND: Final = Family(
     "streamwatch_output_tokens_per_second",
@@ -263,6 +329,7 @@ TOKENS_PER_SECOND: Final = Family(
     STREAM_LABELS,
     "decode rate, one per stream",
     TOKENS_PER_SECOND_BUCKETS,
+    otel="streamwatch.output_tokens_per_second",
 )
 DURATION: Final = Family(
     "streamwatch_stream_duration_seconds",
@@ -272,6 +339,7 @@ DURATION: Final = Family(
     ROUTE_API,
     "request → stream end",
     DURATION_BUCKETS,
+    otel="gen_ai.client.inference.duration",
 )
 FINISH_REASONS_TOTAL: Final = Family(
     "streamwatch_finish_reasons_total",
@@ -280,6 +348,7 @@ FINISH_REASONS_TOTAL: Final = Family(
     "{stream}",
     (*ROUTE_API, FINISH_REASON),
     "known reasons, else `other`",
+    otel="streamwatch.finish_reasons",
 )
 ERROR_FRAMES: Final = Family(
     "streamwatch_error_frames_total",
@@ -288,6 +357,7 @@ ERROR_FRAMES: Final = Family(
     "{event}",
     (*ROUTE_API, ERROR_TYPE),
     "mid-stream error events (bounded set + `other`)",
+    otel="streamwatch.error_frames",
 )
 TOKENS: Final = Family(
     "streamwatch_tokens_total",
@@ -304,6 +374,7 @@ OUTPUT_EVENTS: Final = Family(
     "{event}",
     ROUTE_API,
     "output events",
+    otel="streamwatch.output_events",
 )
 DELIVERED_OUTPUT_TOKENS: Final = Family(
     "streamwatch_delivered_output_tokens_total",
@@ -314,6 +385,7 @@ DELIVERED_OUTPUT_TOKENS: Final = Family(
     (*ROUTE_API, SOURCE),
     "output tokens delivered by every stream whatever its outcome: `reported` (its own usage) "
     "or `estimated` (from its output events)",
+    otel="streamwatch.delivered_output_tokens",
 )
 UPSTREAM_ERRORS: Final = Family(
     "streamwatch_upstream_errors_total",
@@ -322,6 +394,7 @@ UPSTREAM_ERRORS: Final = Family(
     "{request}",
     (ROUTE, KIND),
     "upstream failed before a response: `connect`, `tls` (certificate or handshake), `timeout`, `protocol`",
+    otel="streamwatch.upstream_errors",
 )
 ANALYSIS_ERRORS: Final = Family(
     "streamwatch_analysis_errors_total",
@@ -330,6 +403,7 @@ ANALYSIS_ERRORS: Final = Family(
     "{event}",
     (*ROUTE_API, STAGE),
     "analyzer faults, malformed and oversize frames (the bytes still flowed)",
+    otel="streamwatch.analysis_errors",
 )
 BUILD_INFO: Final = Family(
     "streamwatch_build_info",
@@ -340,6 +414,36 @@ BUILD_INFO: Final = Family(
     "1",
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
+
+# --- OTLP ---------------------------------------------------------------------------------------
+
+#: The GenAI semantic conventions these names follow: open-telemetry/semantic-conventions-genai
+#: (development status, not yet released), docs/gen-ai/client-inference.md at ac48b1f and
+#: model/gen-ai/token-metrics.yaml at 066d4a7 (PR #521 renamed the streaming metrics to
+#: ``gen_ai.client.inference.*``; PR #536 made usage counters with ``gen_ai.token.modality``).
+GENAI_CONVENTIONS: Final = "semantic-conventions-genai@ac48b1f"
+#: ``tokens_total``'s ``type`` values as the conventions' usage counters (``streamwatch_tokens_total``
+#: has no instrument of its own over OTLP), plus the cache writes Prometheus does not count.
+GENAI_USAGE: Final[Mapping[str, str]] = {
+    "input": "gen_ai.client.inference.usage.input_tokens",
+    "output": "gen_ai.client.inference.usage.output_tokens",
+    "reasoning": "gen_ai.client.inference.usage.reasoning.output_tokens",
+    "cached_input": "gen_ai.client.inference.usage.cache_read.input_tokens",
+    "cache_write": "gen_ai.client.inference.usage.cache_write.input_tokens",
+}
+#: A label's OTLP attribute key: a conventions attribute where one means the same, else ours.
+_OTEL_ATTRIBUTES: Final[Mapping[str, str]] = {
+    MODEL: "gen_ai.response.model",
+    ERROR_TYPE: "error.type",
+    CODE: "http.response.status_code",
+}
+
+
+def otel_attribute(label: str) -> str:
+    """The OTLP attribute key of a Prometheus label (``streamwatch.<label>`` unless the
+    conventions have one)."""
+    return _OTEL_ATTRIBUTES.get(label, f"streamwatch.{label}")
+
 
 #: Every family, in the README's order.
 FAMILIES: Final = (

@@ -15,6 +15,7 @@ The admin port serves ``/metrics`` (rendered off the event loop, :mod:`streamwat
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
@@ -25,20 +26,29 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from streamwatch import __version__
-from streamwatch.config import ConfigError, Settings
+from streamwatch.config import ListenError, Settings
 from streamwatch.export.logs import LogSink
 from streamwatch.export.otel import tracing_from_env
+from streamwatch.export.otlp_metrics import otlp_metrics_from_env
 from streamwatch.export.prometheus import Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.export.scrape import metrics_handler
 from streamwatch.proxy.forward import Proxy
 from streamwatch.proxy.server import ProxyServer
 from streamwatch.proxy.signals import handle_signals
-from streamwatch.sinks import Sinks
+from streamwatch.sinks import Sink, Sinks
 
 log = structlog.get_logger("streamwatch")
 
 Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Readiness:
+    """What ``/readyz`` answers besides the proxy's own state: ``leaving`` flips at SIGTERM, before
+    the drain, so load balancers stop routing here while the listener still accepts."""
+
+    leaving: bool = False
 
 
 @dataclass(slots=True)
@@ -53,6 +63,7 @@ class Running:
     proxy_port: int
     admin_port: int
     watchdog: asyncio.Task[None]
+    readiness: Readiness
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -65,11 +76,13 @@ def _bound_port(site: web.BaseSite) -> int:
 
 
 async def _bind(site: web.TCPSite, option: str) -> None:
-    """Start a listener; an address that cannot be bound is a configuration error naming it."""
+    """Start a listener; an address that cannot be bound fails start-up naming the option."""
     try:
         await site.start()
     except OSError as exc:
-        raise ConfigError(option, f"cannot listen on {site.name}: {exc.strerror or exc}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        address = site.name.removeprefix("http://")
+        raise ListenError(option, f"cannot listen on {address}: {reason}") from None
 
 
 async def _watchdog(proxy: Proxy, interval: float) -> None:
@@ -84,12 +97,12 @@ async def _watchdog(proxy: Proxy, interval: float) -> None:
         proxy.expire(now)
 
 
-def _admin_app(proxy: Proxy, registry: CollectorRegistry) -> web.Application:
+def _admin_app(proxy: Proxy, registry: CollectorRegistry, readiness: Readiness) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if proxy.draining or proxy.session is None:
+        if readiness.leaving or proxy.draining or proxy.session is None:
             return web.Response(status=503, text="draining\n")
         return web.Response(text="ready\n")
 
@@ -133,8 +146,9 @@ def build_sinks(
 ) -> tuple[Sinks, list[Closer]]:
     """Every sink of the process, and what must run at exit to flush them.
 
-    Metrics go to ``registry``; tracing is on only if ``environ`` (``OTEL_*``) asks for it, and
-    raises :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
+    Metrics go to ``registry``, and over OTLP too when ``OTEL_METRICS_EXPORTER`` asks; tracing is
+    on only if ``environ`` (``OTEL_*``) asks for it. Raises
+    :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
     """
     metrics = Metrics(
         registry,
@@ -143,7 +157,11 @@ def build_sinks(
         routes=[r.name for r in settings.routes],
     )
     tracer, closers = tracing_from_env(environ, settings)
-    return Sinks(sinks=(PrometheusSink(metrics), LogSink()), tracer=tracer), closers
+    otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models)
+    sinks: list[Sink] = [PrometheusSink(metrics), LogSink()]
+    if otlp is not None:
+        sinks.insert(1, otlp)
+    return Sinks(sinks=tuple(sinks), tracer=tracer), [*closers, *otlp_closers]
 
 
 async def start(
@@ -167,7 +185,8 @@ async def start(
         access_log=None,  # one structured line per request comes from LogSink
     )
     proxy_runner = web.ServerRunner(server, shutdown_timeout=1.0)
-    admin_runner = web.AppRunner(_admin_app(proxy, registry), access_log=None)
+    readiness = Readiness()
+    admin_runner = web.AppRunner(_admin_app(proxy, registry, readiness), access_log=None)
     host, port = settings.listen
     admin_host, admin_port = settings.admin_listen
     try:
@@ -200,6 +219,7 @@ async def start(
         proxy_port=_bound_port(proxy_site),
         admin_port=_bound_port(admin_site),
         watchdog=watchdog,
+        readiness=readiness,
         closers=closers,
     )
     log.info(
@@ -208,6 +228,7 @@ async def start(
         listen=f"{host}:{running.proxy_port}",
         admin=f"{admin_host}:{running.admin_port}",
         routes={r.name: r.prefix for r in settings.routes},
+        upstreams=settings.upstream_urls(),
     )
     return running
 
@@ -256,6 +277,19 @@ async def serve(
     stopping = asyncio.Event()
     handle_signals(stopping)
     await stopping.wait()
+    await leave(running, settings.shutdown_delay, stopping)
     log.info("streamwatch.draining", open_streams=len(running.proxy.tasks))
     await stop(running, settings.drain_timeout)
     return 0
+
+
+async def leave(running: Running, delay: float, signalled: asyncio.Event) -> None:
+    """The first step of a shutdown, before :func:`stop`: ``/readyz`` answers 503 at once, then
+    for ``delay`` seconds the proxy keeps accepting and serving as before, so requests routed here
+    while the load balancer (Kubernetes endpoints, kube-proxy, an ingress) catches up still
+    succeed instead of being refused. A second signal ends the wait early."""
+    running.readiness.leaving = True
+    log.info("streamwatch.leaving", shutdown_delay=delay, open_streams=len(running.proxy.tasks))
+    signalled.clear()
+    with suppress(TimeoutError):
+        await asyncio.wait_for(signalled.wait(), delay)

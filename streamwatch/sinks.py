@@ -85,6 +85,7 @@ class Exchange:
     server_address: str = ""
     server_port: int | None = None
     status: int | None = None
+    failure_reason: str | None = None  # why the upstream was not reached (proxy/failures.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,13 @@ from streamwatch.core.events import (
     StreamEvent,
     TerminalFrameReceived,
 )
+from streamwatch.core.eventstream import BytesLeftOver, MessageCorrupt
+from streamwatch.core.formats import FORMATS, FRAME_TYPE
+from streamwatch.core.json_array import ArrayLeftOpen
 from streamwatch.core.limits import MAX_CHOICES, MAX_ERROR_FRAMES, MAX_TOOL_CALLS
-from streamwatch.core.protocols.anthropic import AnthropicMessages
-from streamwatch.core.protocols.base import Facts, Frame, GenericSSE, Interpreter, Reading
-from streamwatch.core.protocols.openai_chat import OpenAIChat
-from streamwatch.core.protocols.openai_responses import OpenAIResponses
+from streamwatch.core.protocols.base import Facts, Frame, Reading, Verdict
 from streamwatch.core.record import CloseCause, ErrorFrame, StallEpisode, StreamRecord, outcome_of
-from streamwatch.core.sse import MessageDispatched, SSEDecoder, TailDiscarded
+from streamwatch.core.sse import CommentReceived, TailDiscarded
 
 NS_PER_S = 1_000_000_000
 
@@ -40,12 +40,10 @@ NS_PER_S = 1_000_000_000
 _OUTPUT = Frame.OUTPUT.value
 _TERMINAL = Frame.TERMINAL.value
 
-_INTERPRETERS: dict[Api, Interpreter] = {
-    Api.OPENAI_CHAT: OpenAIChat(),
-    Api.OPENAI_RESPONSES: OpenAIResponses(),
-    Api.ANTHROPIC_MESSAGES: AnthropicMessages(),
-    Api.SSE: GenericSSE(),
-}
+# What a decoder's close reports when the body ended inside a frame (or an array never closed).
+_TAILS = (TailDiscarded, ArrayLeftOpen, BytesLeftOver)
+# Decoder items that are neither frames nor facts for the analyzer.
+_IGNORED_ITEMS = (CommentReceived,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +59,7 @@ class AnalyzerConfig:
     capture_limit_chars: int = 4096
     """Cap on captured text when capture is on."""
     max_event_bytes: int = sse.MAX_EVENT_BYTES
-    """One SSE event larger than this is dropped unanalyzed (and still forwarded)."""
+    """One event larger than this is dropped unanalyzed (and still forwarded)."""
     max_error_frames: int = MAX_ERROR_FRAMES
     """Error frames kept in the record; every one is still reported live and counted."""
     max_choices: int = MAX_CHOICES
@@ -75,7 +73,8 @@ class StreamClosedError(RuntimeError):
 
 
 class StreamAnalyzer:
-    """Measures one SSE response. Never raises on remote input; any chunking gives the same result."""
+    """Measures one streamed response in its API's framing (SSE, JSON array, AWS event stream,
+    NDJSON). Never raises on remote input; any chunking gives the same result."""
 
     __slots__ = (
         "_closed",
@@ -84,8 +83,10 @@ class StreamAnalyzer:
         "_error_frames",
         "_errors",
         "_first_output_index",
+        "_frame_type",
         "_interpreter",
         "_malformed",
+        "_note",
         "_oversize",
         "_reading",
         "_stall_phase",
@@ -113,8 +114,11 @@ class StreamAnalyzer:
         config: AnalyzerConfig | None = None,
     ) -> None:
         self._config = config or AnalyzerConfig()
-        self._decoder = SSEDecoder(max_event_bytes=self._config.max_event_bytes)
-        self._interpreter = _INTERPRETERS[api]
+        form = FORMATS[api]
+        self._decoder = form.decoder(self._config.max_event_bytes)
+        self._frame_type = FRAME_TYPE[form.framing]
+        self._interpreter = form.interpreter()
+        self._note = getattr(self._interpreter, "note", None)
         config = self._config
         self._reading = Reading(
             capture_content=config.capture_content,
@@ -216,38 +220,53 @@ class StreamAnalyzer:
             self.t_first_byte_ns = at_ns
             events.append(FirstByteReceived(at_ns, at_ns - self.t_request_ns))
         self.body_bytes += len(chunk)
+        frame_type = self._frame_type
         for item in self._decoder.feed(chunk):
-            if type(item) is MessageDispatched:
-                self._on_message(item, at_ns, events)
-            elif type(item) is sse.OversizeEventDropped:
-                self._oversize += 1
-                events.append(OversizeEventDropped(at_ns, item.size))
+            if type(item) is frame_type:
+                self._on_frame(item, at_ns, events)
+            else:
+                self._on_item(item, at_ns, events)
         return events
 
-    def _on_message(
-        self, message: MessageDispatched, at_ns: int, events: list[StreamEvent]
-    ) -> None:
+    def _on_frame(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
         index = self.sse_events
         self.sse_events = index + 1
-        verdict = self._interpreter.read(message, index, self._reading)
-        if type(verdict) is Facts:
-            self._on_facts(verdict, index, at_ns, events)
-            return
-        frame = verdict.value
-        if frame & _OUTPUT:
+        verdict = self._interpreter.read(item, index, self._reading)
+        if verdict is Frame.OUTPUT:  # the usual delta: skip the general path's call and checks
             self._on_output(index, at_ns, events)
-        if frame & _TERMINAL:
-            self._on_terminal(at_ns, events)
+        elif verdict:
+            self._apply(verdict, index, at_ns, events)
 
-    def _on_facts(self, facts: Facts, index: int, at_ns: int, events: list[StreamEvent]) -> None:
-        """A message that said more than flags: output first, then what was wrong, then the end."""
-        frame = facts.frame.value
+    def _on_item(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
+        """A decoder item that is not a frame: a cap, a corrupt frame, an end, or a fact for the
+        interpreter (Gemini's ignored lines and closing bracket)."""
+        if type(item) is sse.OversizeEventDropped:
+            self._oversize += 1
+            events.append(OversizeEventDropped(at_ns, item.size))
+        elif type(item) is MessageCorrupt:  # a framing unit that failed verification
+            index = self.sse_events
+            self.sse_events = index + 1
+            self._malformed += 1
+            events.append(MalformedFrameReceived(at_ns, index, item.reason))
+        elif isinstance(item, _IGNORED_ITEMS):
+            return
+        elif self._note is not None:
+            verdict = self._note(item, self.sse_events, self._reading)
+            if verdict:
+                self._apply(verdict, self.sse_events, at_ns, events)
+
+    def _apply(self, verdict: Verdict, index: int, at_ns: int, events: list[StreamEvent]) -> None:
+        """Turn an interpreter's verdict on one frame (or fact) into live events: output first,
+        then what was wrong with it, then the end."""
+        if type(verdict) is Facts:
+            frame, malformed, error = verdict.frame.value, verdict.malformed, verdict.error
+        else:
+            frame, malformed, error = verdict.value, None, None
         if frame & _OUTPUT:
             self._on_output(index, at_ns, events)
-        if facts.malformed is not None:
+        if malformed is not None:
             self._malformed += 1
-            events.append(MalformedFrameReceived(at_ns, index, facts.malformed))
-        error = facts.error
+            events.append(MalformedFrameReceived(at_ns, index, malformed))
         if error is not None:
             self._error_frames += 1  # first: output is no longer owed, so no stall is inferred
             self._settle_stall(at_ns, events)
@@ -255,13 +274,10 @@ class StreamAnalyzer:
                 self._errors.append(error)
             events.append(ErrorFrameReceived(at_ns, index, error.error_type, error.message))
         if frame & _TERMINAL:
-            self._on_terminal(at_ns, events)
-
-    def _on_terminal(self, at_ns: int, events: list[StreamEvent]) -> None:
-        self._settle_stall(at_ns, events)
-        terminal = self._reading.terminal_frame
-        if terminal is not None:
-            events.append(TerminalFrameReceived(at_ns, terminal))
+            self._settle_stall(at_ns, events)
+            terminal = self._reading.terminal_frame
+            if terminal is not None:
+                events.append(TerminalFrameReceived(at_ns, terminal))
 
     def _on_output(self, index: int, at_ns: int, events: list[StreamEvent]) -> None:
         last = self.t_last_output_ns
@@ -293,9 +309,14 @@ class StreamAnalyzer:
         if self._closed:
             raise StreamClosedError("close after close")
         events: list[StreamEvent] = []
+        frame_type = self._frame_type
         for item in self._decoder.close():
-            if isinstance(item, TailDiscarded):
+            if type(item) is frame_type:  # an NDJSON last line without its newline
+                self._on_frame(item, at_ns, events)
+            elif isinstance(item, _TAILS):
                 self._tail = True
+            else:
+                self._on_item(item, at_ns, events)
         # A stall still open at the end is closed without an end time ("ended stalled"), whether or
         # not the watchdog had polled it yet, so the record never depends on the tick rate.
         self._settle_stall(at_ns, events, ended=False)

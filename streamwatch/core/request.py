@@ -9,28 +9,41 @@ from dataclasses import dataclass
 import orjson
 
 from streamwatch.core.api import Api
+from streamwatch.core.formats import FORMATS, MEDIA_TYPE, Framing
 from streamwatch.core.limits import cap
 from streamwatch.core.prompt import Prompt, prompt_of
 
+# Path suffix -> API, first match wins (``/chat/completions`` before ``/completions``). Matched by
+# suffix so gateway prefixes (``/openai/v1/...``, ``/llm/v1/...``) still match.
 _SUFFIXES = (
     ("/chat/completions", Api.OPENAI_CHAT),
     ("/responses", Api.OPENAI_RESPONSES),
     ("/messages", Api.ANTHROPIC_MESSAGES),
+    ("/completions", Api.OPENAI_COMPLETIONS),
+    (":streamGenerateContent", Api.GEMINI),
+    ("/converse-stream", Api.BEDROCK_CONVERSE),
+    ("/invoke-with-response-stream", Api.BEDROCK_INVOKE),
+    ("/api/chat", Api.OLLAMA_CHAT),
+    ("/api/generate", Api.OLLAMA_GENERATE),
+    ("/v2/chat", Api.COHERE_V2),
 )
+# The same API in another framing, chosen by the response's media type (Gemini without alt=sse).
+_REFRAMED = {(Api.GEMINI, Framing.JSON_ARRAY): Api.GEMINI_JSON}
+_FRAMING_OF_MEDIA = {media: framing for framing, media in MEDIA_TYPE.items()}
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a ``Content-Type``, lower-cased, parameters dropped (RFC 9110 §8.3.1)."""
+    return (content_type or "").partition(";")[0].strip().lower()
 
 
 def is_event_stream(content_type: str | None) -> bool:
-    """``text/event-stream`` with any parameters, case-insensitively (RFC 9110 §8.3.1)."""
-    if not content_type:
-        return False
-    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
+    """``text/event-stream`` with any parameters, case-insensitively."""
+    return media_type(content_type) == "text/event-stream"
 
 
 def api_for_path(path: str) -> Api | None:
-    """The LLM API a request path addresses (None for anything else, e.g. ``/v1/models``).
-
-    Matched by suffix so gateway prefixes (``/openai/v1/...``, ``/llm/v1/...``) still match.
-    """
+    """The LLM API a request path addresses (None for anything else, e.g. ``/v1/models``)."""
     trimmed = path.rstrip("/")
     for suffix, api in _SUFFIXES:
         if trimmed.endswith(suffix):
@@ -64,12 +77,23 @@ def has_dot_segment(path: str) -> bool:
     return False
 
 
-def select_api(path: str, content_type: str | None) -> Api | None:
-    """The interpreter for a response: None if it is not an event stream (not analyzed at all);
-    any event stream on a path that is not an LLM API is timed as generic SSE."""
-    if not is_event_stream(content_type):
+def select_api(path: str, content_type: str | None, override: Api | None = None) -> Api | None:
+    """The interpreter for a response, or None when it is not a stream we analyze at all.
+
+    The API comes from the route's ``override`` if configured, else from the path; the response's
+    media type must then be that API's framing (a JSON error answer on a streaming path is not a
+    stream). Gemini's path answers in two framings, told apart by the media type. Any other event
+    stream is timed as generic SSE.
+    """
+    framing = _FRAMING_OF_MEDIA.get(media_type(content_type))
+    if framing is None:
         return None
-    return api_for_path(path) or Api.SSE
+    api = override or api_for_path(path)
+    if api is not None:
+        api = _REFRAMED.get((api, framing), api)
+        if FORMATS[api].framing is framing:
+            return api
+    return Api.SSE if framing is Framing.SSE else None
 
 
 @dataclass(frozen=True, slots=True)

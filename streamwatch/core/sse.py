@@ -72,7 +72,22 @@ class TailDiscarded:
     unterminated_last_line: str
 
 
-SSEEvent = MessageDispatched | CommentReceived | OversizeEventDropped | TailDiscarded
+@dataclass(frozen=True, slots=True)
+class FieldIgnored:
+    """A line the spec ignores as an unknown field, reported only when asked for.
+
+    Gemini writes a mid-stream error as a bare, pretty-printed JSON object outside any event (corpus
+    ERROR_FRAMES.md §4a): under WHATWG rules its lines are unknown fields, so only a decoder that
+    reports them lets the interpreter see the error. ``line`` is the whole line, decoded.
+    """
+
+    line: str
+
+
+SSEEvent = MessageDispatched | CommentReceived | OversizeEventDropped | TailDiscarded | FieldIgnored
+
+
+_KNOWN_FIELDS = frozenset({"data", "event", "id", "retry"})
 
 
 def _is_retry(value: str) -> bool:
@@ -97,14 +112,18 @@ class SSEDecoder:
         "_last_event_id",
         "_line",
         "_max_event_bytes",
+        "_report_ignored",
         "_retry",
         "_skip_lf",
         "_skipping",
         "last_retry",
     )
 
-    def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self, *, max_event_bytes: int = MAX_EVENT_BYTES, report_ignored_fields: bool = False
+    ) -> None:
         self._max_event_bytes = max_event_bytes
+        self._report_ignored = report_ignored_fields
         self._line = bytearray()  # the current, not yet terminated line
         self._at_start = True  # no byte seen yet: a leading BOM may still arrive
         self._skip_lf = False  # the previous read ended in CR
@@ -245,6 +264,8 @@ class SSEDecoder:
         elif name == "retry" and _is_retry(value):
             self._retry = int(value)
             self.last_retry = self._retry
+        elif self._report_ignored and name not in _KNOWN_FIELDS:
+            out.append(FieldIgnored(text))
         # any other field name is ignored (spec: "Otherwise: The field is ignored.")
 
     def _dispatch(self, out: list[SSEEvent]) -> None:
@@ -275,6 +296,11 @@ class SSEDecoder:
             if line == _BOM[: len(line)]:
                 line = b""
         unterminated = "" if self._skipping else line.decode("utf-8", "replace")
+        if self._report_ignored and unterminated and not unterminated.startswith(":"):
+            name = unterminated.partition(":")[0]
+            if name not in _KNOWN_FIELDS:  # could never have formed an event: not a tail
+                out.append(FieldIgnored(unterminated))
+                unterminated = ""
         if self._data or self._event_type or (unterminated and not unterminated.startswith(":")):
             out.append(
                 TailDiscarded(

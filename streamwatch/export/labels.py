@@ -15,6 +15,7 @@ from streamwatch.metricspec import ERROR_TYPES, FINISH_REASONS_BY_API, OTHER, UN
 MAX_LABEL_LEN: Final = 64
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+\-]")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def sanitize_label(value: str) -> str:
@@ -37,8 +38,11 @@ def normalise_finish_reason(value: str, api: str) -> str:
 
 
 def normalise_error_type(value: str) -> str:
-    """A provider error type from the bounded set, else ``other``; image errors become one value."""
-    lowered = value.strip().lower()
+    """A provider error type from the bounded set, else ``other``; image errors become one value.
+
+    camelCase (Bedrock's ``throttlingException``) becomes snake_case, like every other value.
+    """
+    lowered = _CAMEL.sub("_", value.strip()).lower()
     if lowered in ERROR_TYPES:
         return lowered
     if "image" in lowered and len(lowered) <= MAX_LABEL_LEN:
@@ -70,8 +74,16 @@ class ModelLabels:
         """The model names that currently keep their own label value."""
         return frozenset(self._admitted)
 
-    def __call__(self, model: str | None) -> str:
-        """The label value for ``model``."""
+    def admits(self, model: str | None) -> bool:
+        """Whether ``model`` already keeps its own label value (without claiming a slot)."""
+        return bool(model) and self(model, claim=False) != OTHER
+
+    def __call__(self, model: str | None, *, claim: bool = True) -> str:
+        """The label value for ``model``; a name not yet known takes a free slot only if ``claim``.
+
+        Only responses that succeeded claim (issue 11): requests with invented model names that
+        the upstream rejects must not fill ``--max-models`` and leave real models ``other``.
+        """
         if not model:
             return UNKNOWN_MODEL
         label = self._cache.get(model)
@@ -80,6 +92,8 @@ class ModelLabels:
         clean = sanitize_label(model)
         if clean in self._admitted:
             label = clean
+        elif not claim:
+            return OTHER  # not cached: a later successful response may still claim it
         elif not self._fixed and len(self._admitted) < self._max:
             self._admitted.add(clean)
             label = clean

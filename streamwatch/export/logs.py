@@ -117,7 +117,13 @@ class _LogLine:
         if record is not None:
             self._log.info(f"stream.{record.outcome.value}", **common, **stream_fields(record))
         elif error_kind is not None:
-            self._log.warning("upstream.failed", **common, kind=error_kind)
+            self._log.warning(
+                "upstream.failed",
+                **common,
+                upstream=f"{ex.server_address}:{ex.server_port}",
+                kind=error_kind,
+                reason=ex.failure_reason,
+            )
         else:
             duration = _s(time.monotonic_ns() - ex.t_request_ns)
             self._log.info("request.completed", **common, duration_s=duration)

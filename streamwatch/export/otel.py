@@ -142,7 +142,7 @@ def _start_attributes(exchange: Exchange) -> dict[str, Any]:
     _set(attributes, sc.SERVER_PORT, exchange.server_port)
     api = exchange.api
     if api is not None:
-        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_CHAT
+        attributes[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_BY_API.get(api, sc.OPERATION_CHAT)
         _set(attributes, sc.GEN_AI_PROVIDER_NAME, sc.PROVIDER_BY_API.get(api))
         _set(attributes, sc.OPENAI_API_TYPE, sc.OPENAI_API_TYPE_BY_API.get(api))
         _set(attributes, sc.GEN_AI_REQUEST_MODEL, exchange.request_model)
@@ -154,9 +154,10 @@ def span_name(exchange: Exchange) -> str:
     """``{gen_ai.operation.name} {gen_ai.request.model}`` for LLM calls, the HTTP method otherwise."""
     if exchange.api is None:
         return exchange.method
+    operation = sc.OPERATION_BY_API.get(exchange.api, sc.OPERATION_CHAT)
     if exchange.request_model:
-        return f"{sc.OPERATION_CHAT} {exchange.request_model}"
-    return sc.OPERATION_CHAT
+        return f"{operation} {exchange.request_model}"
+    return operation
 
 
 def _record_attributes(record: StreamRecord) -> dict[str, Any]:
@@ -427,7 +428,7 @@ def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
     return exporters
 
 
-def _resource() -> Resource:
+def otel_resource() -> Resource:
     """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` over the defaults (``streamwatch``)."""
     detected = Resource.create()
     attributes: dict[str, Any] = {SERVICE_NAME: "streamwatch", SERVICE_VERSION: __version__}
@@ -451,7 +452,7 @@ def tracing_from_env(
     exporters = span_exporters(environ)
     if not exporters:
         return None, []
-    provider = TracerProvider(resource=_resource())
+    provider = TracerProvider(resource=otel_resource())
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer("streamwatch", __version__)

@@ -107,9 +107,14 @@ class Metrics:
             found = self._per_route_api[key] = RouteApiChildren(self, *key)
         return found
 
-    def per_model(self, route: str, api: str, model: str | None) -> ModelChildren:
-        """The cached label children of one (route, api, model); created on first use."""
-        key = (route, str(api), self.models(model))
+    def per_model(
+        self, route: str, api: str, model: str | None, *, claim: bool = True
+    ) -> ModelChildren:
+        """The cached label children of one (route, api, model); created on first use.
+
+        ``claim``: a model name not yet known may take a free ``model`` label slot.
+        """
+        key = (route, str(api), self.models(model, claim=claim))
         found = self._per_model.get(key)
         if found is None:
             found = self._per_model[key] = ModelChildren(self, *key)

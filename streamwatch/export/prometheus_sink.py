@@ -4,10 +4,16 @@ The instruments and their label children are in :mod:`streamwatch.export.prometh
 becomes which observation is in :mod:`streamwatch.export.observations`. What is left here is the
 per-request state: the children the stream is bound to (so a per-chunk observation is one
 ``observe``/``inc`` with no label lookup), whether it is stalled, and its exemplar.
+
+The ``model`` label prefers the response's model, and only a stream that succeeded (2xx) may claim
+one of the ``--max-models`` slots: a request model that already has a label is bound at once; any
+other waits for the first model-labelled observation (first token, or the end), by when the
+response has named its own model, so an alias or an invented request name takes no slot.
 """
 
 from __future__ import annotations
 
+from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import StreamRecord
 from streamwatch.export.observations import RequestObservations
@@ -16,9 +22,16 @@ from streamwatch.sinks import Exchange, Hooks
 
 
 class _PrometheusRequest(RequestObservations):
-    __slots__ = ("_exemplar", "_metrics", "_model", "_route_api", "_stalled")
+    __slots__ = (
+        "_exemplar",
+        "_metrics",
+        "_model",
+        "_model_name",
+        "_route_api",
+        "_stalled",
+        "_succeeded",
+    )
 
-    _model: ModelChildren
     _route_api: RouteApiChildren
 
     def __init__(self, metrics: Metrics, exchange: Exchange, trace_id: str | None) -> None:
@@ -26,27 +39,47 @@ class _PrometheusRequest(RequestObservations):
         self._metrics = metrics
         self._exemplar = exemplar(trace_id)
         self._stalled = False
+        self._succeeded = False
+        self._model: ModelChildren | None = None
+        self._model_name: str | None = None
+
+    def response(self, status: int, api: Api | None) -> None:
+        self._succeeded = 200 <= status < 300  # only a success may claim a model label slot
+        super().response(status, api)
 
     def stream_opened(self, api: str, model: str | None) -> None:
         route = self.exchange.route
         self._route_api = self._metrics.route_api(route, api)
-        self._model = self._metrics.per_model(route, api, model)
+        self._model_name = model
+        if self._metrics.models.admits(model):
+            self._model = self._metrics.per_model(route, api, model)
         self._route_api.active.inc()
 
     def model_answered(self, model: str) -> None:
-        ra = self._route_api
-        self._model = self._metrics.per_model(ra.route, ra.api, model)
+        if model != self._model_name:
+            self._model_name = model
+            self._model = None
+
+    def _bound(self) -> ModelChildren:
+        """The (route, api, model) children, bound to the best model known now."""
+        children = self._model
+        if children is None:
+            ra = self._route_api
+            children = self._model = self._metrics.per_model(
+                ra.route, ra.api, self._model_name, claim=self._succeeded
+            )
+        return children
 
     def first_byte(self, seconds: float) -> None:
         self._route_api.ttfb.observe(seconds, self._exemplar)
 
     def first_token(self, seconds: float) -> None:
-        self._model.ttft.observe(seconds, self._exemplar)
+        self._bound().ttft.observe(seconds, self._exemplar)
 
     def output(self, gap_s: float | None) -> None:
         self._route_api.output_events.inc()
         if gap_s is not None:
-            self._model.gap.observe(gap_s, self._exemplar)
+            (self._model or self._bound()).gap.observe(gap_s, self._exemplar)
 
     def error_frame(self, error_type: str) -> None:
         self._route_api.error_frame(error_type)
@@ -76,9 +109,9 @@ class _PrometheusRequest(RequestObservations):
         self._route_api.active.dec()
         if record is None:
             return
-        if record.model and self._metrics.models(record.model) != self._model.model:
+        if record.model:
             self.model_answered(record.model)
-        self._model.record(record, self._exemplar)
+        self._bound().record(record, self._exemplar)
         self._route_api.record(record, self._exemplar)
 
 

@@ -35,11 +35,28 @@ GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 # OpenAI refinement: which OpenAI API a `chat` span used.
 OPENAI_API_TYPE: Final = "openai.api.type"
 
-OPERATION_CHAT: Final = "chat"  # chat completions, Responses and Anthropic Messages alike
+OPERATION_CHAT: Final = "chat"  # chat completions, Responses, Anthropic Messages, Converse, ...
+#: ``gen_ai.operation.name`` where it is not ``chat`` (well-known values of the conventions).
+OPERATION_BY_API: Final[dict[Api, str]] = {
+    Api.OPENAI_COMPLETIONS: "text_completion",
+    Api.OLLAMA_GENERATE: "text_completion",
+    Api.GEMINI: "generate_content",
+    Api.GEMINI_JSON: "generate_content",
+}
+#: ``gen_ai.provider.name``: the conventions' well-known values; Gemini's path is the same on the
+#: Gemini API and Vertex AI, hence ``gcp.gen_ai``; Ollama has no well-known value.
 PROVIDER_BY_API: Final[dict[Api, str]] = {
     Api.OPENAI_CHAT: "openai",
     Api.OPENAI_RESPONSES: "openai",
+    Api.OPENAI_COMPLETIONS: "openai",
     Api.ANTHROPIC_MESSAGES: "anthropic",
+    Api.GEMINI: "gcp.gen_ai",
+    Api.GEMINI_JSON: "gcp.gen_ai",
+    Api.BEDROCK_CONVERSE: "aws.bedrock",
+    Api.BEDROCK_INVOKE: "aws.bedrock",
+    Api.OLLAMA_CHAT: "ollama",
+    Api.OLLAMA_GENERATE: "ollama",
+    Api.COHERE_V2: "cohere",
 }
 OPENAI_API_TYPE_BY_API: Final[dict[Api, str]] = {
     Api.OPENAI_CHAT: "chat_completions",

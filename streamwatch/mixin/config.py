@@ -1,13 +1,17 @@
-"""The mixin's configuration (``dashboards/config.yaml``): selector, links, SLO and thresholds."""
+"""The mixin's configuration (``streamwatch/mixin/config.yaml``, shipped as package data):
+selector, links, SLO and thresholds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from streamwatch import metricspec as spec
+
+DEFAULT_FILE = "config.yaml"
 
 
 class MixinConfigError(ValueError):
@@ -33,6 +37,14 @@ class Config:
     slo_objective: float
     slo_threshold_s: float
     alerts: dict[str, Threshold]
+    #: ratio alerts stay silent on a route that ended fewer streams than this in 5 minutes
+    min_streams_5m: int = 20
+
+    @classmethod
+    def default(cls) -> Config:
+        """The shipped configuration, ``streamwatch/mixin/config.yaml``."""
+        with resources.as_file(resources.files(__package__).joinpath(DEFAULT_FILE)) as path:
+            return cls.from_yaml(path)
 
     @classmethod
     def from_yaml(cls, path: Path) -> Config:
@@ -49,12 +61,19 @@ class Config:
             slo_objective=float(raw["ttft_slo"]["objective"]),
             slo_threshold_s=float(raw["ttft_slo"]["threshold_seconds"]),
             alerts=alerts,
+            min_streams_5m=int(raw.get("min_streams_5m", 20)),
         )
-        if cfg.slo_threshold_s not in spec.TTFT.buckets:
+        return cfg.checked()
+
+    def checked(self) -> Config:
+        """This configuration, or an error naming the value that cannot work."""
+        if self.slo_threshold_s not in spec.TTFT.buckets:
             raise MixinConfigError(
-                f"ttft_slo.threshold_seconds={cfg.slo_threshold_s} is not a TTFT bucket bound "
+                f"ttft_slo.threshold_seconds={self.slo_threshold_s:g} is not a TTFT bucket bound "
                 f"({', '.join(map(str, spec.TTFT.buckets))})"
             )
-        if not 0 < cfg.slo_objective < 1:
+        if not 0 < self.slo_objective < 1:
             raise MixinConfigError("ttft_slo.objective must be between 0 and 1")
-        return cfg
+        if self.min_streams_5m < 0:
+            raise MixinConfigError("min_streams_5m must be >= 0")
+        return self

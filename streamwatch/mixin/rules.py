@@ -39,6 +39,8 @@ ERROR_FRAME_RATIO = f"route:{spec.STREAMS.base}_error_frame:ratio_rate5m"
 STALL_RATIO = f"route:{spec.STALLS.base}_per_stream:ratio_rate5m"
 UPSTREAM_RATIO = f"route:{spec.UPSTREAM_ERRORS.base}:ratio_rate5m"
 STREAM_RATE = f"route:{spec.STREAMS.base}:rate5m"
+REQUEST_RATE = f"route:{spec.REQUESTS.base}:rate5m"
+FIRST_TOKEN_RATE = f"route:{spec.TTFT.series('_count')}:rate5m"
 
 
 def recording_rules(cfg: Config) -> Json:
@@ -83,9 +85,14 @@ def recording_rules(cfg: Config) -> Json:
             "expr": f"{route_rate(streams, outcome=Outcome.ERROR_FRAME)}\n{per_route}",
         },
         {"record": STALL_RATIO, "expr": f"{route_rate(spec.STALLS)}\n{per_route}"},
+        {"record": REQUEST_RATE, "expr": route_rate(spec.REQUESTS)},
+        {
+            "record": FIRST_TOKEN_RATE,
+            "expr": sum_rate(spec.TTFT, s, spec.ROUTE, window="5m", suffix="_count"),
+        },
         {
             "record": UPSTREAM_RATIO,
-            "expr": f"{route_rate(spec.UPSTREAM_ERRORS)}\n/ {route_rate(spec.REQUESTS)}",
+            "expr": f"{route_rate(spec.UPSTREAM_ERRORS)}\n/ {REQUEST_RATE}",
         },
     ]
     le = le_matcher(cfg.slo_threshold_s)
@@ -143,10 +150,19 @@ def alert_rules(cfg: Config) -> Json:
     )
 
     def burn(pairs: Sequence[tuple[str, str, float]]) -> str:
-        return "\nor\n".join(
-            f"({slo_miss(long)} > {num(rate * budget)}\n and {slo_miss(short)} > {num(rate * budget)})"
-            for long, short, rate in pairs
+        return guarded(
+            "(\n"
+            + "\nor\n".join(
+                f"({slo_miss(long)} > {num(rate * budget)}\n and {slo_miss(short)} > {num(rate * budget)})"
+                for long, short, rate in pairs
+            )
+            + "\n)",
+            FIRST_TOKEN_RATE,
         )
+
+    def guarded(expr: str, traffic: str = STREAM_RATE) -> str:
+        """``expr`` only for routes with enough traffic to judge a ratio by."""
+        return f"{expr}\nand on (route) {traffic} * 300 >= {cfg.min_streams_5m}"
 
     per_route = "on route {{ $labels.route }}"
     analyzer = rule_selector(s, spec.ANALYSIS_ERRORS, stage=spec.STAGE_ANALYZER)
@@ -154,7 +170,7 @@ def alert_rules(cfg: Config) -> Json:
         alert(
             cfg,
             "StreamwatchStallRateHigh",
-            f"{STALL_RATIO} > {num(a['stall_ratio'].threshold)}",
+            guarded(f"{STALL_RATIO} > {num(a['stall_ratio'].threshold)}"),
             a["stall_ratio"],
             "LLM streams are stalling: no output for longer than the stall threshold.",
             '{{ $value | printf "%.3g" }} stall episodes per ended stream '
@@ -184,7 +200,7 @@ def alert_rules(cfg: Config) -> Json:
         alert(
             cfg,
             "StreamwatchTruncationRateHigh",
-            f"{TRUNCATED_RATIO} > {num(a['truncation_ratio'].threshold)}",
+            guarded(f"{TRUNCATED_RATIO} > {num(a['truncation_ratio'].threshold)}"),
             a["truncation_ratio"],
             "LLM streams end without their terminal frame.",
             "{{ $value | humanizePercentage }} of streams " + per_route + " were cut off by "
@@ -193,7 +209,7 @@ def alert_rules(cfg: Config) -> Json:
         alert(
             cfg,
             "StreamwatchErrorFrameRateHigh",
-            f"{ERROR_FRAME_RATIO} > {num(a['error_frame_ratio'].threshold)}",
+            guarded(f"{ERROR_FRAME_RATIO} > {num(a['error_frame_ratio'].threshold)}"),
             a["error_frame_ratio"],
             "LLM streams fail with mid-stream error events.",
             "{{ $value | humanizePercentage }} of streams " + per_route + " ended with an "
@@ -202,7 +218,7 @@ def alert_rules(cfg: Config) -> Json:
         alert(
             cfg,
             "StreamwatchUpstreamErrorsHigh",
-            f"{UPSTREAM_RATIO} > {num(a['upstream_error_ratio'].threshold)}",
+            guarded(f"{UPSTREAM_RATIO} > {num(a['upstream_error_ratio'].threshold)}", REQUEST_RATE),
             a["upstream_error_ratio"],
             "Requests fail to reach the upstream gateway.",
             "{{ $value | humanizePercentage }} of requests " + per_route + " failed before "

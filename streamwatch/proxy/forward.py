@@ -38,6 +38,7 @@ from streamwatch.core.request import (
     read_request,
     select_api,
 )
+from streamwatch.proxy.failures import failure_reason
 from streamwatch.proxy.headers import client_response_headers, upstream_request_headers
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
@@ -355,6 +356,7 @@ class Proxy:
             except _UpstreamFailedError as failed:
                 error_kind = failed.kind
                 exchange.status = failed.status
+                exchange.failure_reason = failure_reason(failed, failed.kind)
                 return local_error(failed.status, f"upstream_{failed.kind}", failed.message)
             exchange.status = upstream.status
             api = self._analyzed_api(path, upstream)

@@ -7,25 +7,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
-from streamwatch.simulator.profile import DEFAULT_WEIGHTS, Profile, parse_weights
-from streamwatch.simulator.server import start_simulator
+from streamwatch.simulator.profile import DEFAULT_WEIGHTS, Behaviour, Profile, parse_weights
+
+
+def _mix(text: str) -> dict[Behaviour, float]:
+    """argparse type for ``--mix``: the parser's own message, not a function name."""
+    try:
+        return parse_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = Profile()
     parser = argparse.ArgumentParser(
         prog="streamwatch simulate",
-        description="Simulated OpenAI / Anthropic upstream streaming realistic SSE.",
+        description="Simulated OpenAI / Anthropic upstream streaming realistic SSE. Each request "
+        "can override the mix and timing with x-sim-* headers (docs/simulator.md).",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=None, help="replay the same behaviour mix")
     parser.add_argument(
         "--mix",
-        type=parse_weights,
+        type=_mix,
         default=None,
         help="behaviour weights, e.g. normal=0.9,stall=0.1 (default: "
         + ",".join(f"{k}={v}" for k, v in DEFAULT_WEIGHTS.items())
@@ -40,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(host: str, port: int, profile: Profile) -> None:
+    # Imported here: the container HEALTHCHECK reads build_parser() and must not pay for aiohttp.
+    from streamwatch.simulator.server import start_simulator  # noqa: PLC0415
+
     runner, bound = await start_simulator(host, port, profile)
     print(f"streamwatch simulator listening on http://{host}:{bound}", flush=True)
     stop = asyncio.Event()
@@ -68,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(_serve(args.host, args.port, profile))
+    try:
+        asyncio.run(_serve(args.host, args.port, profile))
+    except OSError as exc:  # the port is taken or the address is not local
+        sys.stderr.write(
+            f"streamwatch simulate: cannot listen on {args.host}:{args.port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}\n"
+        )
+        return 1
     return 0
 
 

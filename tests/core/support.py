@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,25 @@ def sse_events(raw: bytes) -> Iterator[bytes]:
         yield raw[start:]
 
 
+def frame_reads(raw: bytes, framing: str) -> list[bytes]:
+    """``raw`` split one frame per read, as real upstreams send them, for any framing."""
+    if framing == "ndjson":
+        reads = [line + b"\n" for line in raw.split(b"\n")]
+        reads[-1] = reads[-1][:-1]
+    elif framing == "aws_eventstream":
+        reads, pos = [], 0
+        while pos + 4 <= len(raw):
+            size = max(int.from_bytes(raw[pos : pos + 4], "big"), 1)
+            reads.append(raw[pos : pos + size])
+            pos += size
+        reads.append(raw[pos:])
+    elif framing == "json_array":  # Gemini writes "[{...}", then ",\r\n{...}" per chunk, then "]"
+        reads = re.split(rb"(?=\r?\n?,\r?\n?\{)", raw)
+    else:
+        reads = list(sse_events(raw))
+    return [read for read in reads if read]
+
+
 def cuts_for(raw: bytes) -> st.SearchStrategy[list[int]]:
     """Up to 24 cut points anywhere in ``raw``, biased towards many small reads."""
     return st.lists(st.integers(0, len(raw)), max_size=24)
@@ -84,9 +104,19 @@ def load_sse_cases(root: Path) -> list[dict[str, Any]]:
 
 def load_llm_streams(root: Path) -> list[tuple[str, bytes, dict[str, Any]]]:
     """(provider/name, raw body, expected) for every stream of ``llm-streams``."""
+    return _load_streams(root / "llm-streams")
+
+
+def load_provider_streams(root: Path) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """(provider/name, raw body, expected) for every stream of ``provider-streams`` (the formats
+    beyond the three SSE APIs: Gemini, Bedrock, Ollama, Cohere v2, legacy completions)."""
+    return _load_streams(root / "provider-streams", prefix="provider-streams/")
+
+
+def _load_streams(directory: Path, prefix: str = "") -> list[tuple[str, bytes, dict[str, Any]]]:
     out = []
-    for expected_path in sorted((root / "llm-streams").glob("*/*.expected.json")):
+    for expected_path in sorted(directory.glob("*/*.expected.json")):
         expected = json.loads(expected_path.read_text("utf-8"))
         raw = (expected_path.parent / expected["file"]).read_bytes()
-        out.append((f"{expected_path.parent.name}/{expected['file']}", raw, expected))
+        out.append((f"{prefix}{expected_path.parent.name}/{expected['file']}", raw, expected))
     return out

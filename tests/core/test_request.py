@@ -11,26 +11,68 @@ from streamwatch.core.limits import MAX_FIELD_CHARS, MAX_PROMPT_MESSAGES, MAX_PR
 from streamwatch.core.prompt import Message, Part, Prompt
 from streamwatch.core.request import RequestFacts, is_event_stream, read_request, select_api
 
+SSE = "text/event-stream; charset=utf-8"
+JSON = "application/json; charset=UTF-8"
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+NDJSON = "application/x-ndjson"
+BEDROCK = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+
 
 class TestSelectApi:
-    """The interpreter follows the path suffix, and only event streams are analyzed at all."""
+    """The interpreter follows the path suffix, and only its own framing's media type is analyzed."""
 
     @pytest.mark.parametrize(
-        ("path", "api"),
+        ("path", "content_type", "api"),
         [
-            ("/v1/chat/completions", Api.OPENAI_CHAT),
-            ("/openai/v1/chat/completions/", Api.OPENAI_CHAT),
-            ("/v1/responses", Api.OPENAI_RESPONSES),
-            ("/anthropic/v1/messages", Api.ANTHROPIC_MESSAGES),
-            ("/v1beta/models/gemini:streamGenerateContent", Api.SSE),
+            ("/v1/chat/completions", SSE, Api.OPENAI_CHAT),
+            ("/openai/v1/chat/completions/", SSE, Api.OPENAI_CHAT),
+            ("/v1/responses", SSE, Api.OPENAI_RESPONSES),
+            ("/anthropic/v1/messages", SSE, Api.ANTHROPIC_MESSAGES),
+            ("/v1/completions", SSE, Api.OPENAI_COMPLETIONS),
+            ("/v1beta/models/gemini-2.5-pro:streamGenerateContent", SSE, Api.GEMINI),
+            ("/v1beta/models/gemini-2.5-pro:streamGenerateContent", JSON, Api.GEMINI_JSON),
+            (f"{BEDROCK}/converse-stream", EVENTSTREAM, Api.BEDROCK_CONVERSE),
+            (f"{BEDROCK}/invoke-with-response-stream", EVENTSTREAM, Api.BEDROCK_INVOKE),
+            ("/api/chat", NDJSON, Api.OLLAMA_CHAT),
+            ("/ollama/api/generate", NDJSON, Api.OLLAMA_GENERATE),
+            ("/v2/chat", SSE, Api.COHERE_V2),
+            ("/v1/unknown/stream", SSE, Api.SSE),
         ],
     )
-    def test_path_suffix_picks_the_interpreter(self, path: str, api: Api) -> None:
-        assert select_api(path, "text/event-stream; charset=utf-8") is api
+    def test_path_and_media_type_pick_the_interpreter(
+        self, path: str, content_type: str, api: Api
+    ) -> None:
+        assert select_api(path, content_type) is api
 
-    @pytest.mark.parametrize("content_type", [None, "", "application/json", "text/plain"])
-    def test_other_content_types_are_not_analyzed(self, content_type: str | None) -> None:
-        assert select_api("/v1/chat/completions", content_type) is None
+    @pytest.mark.parametrize(
+        ("path", "content_type"),
+        [
+            ("/v1/chat/completions", None),
+            ("/v1/chat/completions", ""),
+            ("/v1/chat/completions", JSON),
+            ("/v1/chat/completions", "text/plain"),
+            ("/api/chat", JSON),  # stream: false answers one JSON object
+            ("/v1/models", NDJSON),
+            (f"{BEDROCK}/invoke", JSON),
+            ("/v1/chat/completions", EVENTSTREAM),
+        ],
+    )
+    def test_anything_else_is_not_analyzed(self, path: str, content_type: str | None) -> None:
+        assert select_api(path, content_type) is None
+
+    @pytest.mark.parametrize(
+        ("override", "content_type", "api"),
+        [
+            (Api.OLLAMA_CHAT, NDJSON, Api.OLLAMA_CHAT),
+            (Api.GEMINI, JSON, Api.GEMINI_JSON),
+            (Api.OLLAMA_CHAT, SSE, Api.SSE),  # the override's framing did not come: timed only
+            (Api.BEDROCK_CONVERSE, JSON, None),
+        ],
+    )
+    def test_route_override_replaces_the_path(
+        self, override: Api, content_type: str, api: Api | None
+    ) -> None:
+        assert select_api("/custom/llm", content_type, override) is api
 
     def test_media_type_is_case_insensitive_with_parameters(self) -> None:
         assert is_event_stream(" Text/Event-Stream ;charset=UTF-8")

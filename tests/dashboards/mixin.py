@@ -39,6 +39,7 @@ def import_or_skip(module: str, reason: str) -> ModuleType:
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
+MIXIN_CONFIG = REPO / "streamwatch" / "mixin" / "config.yaml"  # thresholds and links
 RULE_FILES = (
     DASHBOARDS / "prometheus" / "recording_rules.yml",
     DASHBOARDS / "prometheus" / "alerts.yml",

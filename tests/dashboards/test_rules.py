@@ -19,6 +19,7 @@ from streamwatch.mixin.promql import UnknownLabelError, dashboard_selector, sum_
 from tests.dashboards.mixin import (
     DASHBOARD_FILES,
     DASHBOARDS,
+    MIXIN_CONFIG,
     REPO,
     RULE_FILES,
     dashboard_exprs,
@@ -29,7 +30,9 @@ from tests.dashboards.mixin import (
 
 PROMTOOL = shutil.which("promtool")
 GENERATE = DASHBOARDS / "generate.py"
-PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
+PROMETHEUS_RULE = (
+    REPO / "deploy" / "kubernetes" / "components" / "prometheus-operator" / "prometheusrule.yaml"
+)
 
 
 def exported(name: str) -> str | None:
@@ -97,7 +100,7 @@ class TestGenerator:
 
     def test_check_mode_notices_a_changed_threshold(self, tmp_path: Path) -> None:
         """A config change makes --check fail with a diff naming the alerts file."""
-        config = yaml.safe_load((DASHBOARDS / "config.yaml").read_text())
+        config = yaml.safe_load(MIXIN_CONFIG.read_text())
         config["alerts"]["truncation_ratio"]["threshold"] = 0.5
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -107,7 +110,7 @@ class TestGenerator:
 
     def test_slo_threshold_must_be_a_bucket_bound(self, tmp_path: Path) -> None:
         """A TTFT objective between buckets is refused (the SLI reads one bucket)."""
-        config = yaml.safe_load((DASHBOARDS / "config.yaml").read_text())
+        config = yaml.safe_load(MIXIN_CONFIG.read_text())
         config["ttft_slo"]["threshold_seconds"] = 11
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))

@@ -1,7 +1,9 @@
-"""A real OTLP/HTTP trace receiver for tests: POST /v1/traces, protobuf decoded as a collector would.
+"""A real OTLP/HTTP receiver for tests: POST /v1/traces and /v1/metrics, protobuf decoded as a
+collector would.
 
-Keeps every raw request body (to search the bytes on the wire for secrets) and the decoded spans
-with their resource attributes.
+Keeps every raw request body (to search the bytes on the wire for secrets), the decoded spans with
+their resource attributes, and the latest data point of every metric stream (cumulative
+temporality, the default: the latest export holds the totals).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -69,11 +75,72 @@ class ReceivedSpan:
         return out
 
 
+@dataclass(frozen=True)
+class Point:
+    """One metric data point: a sum's value, or a histogram's count and sum (and its kind)."""
+
+    kind: str  # "sum", "gauge", "histogram" or "exponential_histogram"
+    attributes: dict[str, Any]
+    value: float = 0.0
+    count: int = 0
+    total: float = 0.0
+
+
 @dataclass
 class Receiver:
     port: int = 0
     bodies: list[bytes] = field(default_factory=list)
     spans: list[ReceivedSpan] = field(default_factory=list)
+    metric_exports: int = 0
+    # (metric name, sorted attributes) -> latest point
+    points: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = field(default_factory=dict)
+    metric_resources: list[dict[str, Any]] = field(default_factory=list)
+
+    def series(self, name: str, **attributes: Any) -> list[Point]:
+        """The latest point of every stream of metric ``name`` whose attributes include these."""
+        return [
+            p
+            for (n, _), p in self.points.items()
+            if n == name and all(p.attributes.get(k) == v for k, v in attributes.items())
+        ]
+
+    def total(self, name: str, **attributes: Any) -> float:
+        """A counter's value summed over the matching streams."""
+        return sum(p.value for p in self.series(name, **attributes))
+
+    def by(self, name: str, key: str) -> dict[Any, float]:
+        """A counter's non-zero values summed by one attribute."""
+        out: dict[Any, float] = {}
+        for p in self.series(name):
+            if p.value:
+                out[p.attributes.get(key)] = out.get(p.attributes.get(key), 0.0) + p.value
+        return out
+
+    def histogram(self, name: str) -> tuple[int, float, set[str]]:
+        """A histogram's count and sum over every stream, and the kinds of point seen."""
+        points = self.series(name)
+        return sum(p.count for p in points), sum(p.total for p in points), {p.kind for p in points}
+
+    def add_metrics(self, body: bytes) -> None:
+        self.bodies.append(body)
+        self.metric_exports += 1
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        for resource_metrics in request.resource_metrics:
+            self.metric_resources.append(attributes_of(resource_metrics.resource.attributes))
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = metric.WhichOneof("data")
+                    for dp in getattr(metric, kind).data_points:
+                        attrs = attributes_of(dp.attributes)
+                        if kind in ("histogram", "exponential_histogram"):
+                            point = Point(kind, attrs, count=dp.count, total=dp.sum)
+                        else:
+                            value = (
+                                dp.as_double if dp.WhichOneof("value") == "as_double" else dp.as_int
+                            )
+                            point = Point(kind, attrs, value=float(value))
+                        self.points[metric.name, tuple(sorted(attrs.items()))] = point
 
     @property
     def endpoint(self) -> str:
@@ -117,7 +184,7 @@ def _decode(span: Span, resource: dict[str, Any]) -> ReceivedSpan:
 
 @contextlib.asynccontextmanager
 async def otlp_receiver() -> AsyncIterator[Receiver]:
-    """Serve POST /v1/traces on an ephemeral loopback port."""
+    """Serve POST /v1/traces and /v1/metrics on an ephemeral loopback port."""
     receiver = Receiver()
 
     async def traces(request: web.Request) -> web.Response:
@@ -131,8 +198,20 @@ async def otlp_receiver() -> AsyncIterator[Receiver]:
             content_type="application/x-protobuf",
         )
 
+    async def metrics(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        assert request.headers.get("Content-Type") == "application/x-protobuf"
+        receiver.add_metrics(body)
+        return web.Response(
+            body=ExportMetricsServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
+
     app = web.Application()
     app.router.add_post("/v1/traces", traces)
+    app.router.add_post("/v1/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, LOOPBACK, 0)

@@ -139,15 +139,18 @@ class TestPrecedence:
 
     @pytest.mark.parametrize("option", ["--listen", "--admin-listen"])
     async def test_taken_port_fails_start(self, busy_port: int, option: str) -> None:
-        """The control for the test above: a taken port stops start-up with status 2, naming the
-        option, and without a traceback or a leaked upstream session."""
+        """The control for the test above: a taken port stops start-up with status 1 (a start-up
+        failure, not a configuration error), naming the option and the reason, without a
+        traceback or a leaked upstream session."""
         ports = {"--listen": f"{LOOPBACK}:0", "--admin-listen": f"{LOOPBACK}:0"}
         ports[option] = f"{LOOPBACK}:{busy_port}"
         flags = [part for pair in ports.items() for part in pair]
         proc = await run_cli("serve", "--upstream", UPSTREAM, *flags)
         _, stderr = await asyncio.wait_for(proc.communicate(), 20)
         message = stderr.decode()
-        assert proc.returncode == 2, message
-        assert f"{option} (STREAMWATCH_" in message
+        assert proc.returncode == 1, message
+        assert f"cannot start: {option} (STREAMWATCH_" in message
+        assert "configuration error" not in message
+        assert message.rstrip().endswith("Address already in use")
         assert "Traceback" not in message
         assert "Unclosed" not in message

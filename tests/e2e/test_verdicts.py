@@ -181,6 +181,7 @@ SCRIPTS: dict[str, tuple[Steps, bool]] = {
     "abort": (HELD_OPEN, False),
     "responses-done": (responses_stream_then_done(), True),
     "headers": (chat_stream(WORDS), True),
+    **{f"alias-{i}": (chat_stream(WORDS), True) for i in range(5)},
     **{f"bad-usage-{name}": (chat_with_usage(count), True) for name, count in OUT_OF_RANGE.items()},
     **{f"delivery-{case.name}": (case.steps, True) for case in DELIVERIES},
 }
@@ -335,6 +336,39 @@ class TestUsageOutOfRange:
         assert d.value("streamwatch_tokens_total") == 0
         assert d.value("streamwatch_output_tokens_per_second_count") == 1
         assert d.values("streamwatch_delivered_output_tokens_total", "source") == {"estimated": 3.0}
+
+
+def models_labelled(scrape_: Scrape, prefix: str) -> set[str]:
+    return {
+        s.labels["model"] for s in scrape_.samples if s.labels.get("model", "").startswith(prefix)
+    }
+
+
+class TestModelLabelSlots:
+    """Finding 6: only successful responses claim a ``model`` label slot, the response's model first."""
+
+    async def test_rejected_requests_claim_no_slot(self, sim_stack: Stack) -> None:
+        """Requests with invented models that the upstream answers 401 leave no model series."""
+        for i in range(5):
+            body = {"model": f"junk-{i}", "stream": True, "messages": MESSAGES}
+            request = request_bytes(CHAT, body, {"x-sim-status": "401", **rid(f"junk-{i}")})
+            got, _ = await raw_exchange(sim_stack.serve.proxy_port, request)
+            assert h11_response(got.wire)[0] == 401
+        assert models_labelled(await sim_stack.metrics(), "junk-") == set()
+
+    async def test_response_model_is_preferred(self, scripted_stack: Stack) -> None:
+        """Streams asking for invented aliases are counted under the model that answered ("m"),
+        and the aliases take no label slot."""
+        stack = scripted_stack
+        async with measured(stack) as delta:
+            for i in range(5):
+                body = {"model": f"alias-{i}", "stream": True}
+                await raw_exchange(
+                    stack.serve.proxy_port, request_bytes(CHAT, body, rid(f"alias-{i}"))
+                )
+                await stack.line(f"alias-{i}")
+        assert models_labelled(delta[0].after, "alias-") == set()
+        assert delta[0].value("streamwatch_streams_total", model="m", outcome="completed") == 5
 
 
 class TestToolNameWaitsForTTFT:

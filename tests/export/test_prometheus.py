@@ -124,8 +124,9 @@ class TestPreinitialisation:
     def test_outcomes_and_phases_start_at_zero_with_the_first_stream(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
-        """The first stream of a (route, api, model) creates every outcome and stall phase."""
-        Driven(PrometheusSink(metrics), API, MODEL)
+        """The first stream of a (route, api, model) creates every outcome and stall phase (the
+        outcomes once its model is settled: at its first token, or at once for a known model)."""
+        Driven(PrometheusSink(metrics), API, MODEL).first_token(0.2)
         for outcome in Outcome:
             assert value(registry, spec.STREAMS.name, **LABELS, outcome=outcome.value) == 0
         for phase in StallPhase:
@@ -345,6 +346,29 @@ class TestModelLabels:
         labels = ModelLabels(max_models=2)
         assert [labels(m) for m in ("a", "b", "a", "c", "b")] == ["a", "b", "a", "other", "b"]
 
+    def test_only_a_claim_takes_a_slot(self) -> None:
+        """A name that may not claim (a failed response's) is other and leaves its slot free."""
+        labels = ModelLabels(max_models=1)
+        assert labels("invented", claim=False) == "other"
+        assert labels("real") == "real"
+        assert labels("real", claim=False) == "real"  # known names keep their label
+        assert labels("invented") == "other"
+
+    def test_failed_stream_claims_no_slot(self, registry: CollectorRegistry) -> None:
+        """A stream answered with an error status is counted under other, its model unclaimed."""
+        metrics = Metrics(registry, max_models=1)
+        driven = Driven(PrometheusSink(metrics), API, "invented", status=401)
+        driven.finish(make_record(request_model="invented"))
+        assert metrics.models.known == frozenset()
+
+    def test_request_alias_takes_no_slot(self, registry: CollectorRegistry) -> None:
+        """A stream asking for an alias is bound to the model its response names, not the alias."""
+        metrics = Metrics(registry, max_models=1)
+        driven = Driven(PrometheusSink(metrics), API, "alias")
+        driven.first_token(0.3, model="vendor-model-2025")
+        driven.finish(make_record(response_model="vendor-model-2025", request_model="alias"))
+        assert metrics.models.known == frozenset({"vendor-model-2025"})
+
     def test_sanitised_and_capped(self) -> None:
         """Unusual characters become _ and values are cut to 64 characters."""
         labels = ModelLabels()
@@ -413,6 +437,12 @@ class TestNormalisers:
             ("openai_responses", "incomplete:something_new", "incomplete"),
             ("openai_responses", "weird:reason", "other"),
             ("sse", "stop", "other"),
+            ("gemini", "MAX_TOKENS", "max_tokens"),
+            ("gemini_json", "1", "other"),  # Vertex int enum
+            ("bedrock_converse", "guardrail_intervened", "guardrail_intervened"),
+            ("bedrock_invoke", "LENGTH", "length"),
+            ("cohere_v2", "TOOL_CALL", "tool_call"),
+            ("ollama_chat", "tool_call", "other"),
         ],
     )
     def test_finish_reason_examples(self, api: str, raw: str, expected: str) -> None:
@@ -427,8 +457,12 @@ class TestNormalisers:
             ("context_length_exceeded", "context_length_exceeded"),
             ("image_too_large", "image_error"),
             ("", "other"),
+            ("throttlingException", "throttling_exception"),
+            ("RESOURCE_EXHAUSTED", "resource_exhausted"),
+            ("someNewException", "other"),
         ],
     )
     def test_error_type_examples(self, raw: str, expected: str) -> None:
-        """Corpus error types keep their names; the image family collapses."""
+        """Corpus error types keep their names (Bedrock's camelCase as snake_case); the image
+        family collapses."""
         assert normalise_error_type(raw) == expected

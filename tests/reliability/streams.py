@@ -11,21 +11,28 @@ from streamwatch.core.record import CloseCause
 from tests.conftest import find_corpus
 from tests.core.support import FIXTURE_STREAMS, sse_events
 
-PATHS = {
+PATHS = {  # the SSE-framed APIs: these bodies are replayed as text/event-stream
     Api.OPENAI_CHAT: "/v1/chat/completions",
     Api.OPENAI_RESPONSES: "/v1/responses",
     Api.ANTHROPIC_MESSAGES: "/v1/messages",
-    Api.SSE: "/v1beta/models/gemini:streamGenerateContent",
+    Api.OPENAI_COMPLETIONS: "/v1/completions",
+    Api.GEMINI: "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+    Api.COHERE_V2: "/v2/chat",
+    Api.SSE: "/v1/unknown/stream",
 }
 _PROTOCOLS = {
     "openai_chat": Api.OPENAI_CHAT,
     "openai_responses": Api.OPENAI_RESPONSES,
     "anthropic_messages": Api.ANTHROPIC_MESSAGES,
 }
+_DIALECTS = {"gemini_generate_content": Api.GEMINI, "cohere_chat_v2": Api.COHERE_V2}
 _FIXTURE_PREFIXES = (
     ("openai-chat-", Api.OPENAI_CHAT),
     ("openai-responses-", Api.OPENAI_RESPONSES),
+    ("openai-completions-", Api.OPENAI_COMPLETIONS),
     ("anthropic-", Api.ANTHROPIC_MESSAGES),
+    ("gemini-", Api.GEMINI),
+    ("cohere-v2-", Api.COHERE_V2),
 )
 
 
@@ -108,7 +115,7 @@ def corpus_bodies() -> list[Body]:
         return []
     out = []
     for row in json.loads(index.read_text("utf-8")):
-        api = _PROTOCOLS.get(row["protocol"], Api.SSE)
+        api = _PROTOCOLS.get(row["protocol"]) or _DIALECTS.get(row.get("dialect") or "", Api.SSE)
         out.append(
             Body(
                 row["file"].removeprefix("llm-streams/"),

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -30,7 +31,9 @@ from typing import Any
 
 import psutil
 import pytest
+import trustme
 
+from tests.conftest import missing
 from tests.reliability.conftest import DEFAULT_OPTIONS
 from tests.reliability.harness.checks import (
     assert_aborted,
@@ -806,15 +809,15 @@ class TestDnsBoundedByConnectTimeout:
     @pytest.fixture
     def silent_resolver(self, tmp_path: Path) -> Iterator[list[str]]:
         """A UDP DNS server that never answers, and the command prefix that makes it the resolver."""
-        if os.geteuid() != 0 or not Path("/usr/bin/unshare").exists():
-            pytest.skip("needs root and unshare(1) for a private /etc/resolv.conf")
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            missing("needs root and unshare(1) for a private /etc/resolv.conf")
         address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sink.bind((address, 53))
         except OSError as exc:
             sink.close()
-            pytest.skip(f"cannot bind a DNS sink on {address}:53: {exc}")
+            missing(f"cannot bind a DNS sink on {address}:53: {exc}")
         resolv = tmp_path / "resolv.conf"
         resolv.write_text(f"nameserver {address}\noptions timeout:4 attempts:1\n")
         script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
@@ -934,8 +937,8 @@ class TestWebsocketUpgrade:
 
 
 @pytest.fixture(scope="module")
-def ca() -> Any:
-    trustme = pytest.importorskip("trustme")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority for the TLS upstreams."""
     return trustme.CA()
 
 
@@ -943,7 +946,9 @@ class TestTlsUpstream:
     """Finding 6: https upstreams verify against --upstream-ca-bundle; a bad chain counts kind="tls"."""
 
     @contextlib.contextmanager
-    def tls_upstream(self, ca: Any, *, client_ca: Any = None) -> Iterator[FakeUpstream]:
+    def tls_upstream(
+        self, ca: trustme.CA, *, client_ca: trustme.CA | None = None
+    ) -> Iterator[FakeUpstream]:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1").configure_cert(context)
         if client_ca is not None:
@@ -955,12 +960,12 @@ class TestTlsUpstream:
         finally:
             server.stop()
 
-    def test_ca_bundle(self, ca: Any, tmp_path: Path) -> None:
+    def test_ca_bundle(self, ca: trustme.CA, tmp_path: Path) -> None:
         """The local CA verifies: 200; another CA: a 502 and streamwatch_upstream_errors_total{kind="tls"}."""
         bundle = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(bundle))
         wrong = tmp_path / "wrong.pem"
-        type(ca)().cert_pem.write_to_path(str(wrong))
+        trustme.CA().cert_pem.write_to_path(str(wrong))
         with self.tls_upstream(ca) as server:
             key = server.add(sse_scenario([EVENT, DONE]))
             with serving(server.url, *proxy_args(**SAFETY, upstream_ca_bundle=bundle)) as proxy:
@@ -978,9 +983,9 @@ class TestTlsUpstream:
         reason="issue 10 finding 6: a client certificate the upstream rejects (a TLS 1.3 alert "
         "after the handshake) is counted kind=protocol, not tls",
     )
-    def test_client_certificate(self, ca: Any, tmp_path: Path) -> None:
+    def test_client_certificate(self, ca: trustme.CA, tmp_path: Path) -> None:
         """An upstream requiring a client certificate accepts the one from --upstream-client-cert."""
-        client_ca = type(ca)()
+        client_ca = trustme.CA()
         cert = client_ca.issue_cert("streamwatch.test")
         cert_file, key_file, bundle = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
         cert.cert_chain_pems[0].write_to_path(str(cert_file))

@@ -1,24 +1,27 @@
 """What every protocol interpreter shares: the per-stream reading it fills and its verdict flags.
 
-An interpreter reads one dispatched SSE message at a time and returns its verdict: :class:`Frame`
-flags (output, the terminal frame) for the usual message, or :class:`Facts` when the message also
-carried an error frame or could not be read. What the stream says about itself (model, usage,
-finish reasons, tool calls, lengths) accumulates in a :class:`Reading`, whose every upstream-keyed
-collection is capped. Interpreters never raise on remote input: a payload they cannot read is a
-``Facts(malformed=...)`` verdict, and the proxy forwards it untouched anyway.
+An interpreter reads one frame (an SSE message, a JSON array element, an event-stream message,
+an NDJSON line) at a time and returns its verdict: :class:`Frame` flags (output, the terminal
+frame) for the usual frame, or :class:`Facts` when the frame also carried an error or could not be
+read. What the stream says about itself (model, usage, finish reasons, tool calls, lengths)
+accumulates in a :class:`Reading`, whose every upstream-keyed collection is capped. Interpreters
+never raise on remote input: a payload they cannot read is a ``Facts(malformed=...)`` verdict, and
+the proxy forwards it untouched anyway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Any, Protocol, final
+from typing import Any, Protocol, TypeVar, final
 
 import orjson
 
 from streamwatch.core.limits import MAX_CHOICES, MAX_TOOL_CALLS, cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
+
+F_contra = TypeVar("F_contra", contravariant=True)
 
 #: The OpenAI family's end-of-stream sentinel. Terminal on Chat Completions; gateways (LiteLLM) also
 #: append it to Responses streams, where it is known and means nothing, never a malformed frame.
@@ -170,10 +173,18 @@ class Reading:
         return "".join(self._text) if self.capture_content else None
 
 
-class Interpreter(Protocol):
-    """Reads one dispatched SSE message of a known protocol into a :class:`Reading`."""
+class Interpreter(Protocol[F_contra]):
+    """Reads one frame of its framing (an SSE message, an array element, an event-stream message,
+    an NDJSON line) into a :class:`Reading`; ``index`` counts the stream's frames from 0."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict: ...
+    def read(self, message: F_contra, index: int, reading: Reading) -> Verdict: ...
+
+
+class Noting(Protocol):
+    """An interpreter that also reads decoder facts that are not frames (ignored SSE fields, the
+    JSON array's closing bracket); ``index`` is the number of frames before the fact."""
+
+    def note(self, item: object, index: int, reading: Reading) -> Verdict: ...
 
 
 class GenericSSE:
@@ -183,7 +194,7 @@ class GenericSSE:
         return Frame.NONE
 
 
-def load_object(data: str) -> dict[str, Any] | Facts:
+def load_object(data: str | bytes) -> dict[str, Any] | Facts:
     """Parse a JSON object payload; anything else is the malformed verdict to return."""
     try:
         obj = orjson.loads(data)

@@ -32,7 +32,8 @@ from streamwatch.core.sse import MessageDispatched
 _REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})  # DeepSeek/vLLM and OpenRouter
 
 
-def _usage(usage: dict[str, Any]) -> Usage | None:
+def usage_of(usage: dict[str, Any]) -> Usage | None:
+    """Chat Completions (and legacy completions) usage, range-checked (None: not believed)."""
     completion = as_dict(usage.get("completion_tokens_details"))
     prompt = as_dict(usage.get("prompt_tokens_details"))
     return read_usage(
@@ -72,7 +73,7 @@ class OpenAIChat:
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")
         if type(usage) is dict:
-            checked = _usage(usage)
+            checked = usage_of(usage)
             if checked is None:
                 return Facts(frame, malformed=USAGE_OUT_OF_RANGE)
             reading.usage = checked
