@@ -88,8 +88,8 @@ class TestVerdicts:
             )
         [probe] = doc["probes"]
         assert status == 0
-        assert probe["verdict"]["max_gap_s"] >= 0.4  # the gap the stall made is in the verdict
-        assert probe["gaps"]["max_s"] >= 0.4
+        assert probe["verdict"]["max_gap_s"] > 0.3  # the stall's 400 ms gap is in the verdict
+        assert probe["gaps"]["max_s"] == probe["verdict"]["max_gap_s"]
 
     async def test_unreachable(self) -> None:
         status, doc, _ = await once("--url", "http://127.0.0.1:9", "--timeout", "2")
