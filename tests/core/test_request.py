@@ -81,6 +81,30 @@ class TestSelectApi:
 class TestReadRequest:
     """The request's model and stream flag come from its JSON body; anything else gives no facts."""
 
+    @pytest.mark.parametrize(
+        ("path", "model", "stream"),
+        [
+            ("/v1beta/models/gemini-2.5-pro:streamGenerateContent", "gemini-2.5-pro", True),
+            ("/v1/models/gemini-2.0-flash:generateContent", "gemini-2.0-flash", None),
+            (f"{BEDROCK}/converse-stream", "anthropic.claude-3-5-sonnet-20240620-v1:0", True),
+            (
+                f"{BEDROCK}/invoke-with-response-stream",
+                "anthropic.claude-3-5-sonnet-20240620-v1:0",
+                True,
+            ),
+            ("/api/chat", None, True),  # Ollama streams unless told not to
+            ("/v1/chat/completions", None, None),
+        ],
+    )
+    def test_path_names_what_the_body_does_not(
+        self, path: str, model: str | None, stream: bool | None
+    ) -> None:
+        assert read_request(b"{}", path) == RequestFacts(model=model, stream=stream)
+
+    def test_body_wins_over_the_path(self) -> None:
+        facts = read_request(b'{"model": "llama3.2", "stream": false}', "/api/chat")
+        assert facts == RequestFacts(model="llama3.2", stream=False)
+
     def test_model_and_stream(self) -> None:
         facts = read_request(b'{"messages": [], "model": "gpt-4o", "stream": true}')
         assert facts == RequestFacts(model="gpt-4o", stream=True)
