@@ -17,7 +17,10 @@ from typing import Any
 import yaml
 from yarl import URL
 
+from streamwatch.core.api import Api
+
 ENV_PREFIX = "STREAMWATCH_"
+_API_VALUES = frozenset(a.value for a in Api)
 
 
 class ConfigError(ValueError):
@@ -44,6 +47,9 @@ class Route:
     upstream: URL
     prefix: str = "/"
     strip_prefix: bool = False
+    api: Api | None = None
+    """The stream format of every response on this route, instead of guessing it from the path
+    (a gateway that serves Ollama or Bedrock under its own paths); its media type must still match."""
 
     def target(self, raw_target: str) -> URL:
         """The upstream URL: the configured origin and base path, then the request target as sent.
@@ -326,7 +332,14 @@ def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
         strip = entry.get("strip_prefix", False)
         if not isinstance(strip, bool):
             raise ConfigError("config", f"{path}: routes[{i}].strip_prefix must be true or false")
-        routes.append(Route(name, upstream, prefix, strip))
+        api = entry.get("api")
+        if api is not None and api not in _API_VALUES:
+            raise ConfigError(
+                "config",
+                f"{path}: routes[{i}].api must be one of {', '.join(sorted(_API_VALUES))},"
+                f" got {api!r}",
+            )
+        routes.append(Route(name, upstream, prefix, strip, None if api is None else Api(api)))
     return tuple(routes)
 
 

@@ -2,7 +2,9 @@
 
 Everything runs in one process on loopback so a newcomer sees every metric move with nothing else
 installed: normal streams, tool calls, reasoning, ``max_tokens`` cuts, mid-stream error frames,
-truncations, upstream resets, stalls and client aborts.
+truncations, upstream resets, stalls and client aborts, in every format streamwatch reads (OpenAI
+chat, Responses and completions, Anthropic, Gemini SSE and JSON array, Bedrock Converse and invoke,
+Ollama chat and generate, Cohere v2).
 """
 
 from __future__ import annotations
@@ -30,10 +32,47 @@ from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
 
-_REQUESTS: tuple[tuple[str, str, dict[str, object]], ...] = (
-    ("/v1/chat/completions", "gpt-4o-mini", {"stream_options": {"include_usage": True}}),
-    ("/v1/responses", "gpt-4.1-nano", {}),
-    ("/v1/messages", "claude-sonnet-4-5", {"max_tokens": 512}),
+_STORY = "Tell me a story."
+_MESSAGES = [{"role": "user", "content": _STORY}]
+_GEMINI = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+# (path, query, body): every format the simulator speaks, as its clients call it.
+_REQUESTS: tuple[tuple[str, dict[str, str], dict[str, object]], ...] = (
+    (
+        "/v1/chat/completions",
+        {},
+        {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": _MESSAGES,
+            "stream_options": {"include_usage": True},
+        },
+    ),
+    ("/v1/responses", {}, {"model": "gpt-4.1-nano", "stream": True, "input": _STORY}),
+    (
+        "/v1/messages",
+        {},
+        {"model": "claude-sonnet-4-5", "stream": True, "messages": _MESSAGES, "max_tokens": 512},
+    ),
+    (
+        "/v1/completions",
+        {},
+        {"model": "gpt-3.5-turbo-instruct", "stream": True, "prompt": _STORY},
+    ),
+    (_GEMINI, {"alt": "sse"}, {"contents": [{"role": "user", "parts": [{"text": _STORY}]}]}),
+    (_GEMINI, {}, {"contents": [{"role": "user", "parts": [{"text": _STORY}]}]}),
+    (
+        "/model/amazon.nova-micro-v1:0/converse-stream",
+        {},
+        {"messages": [{"role": "user", "content": [{"text": _STORY}]}]},
+    ),
+    (
+        "/model/anthropic.claude-3-5-haiku-20241022-v1:0/invoke-with-response-stream",
+        {},
+        {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 512, "messages": _MESSAGES},
+    ),
+    ("/api/chat", {}, {"model": "llama3.2", "messages": _MESSAGES}),
+    ("/api/generate", {}, {"model": "gemma3:1b", "prompt": _STORY}),
+    ("/v2/chat", {}, {"model": "command-a-03-2025", "stream": True, "messages": _MESSAGES}),
 )
 CLIENT_ABORT_SHARE = 0.03  # a few clients hang up mid-stream, as real users do
 FINISH_S = 5.0  # beyond the longest stall: how long the end waits for streams in flight
@@ -62,13 +101,6 @@ async def _finish(
     await done
 
 
-def _body(model: str, extra: dict[str, object], path: str) -> bytes:
-    if path.endswith("/responses"):
-        return orjson.dumps({"model": model, "stream": True, "input": "Tell me a story.", **extra})
-    messages = [{"role": "user", "content": "Tell me a story."}]
-    return orjson.dumps({"model": model, "stream": True, "messages": messages, **extra})
-
-
 async def _client(
     session: aiohttp.ClientSession,
     base: URL,
@@ -81,12 +113,12 @@ async def _client(
     """Stream requests until the demo's time is up; the stream in flight is always finished, so the
     demo's own end is never counted as a client abort (only the planned hang-ups are)."""
     while time.monotonic() < stop_at and not ending.is_set():
-        path, model, extra = rng.choice(_REQUESTS)
+        path, query, body = rng.choice(_REQUESTS)
         abort_after = rng.randint(2, 10) if rng.random() < CLIENT_ABORT_SHARE else None
         try:
             async with session.post(
-                base.with_path(path),
-                data=_body(model, extra, path),
+                base.with_path(path).with_query(query),
+                data=orjson.dumps(body),
                 headers={"Content-Type": "application/json", "Authorization": "Bearer sk-demo"},
             ) as resp:
                 reads = 0
@@ -170,7 +202,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     say(
         f"simulated upstream: http://127.0.0.1:{sim_port}\n"
-        f"streamwatch proxy:  {proxy}   (point an OpenAI/Anthropic SDK base_url here)\n"
+        f"streamwatch proxy:  {proxy}   (point an SDK's base URL here)\n"
         f"metrics:            {metrics}\n"
         f"open streams:       http://{admin[0]}:{running.admin_port}/debug/streams\n"
         f"driving {args.concurrency} concurrent clients for {args.duration:.0f}s (Ctrl-C stops)"

@@ -310,7 +310,10 @@ class Proxy:
         self, request: web.BaseRequest, route: Route | None, path: str, body: bytes, t_request: int
     ) -> Exchange:
         api = api_for_path(path)
-        facts = read_request(body) if api is not None else RequestFacts()
+        capture = self.settings.capture_limit if self.settings.capture_content else None
+        facts = (
+            read_request(body, path, capture_limit=capture) if api is not None else RequestFacts()
+        )
         upstream = route.upstream if route is not None else None
         return Exchange(
             request_id=_request_id(request),
@@ -322,7 +325,7 @@ class Proxy:
             stream_requested=facts.stream,
             t_request_ns=t_request,
             headers=request.headers,
-            body=body if self.settings.capture_content else b"",
+            prompt=facts.prompt,
             server_address=(upstream.host or "") if upstream is not None else "",
             server_port=upstream.port if upstream is not None else None,
         )
@@ -358,7 +361,7 @@ class Proxy:
                 exchange.failure_reason = failure_reason(failed, failed.kind)
                 return local_error(failed.status, f"upstream_{failed.kind}", failed.message)
             exchange.status = upstream.status
-            api = self._analyzed_api(path, upstream)
+            api = self._analyzed_api(path, upstream, route.api)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(client_response_headers(upstream.headers))
             if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
@@ -437,12 +440,14 @@ class Proxy:
             ) from exc
 
     @staticmethod
-    def _analyzed_api(path: str, upstream: aiohttp.ClientResponse) -> Api | None:
+    def _analyzed_api(
+        path: str, upstream: aiohttp.ClientResponse, override: Api | None
+    ) -> Api | None:
         """Which interpreter reads this response; compressed streams pass through unanalyzed."""
         encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             return None
-        return select_api(path, upstream.headers.get("Content-Type"))
+        return select_api(path, upstream.headers.get("Content-Type"), override)
 
     @staticmethod
     async def _relay(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -32,7 +34,7 @@ def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
     return message + struct.pack(">I", zlib.crc32(message))
 
 
-def event(event_type: str, body: dict[str, object]) -> bytes:
+def event(event_type: str, body: Mapping[str, Any]) -> bytes:
     """A Bedrock ``event`` message with a JSON payload (ConverseStream events, invoke chunks)."""
     headers = {
         ":event-type": event_type,
@@ -42,7 +44,7 @@ def event(event_type: str, body: dict[str, object]) -> bytes:
     return encode_message(headers, orjson.dumps(body))
 
 
-def chunk(body: dict[str, object]) -> bytes:
+def chunk(body: Mapping[str, Any]) -> bytes:
     """An InvokeModelWithResponseStream ``chunk``: the model-native body, base64 in ``bytes``."""
     return event("chunk", {"bytes": base64.b64encode(orjson.dumps(body)).decode()})
 

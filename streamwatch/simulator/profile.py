@@ -99,37 +99,81 @@ def _flag_header(headers: Mapping[str, str], name: str) -> bool:
     return headers.get(HEADER_PREFIX + name, "").lower() in {"1", "true", "yes"}
 
 
+def _path(body: Mapping[str, Any], *keys: str) -> Any:
+    """``body[k1][k2]…``, or None where a level is missing or not a mapping."""
+    value: Any = body
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+# Where each API's request names its output budget (the first one present wins).
+_BUDGETS: Mapping[Api, tuple[tuple[str, ...], ...]] = {
+    "openai_chat": (("max_completion_tokens",), ("max_tokens",)),
+    "openai_responses": (("max_output_tokens",),),
+    "anthropic_messages": (("max_tokens",),),
+    "openai_completions": (("max_tokens",),),
+    "gemini": (("generationConfig", "maxOutputTokens"),),
+    "gemini_json": (("generationConfig", "maxOutputTokens"),),
+    "bedrock_converse": (("inferenceConfig", "maxTokens"),),
+    "bedrock_invoke": (("max_tokens",),),  # an Anthropic body
+    "ollama_chat": (("options", "num_predict"),),
+    "ollama_generate": (("options", "num_predict"),),
+    "cohere_v2": (("max_tokens",),),
+}
+
+
+def _tool_name(api: Api, body: Mapping[str, Any]) -> str | None:
+    if api in ("gemini", "gemini_json"):
+        name = None
+        tools = body.get("tools")
+        if isinstance(tools, list) and tools and isinstance(tools[0], Mapping):
+            declarations = tools[0].get("functionDeclarations")
+            if isinstance(declarations, list) and declarations:
+                name = _path(declarations[0], "name")
+        return name if isinstance(name, str) else None
+    tools = _path(body, "toolConfig", "tools") if api == "bedrock_converse" else body.get("tools")
+    if isinstance(tools, list) and tools and isinstance(tools[0], Mapping):
+        tool = tools[0].get("toolSpec") or tools[0].get("function", tools[0])
+        if isinstance(tool, Mapping) and isinstance(name := tool.get("name"), str):
+            return name
+    return None
+
+
+def _reasoning(api: Api, body: Mapping[str, Any]) -> bool:
+    """Whether the request asks to see the model's reasoning, in its API's words."""
+    if api == "openai_chat":
+        return body.get("reasoning_effort") not in {None, "none", "minimal"}
+    if api == "openai_responses":
+        return bool(_path(body, "reasoning", "summary"))
+    if api in ("gemini", "gemini_json"):
+        return _path(body, "generationConfig", "thinkingConfig", "includeThoughts") is True
+    if api in ("ollama_chat", "ollama_generate"):
+        return body.get("think") is True
+    if api == "openai_completions":
+        return False
+    if api == "bedrock_converse":
+        return bool(_path(body, "additionalModelRequestFields", "thinking", "type") == "enabled")
+    return bool(_path(body, "thinking", "type") == "enabled")  # Anthropic, invoke, Cohere
+
+
 def _request_fields(api: Api, body: Mapping[str, Any]) -> dict[str, Any]:
     """What the request itself says about the response: model, budget, tool, usage, reasoning."""
     fields: dict[str, Any] = {}
     if isinstance(model := body.get("model"), str) and model:
         fields["model"] = model
-    budget_keys = {
-        "openai_chat": ("max_completion_tokens", "max_tokens"),
-        "openai_responses": ("max_output_tokens",),
-        "anthropic_messages": ("max_tokens",),
-    }[api]
-    for key in budget_keys:
-        if isinstance(budget := body.get(key), int) and not isinstance(budget, bool):
+    for keys in _BUDGETS[api]:
+        budget = _path(body, *keys)
+        if isinstance(budget, int) and not isinstance(budget, bool):
             fields["max_tokens"] = budget
             break
-    tools = body.get("tools")
-    if isinstance(tools, list) and tools and isinstance(tools[0], Mapping):
-        tool = tools[0].get("function", tools[0])
-        if isinstance(tool, Mapping) and isinstance(name := tool.get("name"), str):
-            fields["tool_name"] = name
-    if api == "openai_chat":
-        options = body.get("stream_options")
-        fields["include_usage"] = isinstance(options, Mapping) and bool(
-            options.get("include_usage")
-        )
-        fields["reasoning"] = body.get("reasoning_effort") not in {None, "none", "minimal"}
-    elif api == "openai_responses":
-        reasoning = body.get("reasoning")
-        fields["reasoning"] = isinstance(reasoning, Mapping) and bool(reasoning.get("summary"))
-    else:
-        thinking = body.get("thinking")
-        fields["reasoning"] = isinstance(thinking, Mapping) and thinking.get("type") == "enabled"
+    if (name := _tool_name(api, body)) is not None:
+        fields["tool_name"] = name
+    if api in ("openai_chat", "openai_completions"):
+        fields["include_usage"] = bool(_path(body, "stream_options", "include_usage"))
+    fields["reasoning"] = _reasoning(api, body)
     return fields
 
 
@@ -142,6 +186,7 @@ def scenario_for(
     *,
     created: int,
     input_tokens: int,
+    model: str | None = None,
 ) -> Scenario:
     """The scenario for one request: profile defaults, then the request body, then `x-sim-*`.
 
@@ -172,6 +217,8 @@ def scenario_for(
         seed=drawn_seed if seed is None else seed,
     )
     scenario = replace(scenario, **_request_fields(api, body))
+    if model:  # named by the path (Gemini, Bedrock), not the body
+        scenario = replace(scenario, model=model)
     middle = scenario.output_tokens // 2
     if behaviour == "tool_call" or _flag_header(headers, "tool-call"):
         scenario = replace(scenario, tool_call=True)

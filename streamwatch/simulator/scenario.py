@@ -5,8 +5,10 @@ Pure and deterministic: no I/O and no clock. A `Scenario` plus its seed always y
 exact stream. Wall-clock values (`created`, per-chunk send timestamps) come from the caller: the
 scenario carries `created`, and a timestamped `Send` says where the server inserts the send time.
 
-Payload shapes follow recorded provider streams (OpenAI Chat Completions and Responses, Anthropic
-Messages); the mid-stream error frames are the ones listed in the corpus' ERROR_FRAMES.md.
+Payload shapes follow recorded provider streams (OpenAI Chat Completions, Responses and legacy
+completions, Anthropic Messages, Gemini, Bedrock ConverseStream and InvokeModelWithResponseStream,
+Ollama, Cohere v2); the mid-stream error frames are the ones listed in the corpus' ERROR_FRAMES.md.
+Send-time stamps (``timestamps``) exist for the three original SSE APIs only.
 """
 
 from __future__ import annotations
@@ -17,12 +19,27 @@ import random
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
 
 import orjson
 
-Api = Literal["openai_chat", "openai_responses", "anthropic_messages"]
-APIS: tuple[Api, ...] = ("openai_chat", "openai_responses", "anthropic_messages")
+from streamwatch.simulator import eventstream
+
+Api = Literal[
+    "openai_chat",
+    "openai_responses",
+    "anthropic_messages",
+    "openai_completions",
+    "gemini",
+    "gemini_json",
+    "bedrock_converse",
+    "bedrock_invoke",
+    "ollama_chat",
+    "ollama_generate",
+    "cohere_v2",
+]
+APIS: tuple[Api, ...] = get_args(Api)
 Interruption = Literal["error", "truncate", "reset"]
 
 # Top-level JSON field that carries the send time (monotonic ns) of a timestamped output event.
@@ -524,6 +541,8 @@ class _Responses:
 class _Messages:
     """Anthropic Messages events: thinking, text or tool_use blocks, ping after the first start."""
 
+    PING = True
+
     def __init__(self, scenario: Scenario, content: Plan) -> None:
         self.s = scenario
         self.p = content
@@ -603,7 +622,7 @@ class _Messages:
                 {"index": index, "content_block": start},
                 names_tool=block["type"] == "tool_use",
             )
-            if index == 0:
+            if index == 0 and self.PING:
                 yield _Frame(b'event: ping\ndata: {"type": "ping"}\n\n')
             for delta, output in deltas:
                 yield self._event(
@@ -623,13 +642,355 @@ class _Messages:
         return self._message(self._blocks(), self.p.output_token_count)
 
 
-def _renderer(scenario: Scenario) -> _Chat | _Responses | _Messages:
+def _sse(
+    payload: Any, *, output: bool = False, event: str | None = None, crlf: bool = False
+) -> _Frame:
+    """An SSE event without a timestamp (the formats below are not used for send-time replays)."""
+    nl = b"\r\n" if crlf else b"\n"
+    head = b"" if event is None else b"event: " + event.encode() + nl
+    return _Frame(head + b"data: " + _dumps(payload) + nl + nl, output)
+
+
+def _whole_arguments(scenario: Scenario, content: Plan) -> dict[str, Any]:
+    """A tool call's arguments as one object, for APIs that send a call whole (Gemini, Ollama); a
+    budget cut still sends an object, with the text it had."""
+    text = "".join(content.tool_arguments)
+    parsed = json.loads(text if not scenario.cut else text + '"}')
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class _Completions:
+    """OpenAI legacy completions: ``text_completion`` chunks, as in the recorded babbage/vLLM streams.
+
+    No tools and no reasoning in this API: a tool-call or reasoning scenario streams text."""
+
+    def __init__(self, scenario: Scenario, content: Plan) -> None:
+        self.s = scenario
+        self.p = content
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {
+            "id": "cmpl-" + self.p.ids["call"][5:],
+            "object": "text_completion",
+            "created": self.s.created,
+            "model": self.s.model,
+            "choices": choices,
+            **extra,
+        }
+
+    def _texts(self) -> tuple[str, ...]:
+        return self.p.text or tuple(self.p.tool_arguments)
+
+    def frames(self) -> Iterator[_Frame]:
+        for piece in self._texts():
+            choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": None}
+            yield _sse(self._chunk([choice]), output=True)
+        finish = "length" if self.s.cut else "stop"
+        yield _sse(
+            self._chunk([{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}])
+        )
+        if self.s.include_usage:
+            output = len(self._texts())
+            usage = {
+                "prompt_tokens": self.s.input_tokens,
+                "completion_tokens": output,
+                "total_tokens": self.s.input_tokens + output,
+            }
+            yield _sse(self._chunk([], usage=usage))
+        yield _Frame(b"data: [DONE]\n\n")
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        return b"data: " + json.dumps({"error": _OPENAI_SERVER_ERROR}).encode() + b"\n\n"
+
+
+class _Gemini:
+    """Gemini ``streamGenerateContent``: SSE (``alt=sse``, CRLF) or one JSON array written element
+    by element (``[{…}``, ``,\\r\\n{…}``, ``]``), as in the recorded gemini-2.x streams."""
+
+    def __init__(self, scenario: Scenario, content: Plan, *, array: bool) -> None:
+        self.s = scenario
+        self.p = content
+        self.array = array
+        self.count = 0
+
+    def _frame(self, payload: dict[str, Any], *, output: bool = False) -> _Frame:
+        if not self.array:
+            return _sse(payload, output=output, crlf=True)
+        head = b"[" if self.count == 0 else b",\r\n"
+        self.count += 1
+        return _Frame(head + _dumps(payload), output)
+
+    def _chunk(self, parts: list[dict[str, Any]], finish: str | None = None) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+        if finish is not None:
+            candidate["finishReason"] = finish
+        payload: dict[str, Any] = {
+            "candidates": [candidate],
+            "modelVersion": self.s.model,
+            "responseId": self.p.ids["call"],
+        }
+        if finish is not None:
+            visible = len(self.p.text) + (1 if self.s.tool_call else 0)
+            usage = {
+                "promptTokenCount": self.s.input_tokens,
+                "candidatesTokenCount": visible,
+                "totalTokenCount": self.s.input_tokens + visible + self.p.reasoning_token_count,
+            }
+            if self.p.reasoning_token_count:
+                usage["thoughtsTokenCount"] = self.p.reasoning_token_count
+            payload["usageMetadata"] = usage
+        return payload
+
+    def frames(self) -> Iterator[_Frame]:
+        for piece in self.p.reasoning:
+            yield self._frame(self._chunk([{"text": piece, "thought": True}]), output=True)
+        if self.s.tool_call:
+            call = {"name": self.s.tool_name, "args": _whole_arguments(self.s, self.p)}
+            yield self._frame(self._chunk([{"functionCall": call}]), output=True)
+        for piece in self.p.text:
+            yield self._frame(self._chunk([{"text": piece}]), output=True)
+        finish = "MAX_TOKENS" if self.s.cut else "STOP"
+        yield self._frame(self._chunk([{"text": ""}], finish))
+        if self.array:
+            yield _Frame(b"]")
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        error = {
+            "error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}
+        }
+        if self.array:
+            return (b"[" if self.count == 0 else b",\r\n") + _dumps(error)
+        return _sse(error, crlf=True).data
+
+
+class _Converse:
+    """Bedrock ConverseStream: AWS event-stream messages, as in the recorded Claude/Titan streams."""
+
+    def __init__(self, scenario: Scenario, content: Plan) -> None:
+        self.s = scenario
+        self.p = content
+
+    def frames(self) -> Iterator[_Frame]:
+        yield _Frame(eventstream.event("messageStart", {"role": "assistant"}))
+        block = 0
+        if self.p.reasoning:
+            for piece in self.p.reasoning:
+                delta = {"reasoningContent": {"text": piece}}
+                body = {"contentBlockIndex": block, "delta": delta}
+                yield _Frame(eventstream.event("contentBlockDelta", body), output=True)
+            signature = {"reasoningContent": {"signature": self.p.ids["signature"]}}
+            body = {"contentBlockIndex": block, "delta": signature}
+            yield _Frame(eventstream.event("contentBlockDelta", body))
+            yield _Frame(eventstream.event("contentBlockStop", {"contentBlockIndex": block}))
+            block += 1
+        if self.s.tool_call:
+            tool = {"toolUse": {"toolUseId": self.p.ids["tool_use"], "name": self.s.tool_name}}
+            start = {"contentBlockIndex": block, "start": tool}
+            yield _Frame(eventstream.event("contentBlockStart", start), names_tool=True)
+            for piece in self.p.tool_arguments:
+                body = {"contentBlockIndex": block, "delta": {"toolUse": {"input": piece}}}
+                yield _Frame(eventstream.event("contentBlockDelta", body), output=True)
+        else:
+            for piece in self.p.text:
+                body = {"contentBlockIndex": block, "delta": {"text": piece}}
+                yield _Frame(eventstream.event("contentBlockDelta", body), output=True)
+        yield _Frame(eventstream.event("contentBlockStop", {"contentBlockIndex": block}))
+        stop = "max_tokens" if self.s.cut else "tool_use" if self.s.tool_call else "end_turn"
+        yield _Frame(eventstream.event("messageStop", {"stopReason": stop}))
+        output = self.p.output_token_count
+        usage = {
+            "inputTokens": self.s.input_tokens,
+            "outputTokens": output,
+            "totalTokens": self.s.input_tokens + output,
+        }
+        latency = int(self.s.ttft_s * 1000 + output * self.s.gap_mean_s * 1000)
+        metadata = {"usage": usage, "metrics": {"latencyMs": latency}}
+        yield _Frame(eventstream.event("metadata", metadata))
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        return eventstream.exception(
+            "modelStreamErrorException", "The model stream failed: an internal error occurred."
+        )
+
+
+class _Ollama:
+    """Ollama ``/api/chat`` and ``/api/generate`` NDJSON, as in the recorded llama3 streams."""
+
+    def __init__(self, scenario: Scenario, content: Plan, *, chat: bool) -> None:
+        self.s = scenario
+        self.p = content
+        self.chat = chat
+
+    def _line(self, fields: dict[str, Any], *, output: bool = False, done: bool = False) -> _Frame:
+        created = datetime.fromtimestamp(self.s.created, UTC).isoformat().replace("+00:00", "Z")
+        payload = {"model": self.s.model, "created_at": created, **fields, "done": done}
+        return _Frame(_dumps(payload) + b"\n", output)
+
+    def _output(self, content: str = "", **extra: Any) -> dict[str, Any]:
+        if self.chat:
+            return {"message": {"role": "assistant", "content": content, **extra}}
+        return {"response": content, **extra}
+
+    def frames(self) -> Iterator[_Frame]:
+        for piece in self.p.reasoning:
+            yield self._line(self._output(thinking=piece), output=True)
+        if self.s.tool_call:
+            call = {
+                "function": {
+                    "name": self.s.tool_name,
+                    "arguments": _whole_arguments(self.s, self.p),
+                }
+            }
+            yield self._line(self._output(tool_calls=[call]), output=True)
+        for piece in self.p.text:
+            yield self._line(self._output(piece), output=True)
+        output = self.p.output_token_count
+        gap_ns = int(self.s.gap_mean_s * 1e9)
+        final = {
+            **self._output(),
+            "done_reason": "length" if self.s.cut else "stop",
+            "total_duration": int(self.s.ttft_s * 1e9) + output * gap_ns,
+            "load_duration": 1_000_000,
+            "prompt_eval_count": self.s.input_tokens,
+            "prompt_eval_duration": int(self.s.ttft_s * 1e9),
+            "eval_count": output,
+            "eval_duration": output * gap_ns,
+        }
+        yield self._line(final, done=True)
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        return b'{"error":"an error was encountered while running the model: unexpected EOF"}\n'
+
+
+class _Cohere:
+    """Cohere v2 chat events, as in the recorded command-r streams."""
+
+    def __init__(self, scenario: Scenario, content: Plan) -> None:
+        self.s = scenario
+        self.p = content
+
+    @staticmethod
+    def _event(
+        kind: str, fields: dict[str, Any], *, output: bool = False, names_tool: bool = False
+    ) -> _Frame:
+        frame = _sse({"type": kind, **fields}, output=output, event=kind)
+        return _Frame(frame.data, output, names_tool=names_tool)
+
+    @staticmethod
+    def _message(**fields: Any) -> dict[str, Any]:
+        return {"delta": {"message": fields}}
+
+    def frames(self) -> Iterator[_Frame]:
+        start = self._message(
+            role="assistant", content=[], tool_plan="", tool_calls=[], citations=[]
+        )
+        yield self._event("message-start", {"id": self.p.ids["message"], **start})
+        index = 0
+        if self.p.reasoning:
+            yield self._event(
+                "content-start",
+                {"index": index, **self._message(content={"type": "thinking", "thinking": ""})},
+            )
+            for piece in self.p.reasoning:
+                delta = self._message(content={"thinking": piece})
+                yield self._event("content-delta", {"index": index, **delta}, output=True)
+            yield self._event("content-end", {"index": index})
+            index += 1
+        if self.s.tool_call:
+            call = {
+                "id": self.p.ids["call"],
+                "type": "function",
+                "function": {"name": self.s.tool_name, "arguments": ""},
+            }
+            start = {"index": 0, **self._message(tool_calls=call)}
+            yield self._event("tool-call-start", start, names_tool=True)
+            for piece in self.p.tool_arguments:
+                delta = self._message(tool_calls={"function": {"arguments": piece}})
+                yield self._event("tool-call-delta", {"index": 0, **delta}, output=True)
+            yield self._event("tool-call-end", {"index": 0})
+        else:
+            yield self._event(
+                "content-start",
+                {"index": index, **self._message(content={"type": "text", "text": ""})},
+            )
+            for piece in self.p.text:
+                delta = self._message(content={"text": piece})
+                yield self._event("content-delta", {"index": index, **delta}, output=True)
+            yield self._event("content-end", {"index": index})
+        finish = "MAX_TOKENS" if self.s.cut else "TOOL_CALL" if self.s.tool_call else "COMPLETE"
+        output = self.p.output_token_count
+        tokens = {"input_tokens": self.s.input_tokens, "output_tokens": output}
+        usage = {"billed_units": tokens, "tokens": tokens}
+        yield self._event("message-end", {"delta": {"finish_reason": finish, "usage": usage}})
+        yield _Frame(b"data: [DONE]\n\n")
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        delta = {"finish_reason": "ERROR", "error": "internal server error during generation"}
+        return self._event("message-end", {"delta": delta}).data
+
+
+class _Invoke(_Messages):
+    """Bedrock InvokeModelWithResponseStream with an Anthropic model: each Messages event is the
+    base64 body of a ``chunk`` event-stream message; no pings; ``message_stop`` carries Bedrock's
+    invocation metrics."""
+
+    PING = False
+
+    def _event(
+        self, kind: str, fields: dict[str, Any], *, output: bool = False, names_tool: bool = False
+    ) -> _Frame:
+        body: dict[str, Any] = {"type": kind, **fields}
+        if kind == "message_stop":
+            output_tokens = self.p.output_token_count
+            body["amazon-bedrock-invocationMetrics"] = {
+                "inputTokenCount": self.s.input_tokens,
+                "outputTokenCount": output_tokens,
+                "invocationLatency": int(
+                    1000 * (self.s.ttft_s + output_tokens * self.s.gap_mean_s)
+                ),
+                "firstByteLatency": int(1000 * self.s.ttft_s),
+            }
+        return _Frame(eventstream.chunk(body), output, names_tool=names_tool)
+
+    def error_frame(self, sequence_number: int) -> bytes:
+        return eventstream.exception(
+            "modelStreamErrorException", "The model stream failed: an internal error occurred."
+        )
+
+
+_Renderer = _Chat | _Responses | _Messages | _Completions | _Gemini | _Converse | _Ollama | _Cohere
+
+
+def _renderer(scenario: Scenario) -> _Renderer:
     content = plan(scenario)
-    if scenario.api == "openai_chat":
+    api = scenario.api
+    if api == "openai_chat":
         return _Chat(scenario, content)
-    if scenario.api == "openai_responses":
+    if api == "openai_responses":
         return _Responses(scenario, content)
-    return _Messages(scenario, content)
+    if api == "anthropic_messages":
+        return _Messages(scenario, content)
+    if api == "openai_completions":
+        return _Completions(scenario, content)
+    if api in ("gemini", "gemini_json"):
+        return _Gemini(scenario, content, array=api == "gemini_json")
+    if api == "bedrock_converse":
+        return _Converse(scenario, content)
+    if api == "bedrock_invoke":
+        return _Invoke(scenario, content)
+    if api in ("ollama_chat", "ollama_generate"):
+        return _Ollama(scenario, content, chat=api == "ollama_chat")
+    return _Cohere(scenario, content)
+
+
+#: The ``Content-Type`` each API streams with (all others: ``text/event-stream``).
+MEDIA_TYPES: dict[Api, str] = {
+    "gemini_json": "application/json; charset=UTF-8",
+    "bedrock_converse": "application/vnd.amazon.eventstream",
+    "bedrock_invoke": "application/vnd.amazon.eventstream",
+    "ollama_chat": "application/x-ndjson",
+    "ollama_generate": "application/x-ndjson",
+}
 
 
 def steps(scenario: Scenario) -> Iterator[Step]:
@@ -678,5 +1039,8 @@ def steps(scenario: Scenario) -> Iterator[Step]:
 
 
 def response_body(scenario: Scenario) -> bytes:
-    """The non-streaming JSON response for the same content."""
-    return _dumps(_renderer(scenario).body())
+    """The non-streaming JSON response for the same content (the three original APIs only)."""
+    renderer = _renderer(scenario)
+    if not isinstance(renderer, _Chat | _Responses | _Messages):
+        raise TypeError(f"{scenario.api}: the simulator streams only")
+    return _dumps(renderer.body())

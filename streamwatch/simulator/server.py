@@ -19,7 +19,15 @@ import orjson
 from aiohttp import web
 
 from streamwatch.simulator.profile import HEADER_PREFIX, Profile, scenario_for
-from streamwatch.simulator.scenario import Api, Close, Scenario, Send, response_body, steps
+from streamwatch.simulator.scenario import (
+    MEDIA_TYPES,
+    Api,
+    Close,
+    Scenario,
+    Send,
+    response_body,
+    steps,
+)
 
 PROFILE_KEY = web.AppKey("profile", Profile)
 RNG_KEY = web.AppKey("rng", random.Random)
@@ -29,6 +37,7 @@ RNG_KEY = web.AppKey("rng", random.Random)
 SHUTDOWN_TIMEOUT_S = 2.0
 MAX_REQUEST_BYTES = 64 << 20  # as streamwatch's --max-request-body default
 
+NON_STREAMING: frozenset[Api] = frozenset({"openai_chat", "openai_responses", "anthropic_messages"})
 MODELS = ("gpt-4o-mini", "gpt-5-nano", "claude-sonnet-4-6", "sim-model")
 
 _OPENAI_ERRORS = {
@@ -99,9 +108,8 @@ async def _wait_until(loop: asyncio.AbstractEventLoop, due: float) -> None:
 
 
 async def _stream(request: web.Request, scenario: Scenario) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-    )
+    media = MEDIA_TYPES.get(scenario.api, "text/event-stream; charset=utf-8")
+    response = web.StreamResponse(headers={"Content-Type": media, "Cache-Control": "no-cache"})
     await response.prepare(request)
     sock = _socket(request)
     if sock is not None:
@@ -148,7 +156,11 @@ async def _complete(request: web.Request, scenario: Scenario) -> web.StreamRespo
     return response
 
 
-async def _generate(request: web.Request, api: Api) -> web.StreamResponse:
+async def _generate(
+    request: web.Request, api: Api, *, streaming: bool | None = None
+) -> web.StreamResponse:
+    """One generation. ``streaming`` is what the endpoint itself decides (Gemini and Bedrock stream
+    by path, Ollama unless the body says ``"stream": false``); None: the body's ``stream: true``."""
     raw = await request.read()
     try:
         body = orjson.loads(raw) if raw else {}
@@ -166,13 +178,16 @@ async def _generate(request: web.Request, api: Api) -> web.StreamResponse:
             request.app[RNG_KEY],
             created=int(time.time()),
             input_tokens=max(len(raw) // 4, 1),  # roughly four bytes of prompt per token
+            model=request.match_info.get("model"),  # Gemini and Bedrock name it in the path
         )
     except ValueError as exc:
         return error_response(api, 400, str(exc))
     if status is not None:
         return error_response(api, status, f"Simulated HTTP {status} ({HEADER_PREFIX}status).")
-    if body.get("stream") is True:
+    if (body.get("stream") is True) if streaming is None else streaming:
         return await _stream(request, scenario)
+    if api not in NON_STREAMING:
+        return error_response(api, 400, f"The simulator streams {api} only.")
     return await _complete(request, scenario)
 
 
@@ -188,6 +203,46 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     return await _generate(request, "anthropic_messages")
 
 
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "openai_completions")
+
+
+async def _gemini(request: web.Request) -> web.StreamResponse:
+    """``:streamGenerateContent``: SSE with ``alt=sse``, else one JSON array."""
+    api: Api = "gemini" if request.query.get("alt") == "sse" else "gemini_json"
+    return await _generate(request, api, streaming=True)
+
+
+async def _converse(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "bedrock_converse", streaming=True)
+
+
+async def _invoke(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "bedrock_invoke", streaming=True)
+
+
+async def _ollama(request: web.Request, api: Api) -> web.StreamResponse:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        body = {}
+    streaming = not (isinstance(body, dict) and body.get("stream") is False)  # Ollama's default
+    return await _generate(request, api, streaming=streaming)
+
+
+async def _ollama_chat(request: web.Request) -> web.StreamResponse:
+    return await _ollama(request, "ollama_chat")
+
+
+async def _ollama_generate(request: web.Request) -> web.StreamResponse:
+    return await _ollama(request, "ollama_generate")
+
+
+async def _cohere(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "cohere_v2")
+
+
 async def _models(request: web.Request) -> web.Response:
     data = [
         {"id": model, "object": "model", "created": 0, "owned_by": "streamwatch-simulator"}
@@ -199,7 +254,8 @@ async def _models(request: web.Request) -> web.Response:
 
 
 def make_app(profile: Profile | None = None) -> web.Application:
-    """The simulator app; any path prefix before `/v1` is accepted, as gateways add their own."""
+    """The simulator app; any path prefix before the API's own path is accepted, as gateways add
+    their own."""
     # Long-context prompts run to megabytes; aiohttp's 1 MiB default would answer them 413.
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     resolved = profile or Profile()
@@ -210,6 +266,15 @@ def make_app(profile: Profile | None = None) -> web.Application:
     app.router.add_post(prefix + "/responses", _responses)
     app.router.add_post(prefix + "/messages", _messages)
     app.router.add_get(prefix + "/models", _models)
+    app.router.add_post(prefix + "/completions", _completions)
+    any_prefix = "/{prefix:(?:.*/)?}"
+    gemini = any_prefix + "models/{model:[^/:]+}:streamGenerateContent"  # v1beta/, v1/, Vertex
+    app.router.add_post(gemini, _gemini)
+    app.router.add_post(any_prefix + "model/{model:[^/]+}/converse-stream", _converse)
+    app.router.add_post(any_prefix + "model/{model:[^/]+}/invoke-with-response-stream", _invoke)
+    app.router.add_post(any_prefix + "api/chat", _ollama_chat)
+    app.router.add_post(any_prefix + "api/generate", _ollama_generate)
+    app.router.add_post(any_prefix + "v2/chat", _cohere)
     return app
 
 

@@ -1,6 +1,7 @@
 """``streamwatch analyze FILE``: the verdict the proxy would have logged, for a stream on disk.
 
-Reads a raw response body (an SSE body as saved by ``curl -N``), a streamwatch capture (written
+Reads a raw response body as saved by ``curl -N`` (SSE, Ollama NDJSON, a Bedrock event stream, a
+Gemini JSON array: the framing and API are sniffed from the bytes), a streamwatch capture (written
 by ``serve --capture-dir``, with the arrival time of every read) or a HAR file (browser dev tools,
 mitmproxy), runs the same sans-IO analyzer as the proxy, and prints the same fields as the
 ``stream.<outcome>`` log line. Timings are reported only where the file has them: a capture has
@@ -265,8 +266,8 @@ def render_text(doc: dict[str, Any], out: TextIO) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamwatch analyze",
-        description="Verdict on a captured stream: a raw SSE body, a streamwatch capture "
-        "(serve --capture-dir) or a HAR file.",
+        description="Verdict on a captured stream: a raw response body (SSE, NDJSON, Bedrock "
+        "event stream, Gemini JSON array), a streamwatch capture or a HAR file.",
     )
     parser.add_argument("file", help="the file to read ('-' for standard input)")
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
@@ -305,8 +306,9 @@ def main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr
     docs = [report(analyze(source)) for source in sources]
     if all(d["source"]["kind"] == "body" and d["verdict"]["sse_events"] == 0 for d in docs):
         print(
-            f"streamwatch analyze: {args.file}: no stream found: expected an SSE body, a "
-            "streamwatch capture or a HAR file",
+            f"streamwatch analyze: {args.file}: no stream found: expected a streamed response "
+            "body (SSE, NDJSON, Bedrock event stream, JSON array), a streamwatch capture or a HAR "
+            "file",
             file=err,
         )
         return 2

@@ -45,6 +45,12 @@ BAD = {
     "upstream-scheme": (["--upstream", "ftp://x"], {}, "", "--upstream"),
     "malformed-yaml": ([], {}, "routes: [\n  - name: a\n    prefix: /a\n", "--config"),
     "unknown-key": ([], {}, "stall_treshold: 5\n", "'stall_treshold'"),
+    "route-api": (
+        [],
+        {},
+        "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', api: ollama}\n",
+        "routes[0].api must be one of",
+    ),
 }
 
 

@@ -71,7 +71,12 @@ class TestTiming:
         assert 2.05 <= output[3] <= 2.15
         assert all(s.delay_s == 0 for s in sends if s.delay_s not in output)
 
-    @pytest.mark.parametrize("api", APIS)
+    # APIs whose tool arguments stream in deltas after the frame naming the tool (Bedrock invoke
+    # is Anthropic's frames, base64 inside event-stream messages; legacy completions has no tools).
+    @pytest.mark.parametrize(
+        "api",
+        ["openai_chat", "openai_responses", "anthropic_messages", "bedrock_converse", "cohere_v2"],
+    )
     def test_tool_name_waits_ttft(self, api: Api) -> None:
         """Issue 11 finding 7: the frame naming the tool is the first output, so it waits ttft."""
         scenario = Scenario(api, "m", tool_call=True, output_tokens=6, ttft_s=0.5, gap_mean_s=0.1)
@@ -81,6 +86,15 @@ class TestTiming:
         assert sum(s.delay_s for s in sends[: sends.index(named[0])]) == 0
         arguments = sends[sends.index(named[0]) + 1 :]
         assert [s.delay_s for s in arguments if s.delay_s][:1] == [0.1]  # then one gap
+
+    @pytest.mark.parametrize("api", ["gemini", "gemini_json", "ollama_chat", "ollama_generate"])
+    def test_whole_tool_call_waits_ttft(self, api: Api) -> None:
+        """Gemini and Ollama send a call whole: that one frame is the first output."""
+        scenario = Scenario(api, "m", tool_call=True, output_tokens=6, ttft_s=0.5, gap_mean_s=0.1)
+        sends = [s for s in steps(scenario) if isinstance(s, Send)]
+        named = [s for s in sends if b'"get_weather"' in s.data]
+        assert [s.delay_s for s in named] == [0.5]
+        assert sum(s.delay_s for s in sends) == 0.5
 
 
 class TestOpenAIChatFrames:

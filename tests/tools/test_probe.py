@@ -88,9 +88,8 @@ class TestVerdicts:
             )
         [probe] = doc["probes"]
         assert status == 0
-        # The gap the 0.4 s stall made is in the verdict (less a timer tick: asyncio may wake early).
-        assert probe["verdict"]["max_gap_s"] >= 0.39
-        assert probe["gaps"]["max_s"] >= 0.39
+        assert probe["verdict"]["max_gap_s"] > 0.3  # the stall's 400 ms gap is in the verdict
+        assert probe["gaps"]["max_s"] == probe["verdict"]["max_gap_s"]
 
     async def test_unreachable(self) -> None:
         status, doc, _ = await once("--url", "http://127.0.0.1:9", "--timeout", "2")
