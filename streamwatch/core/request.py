@@ -11,6 +11,7 @@ import orjson
 from streamwatch.core.api import Api
 from streamwatch.core.formats import FORMATS, MEDIA_TYPE, Framing
 from streamwatch.core.limits import MAX_FIELD_CHARS, cap
+from streamwatch.core.prompt import Prompt, prompt_of
 
 # Path suffix -> API, first match wins (``/chat/completions`` before ``/completions``). Matched by
 # suffix so gateway prefixes (``/openai/v1/...``, ``/llm/v1/...``) still match.
@@ -97,10 +98,12 @@ def select_api(path: str, content_type: str | None, override: Api | None = None)
 
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """What a JSON request body says about the stream it asks for (None where it does not say)."""
+    """What a JSON request body says about the stream it asks for (None where it does not say);
+    ``prompt`` only when content capture asked for it."""
 
     model: str | None = None
     stream: bool | None = None
+    prompt: Prompt | None = None
 
 
 # Where the model is in the path, for APIs whose body does not carry it.
@@ -277,19 +280,33 @@ def _decode_model(raw: bytes | None) -> str | None:
     return None
 
 
-def with_path(facts: RequestFacts, path: str) -> RequestFacts:
-    """A body's facts completed from the path where the API puts them there (Gemini and Bedrock
-    model ids; their streaming endpoints; Ollama's default)."""
+def complete_facts(
+    facts: RequestFacts, body: bytes, path: str, capture_limit: int | None
+) -> RequestFacts:
+    """A body's facts (from :class:`RequestFactsReader`) completed once the body has arrived:
+    model and stream from the path where the API puts them there (Gemini and Bedrock model ids;
+    their streaming endpoints; Ollama's default), and, only with ``capture_limit`` set (content
+    capture on, the proxy then keeps the body), the prompt, text cut to that many characters."""
     model = facts.model or model_from_path(path)
     stream = facts.stream
     trimmed = path.rstrip("/")
     if stream is None and trimmed.endswith(_STREAMING_PATHS + _STREAM_BY_DEFAULT):
         stream = True
-    return RequestFacts(model=model, stream=stream)
+    return RequestFacts(model=model, stream=stream, prompt=_prompt(body, capture_limit))
 
 
-def read_request(body: bytes, path: str = "") -> RequestFacts:
-    """``model`` and ``stream`` from a whole JSON request body, else from the path."""
+def _prompt(body: bytes, capture_limit: int | None) -> Prompt | None:
+    if capture_limit is None or not body:
+        return None
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return prompt_of(obj, capture_limit) if isinstance(obj, dict) else None
+
+
+def read_request(body: bytes, path: str = "", *, capture_limit: int | None = None) -> RequestFacts:
+    """Everything :func:`complete_facts` says about a whole request body."""
     reader = RequestFactsReader()
     reader.feed(body)
-    return with_path(reader.facts(), path)
+    return complete_facts(reader.facts(), body, path, capture_limit)

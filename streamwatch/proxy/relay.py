@@ -125,7 +125,6 @@ class Exchange:
             headers=request.headers,
             t_request_ns=request.t_ns,
             server=(origin[1], origin[2]) if origin is not None else ("", None),
-            capture=settings.capture_content,
         )
         self.state.opened(self)
         if refusal is not None or route is None or origin is None:
@@ -219,8 +218,10 @@ class Exchange:
             self._send(b"0\r\n\r\n")
         self._body_sent = True
         if self.telemetry is not None:
+            settings = self.state.settings
             body = b"".join(self._captured) if self._captured is not None else b""
-            self.telemetry.facts(self._facts.facts(), body)
+            capture = settings.capture_limit if settings.capture_content else None
+            self.telemetry.facts(self._facts.facts(), body, capture)
         self._slot = True
         self.state.inflight += 1
         if self.upstream is not None:

@@ -93,7 +93,7 @@ class ProxyState:
         any request (no method, path or route: nothing of it is trusted)."""
         telemetry = Telemetry(
             self.sinks, method="", path="", route=None, headers=[],
-            t_request_ns=time.monotonic_ns(), server=("", None), capture=False,
+            t_request_ns=time.monotonic_ns(), server=("", None),
         )  # fmt: skip
         telemetry.finish(refusal.status, CloseCause.UPSTREAM_EOF, None)
 

@@ -19,7 +19,7 @@ from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
 from streamwatch.core.api import Api
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
-from streamwatch.core.request import RequestFacts, api_for_path, select_api, with_path
+from streamwatch.core.request import RequestFacts, api_for_path, complete_facts, select_api
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
@@ -52,7 +52,7 @@ def _as_text(headers: Headers) -> CIMultiDict[str]:
 class Telemetry:
     """One request's watchers and, for event streams, its analyzer tap."""
 
-    __slots__ = ("_capture", "exchange", "tap", "watchers")
+    __slots__ = ("exchange", "tap", "watchers")
 
     def __init__(
         self,
@@ -64,7 +64,6 @@ class Telemetry:
         headers: Headers,
         t_request_ns: int,
         server: tuple[str, int | None],
-        capture: bool,
     ) -> None:
         self.exchange = Exchange(
             request_id=_request_id(headers),
@@ -81,7 +80,6 @@ class Telemetry:
         )
         self.tap: Tap | None = None
         self.watchers = sinks.open(self.exchange)
-        self._capture = capture
 
     def inject(self, headers: Headers) -> Headers:
         """The upstream request headers after every sink added its own (trace context)."""
@@ -89,16 +87,16 @@ class Telemetry:
         self.watchers.upstream_request(text)
         return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
 
-    def facts(self, facts: RequestFacts, body: bytes) -> None:
-        """The request body is complete: what it (or the path) said, and the body itself if
-        capture is on. Only requests to an LLM API path have facts."""
+    def facts(self, facts: RequestFacts, body: bytes, capture_limit: int | None) -> None:
+        """The request body is complete: what it (or the path) said, and its prompt when content
+        capture is on (``body`` is then the whole body). Only requests to an LLM API path have
+        facts."""
         if self.exchange.api is None:
             return
-        facts = with_path(facts, self.exchange.path)
+        facts = complete_facts(facts, body, self.exchange.path, capture_limit)
         self.exchange.request_model = facts.model
         self.exchange.stream_requested = facts.stream
-        if self._capture:
-            self.exchange.body = body
+        self.exchange.prompt = facts.prompt
 
     def response(
         self,
