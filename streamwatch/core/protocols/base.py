@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from streamwatch.core.limits import cap
-from streamwatch.core.record import ErrorFrame, ToolCall, Usage
+from streamwatch.core.record import MAX_REPORTED_NS, ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
 
 F_contra = TypeVar("F_contra", contravariant=True)
@@ -69,6 +69,7 @@ class Reading:
     text_chars: int = 0
     reasoning_chars: int = 0
     refusal_chars: int = 0
+    upstream_timings: dict[str, int] = field(default_factory=dict)
     _tool_calls: dict[tuple[int, int | str], _ToolCallParts] = field(default_factory=dict)
     _text: list[str] = field(default_factory=list)
     _captured_chars: int = 0
@@ -105,6 +106,12 @@ class Reading:
         call.chars += len(fragment)
         if call.parts is not None:
             call.parts.append(fragment)
+
+    def timing(self, name: str, value: object, ns_per_unit: int) -> None:
+        """Keep a duration the upstream reported (``name`` from :data:`UPSTREAM_TIMINGS`), if it
+        is a sane non-negative integer; ``ns_per_unit`` converts its unit to ns."""
+        if type(value) is int and 0 <= value * ns_per_unit <= MAX_REPORTED_NS:
+            self.upstream_timings[name] = value * ns_per_unit
 
     def error(self, index: int, error_type: str, message: str) -> None:
         """Record an error frame; both strings come through :func:`as_str`, already capped."""

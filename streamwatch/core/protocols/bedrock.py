@@ -36,6 +36,8 @@ from streamwatch.core.sse import MessageDispatched
 STOP_THEN_METADATA = "messageStop+metadata"
 TITAN_END = "completionReason"
 GUARDRAIL = "amazon-bedrock-guardrailAction"
+INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
+_NS_PER_MS = 1_000_000
 _CONVERSE_EVENTS = frozenset(
     {
         "messageStart",
@@ -107,6 +109,8 @@ class _ConverseEvents:
             return Frame.NONE
         if kind == "metadata":
             frame = Frame.NONE
+            latency = as_dict(body.get("metrics")).get("latencyMs")
+            reading.timing("bedrock_latency", latency, _NS_PER_MS)
             usage = body.get("usage")
             if type(usage) is dict:
                 checked = _usage(usage, reading)
@@ -188,6 +192,11 @@ class BedrockInvoke(_ConverseEvents):
         body = load_object(raw, reading)
         if body is None:
             return Frame.MALFORMED
+        metrics = body.get(INVOCATION_METRICS)
+        if type(metrics) is dict:
+            latency, first_byte = metrics.get("invocationLatency"), metrics.get("firstByteLatency")
+            reading.timing("bedrock_invocation_latency", latency, _NS_PER_MS)
+            reading.timing("bedrock_first_byte_latency", first_byte, _NS_PER_MS)
         kind = body.get("type")
         if type(kind) is str:  # Anthropic Messages event
             event = MessageDispatched(kind, raw.decode("utf-8", "replace"), None, None)
