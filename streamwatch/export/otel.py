@@ -201,6 +201,10 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
     _set(attributes, sc.GEN_AI_RESPONSE_ID, record.response_id)
     if record.finish_reasons:
         attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = list(record.finish_reasons)
+    elif record.outcome is not Outcome.COMPLETED:
+        # Ended before its final event (truncated, reset, timeout, error frame, abort): the
+        # conventions' "error"; error.type says which.
+        attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [sc.FINISH_REASON_ERROR]
     _set(attributes, sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, _seconds(record.ttft_ns))
     usage = record.usage
     if usage is not None:
@@ -209,7 +213,7 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
         _set(attributes, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cached_input_tokens)
         _set(
             attributes,
-            sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+            sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
             usage.cache_creation_input_tokens,
         )
     if not record.output_tokens_estimated:

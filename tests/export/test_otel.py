@@ -6,6 +6,7 @@ End-to-end behaviour (real proxy, OTLP receiver, exemplars) is in ``tests/e2e/te
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import time
@@ -22,6 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from streamwatch.config import ConfigError, load_settings
 from streamwatch.core.api import Api
 from streamwatch.core.events import OutputReceived
+from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
 from streamwatch.export import semconv as sc
 from streamwatch.export.otel import (
     TracingConfigError,
@@ -325,3 +327,66 @@ class TestSpanLifecycle:
         with pytest.raises(TypeError):
             finish(None, None)
         assert len(exporter.get_finished_spans()) == 1
+
+
+def _ended_span(record: StreamRecord) -> Any:
+    """The span of one chat stream that ended with ``record``."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exchange = _exchange()
+    hooks = TracingSink(provider.get_tracer("t")).trace(exchange).hooks
+    exchange.status = 200
+    _finish_hook(hooks)(record, None)
+    (span,) = exporter.get_finished_spans()
+    return span
+
+
+def _stream_record(**changes: Any) -> StreamRecord:
+    base = unanalyzed_record(
+        api=Api.OPENAI_CHAT,
+        request_model="gpt-4o-mini",
+        t_request_ns=0,
+        t_end_ns=1_000_000_000,
+        cause=CloseCause.UPSTREAM_EOF,
+        body_bytes=10,
+    )
+    return dataclasses.replace(base, analysis_failed=False, **changes)
+
+
+class TestCurrentConventions:
+    """Spans follow the GenAI conventions the OTLP metrics cite (semantic-conventions-genai ac48b1f)."""
+
+    def test_cache_writes_are_cache_write_tokens(self) -> None:
+        """Anthropic's cache creation tokens are gen_ai.usage.cache_write.input_tokens."""
+        span = _ended_span(
+            _stream_record(
+                outcome=Outcome.COMPLETED,
+                finish_reasons=("stop",),
+                usage=Usage(input_tokens=5, cache_creation_input_tokens=7),
+            )
+        )
+        assert span.attributes["gen_ai.usage.cache_write.input_tokens"] == 7
+        assert "gen_ai.usage.cache_creation.input_tokens" not in span.attributes
+
+    @pytest.mark.parametrize(
+        ("outcome", "expected_type"),
+        [
+            (Outcome.TRUNCATED, "truncated"),
+            (Outcome.UPSTREAM_RESET, "upstream_reset"),
+            (Outcome.UPSTREAM_TIMEOUT, "upstream_timeout"),
+        ],
+    )
+    def test_a_stream_cut_before_its_final_event_finishes_with_error(
+        self, outcome: Outcome, expected_type: str
+    ) -> None:
+        """No finish reason and no final event: finish_reasons is ["error"], error.type says why."""
+        span = _ended_span(_stream_record(outcome=outcome, finish_reasons=()))
+        assert span.attributes["gen_ai.response.finish_reasons"] == ("error",)
+        assert span.attributes["error.type"] == expected_type
+
+    def test_a_completed_stream_keeps_its_reasons(self) -> None:
+        """A completed stream reports the provider's finish reasons as written."""
+        span = _ended_span(_stream_record(outcome=Outcome.COMPLETED, finish_reasons=("stop",)))
+        assert span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+        assert "error.type" not in span.attributes
