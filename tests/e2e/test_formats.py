@@ -19,7 +19,6 @@ import pytest
 
 from streamwatch.simulator.scenario import Api, Scenario, plan
 from tests.harness import (
-    h11_response,
     raw_exchange,
     request_bytes,
     scrape,
@@ -202,7 +201,7 @@ async def run(port: int, fmt: Format, behaviour: str) -> None:
         headers = {**TIMING, **STALL}
     request = request_bytes(fmt.path, fmt.body, headers)
     got, _ = await raw_exchange(port, request)
-    status, _, clean = h11_response(got.wire)
+    status, _, clean = got.parsed
     assert status == 200, (fmt.api, behaviour)
     assert clean is (behaviour != "reset"), (fmt.api, behaviour)
 
@@ -277,7 +276,7 @@ class TestRouteApi:
                 body = {"model": "llama3.2", "messages": MESSAGES}
                 for path in ("/plain/chat", "/typed/chat"):
                     got, _ = await raw_exchange(serving.proxy_port, request_bytes(path, body))
-                    assert h11_response(got.wire)[0] == 200
+                    assert got.status == 200
 
                 async def recorded() -> bool:
                     m = await scrape(serving.admin_port)
