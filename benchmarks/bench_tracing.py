@@ -1,8 +1,11 @@
-"""What tracing costs streamwatch: CPU per proxied output event with tracing off, on (100 % sampled,
-batched OTLP/HTTP export to a local receiver) and on but sampling nothing (propagation only).
+"""What OpenTelemetry costs streamwatch: CPU per proxied output event with tracing off, on (100 %
+sampled, batched OTLP/HTTP export to a local receiver) and on but sampling nothing (propagation
+only); with ``--metrics``, OTLP metrics off and on (Prometheus is on in both; 1 s export interval,
+so the export's cost is in every round).
 
     .venv/bin/python benchmarks/bench_tracing.py            # ~20 s
     .venv/bin/python benchmarks/bench_tracing.py --streams 400 --tokens 400 --rounds 5
+    .venv/bin/python benchmarks/bench_tracing.py --metrics
 
 ``streamwatch serve`` runs as a subprocess (pinned to CPU 0 when there are two); the simulator
 upstream, the load client and the OTLP receiver share this process (CPU 1). Only the streamwatch
@@ -36,11 +39,19 @@ VARIANTS: dict[str, dict[str, str]] = {
     "on (always_on)": {"OTEL_TRACES_SAMPLER": "always_on"},
     "on (always_off)": {"OTEL_TRACES_SAMPLER": "always_off"},
 }
+METRICS_VARIANTS: dict[str, dict[str, str]] = {
+    "off": {},
+    "on (OTLP metrics, 1 s interval)": {
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    },
+}
 
 
 @contextlib.asynccontextmanager
 async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
-    """A minimal OTLP/HTTP endpoint: accepts POST /v1/traces, counts bytes."""
+    """A minimal OTLP/HTTP endpoint: accepts POST /v1/traces and /v1/metrics, counts bytes."""
     received: list[int] = []
 
     async def traces(request: web.Request) -> web.Response:
@@ -49,6 +60,7 @@ async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
 
     app = web.Application()
     app.router.add_post("/v1/traces", traces)
+    app.router.add_post("/v1/metrics", traces)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, LOOPBACK, 0).start()
@@ -133,7 +145,8 @@ async def main(args: argparse.Namespace) -> None:
         os.sched_setaffinity(0, {1})
     profile = Profile(weights={"normal": 1.0}, seed=1, ttft_s=0.0, gap_mean_s=0.0, gap_jitter_s=0.0)
     runner, sim_port = await start_simulator(LOOPBACK, 0, profile)
-    per_event: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    variants = METRICS_VARIANTS if args.metrics else VARIANTS
+    per_event: dict[str, list[float]] = {name: [] for name in variants}
     try:
         async with receiver() as (endpoint, received):
             procs = {
@@ -141,7 +154,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"http://{LOOPBACK}:{sim_port}",
                     {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **env} if env else {},
                 )
-                for name, env in VARIANTS.items()
+                for name, env in variants.items()
             }
             try:
                 for proc in procs.values():  # warm-up: imports, pools, JIT-free but cache-warm
@@ -165,7 +178,10 @@ async def main(args: argparse.Namespace) -> None:
         f"\n{args.rounds} rounds x {args.streams} streams x {args.tokens} output events, "
         f"concurrency {args.concurrency}; OTLP bytes received: {exported}\n"
     )
-    print("| tracing | CPU µs / output event (median) | per stream (µs) | vs off |")
+    print(
+        f"| {'OTLP metrics' if args.metrics else 'tracing'} | CPU µs / output event (median) "
+        "| per stream (µs) | vs off |"
+    )
     print("|---|---|---|---|")
     for name, values in per_event.items():
         median = statistics.median(values)
@@ -181,4 +197,5 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--metrics", action="store_true", help="OTLP metrics off vs on")
     asyncio.run(main(parser.parse_args()))

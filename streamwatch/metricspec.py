@@ -42,6 +42,7 @@ KIND: Final = "kind"
 STAGE: Final = "stage"
 SOURCE: Final = "source"
 VERSION: Final = "version"
+UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
 #: Families people do not slice by model carry only these (the series budget in the README).
@@ -212,6 +213,10 @@ GAP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 TOKENS_PER_SECOND_BUCKETS: Final = (10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0)
 #: Whole-stream duration: 1 s up to 1 h (long agentic or reasoning streams).
 DURATION_BUCKETS: Final = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+#: Event-loop lag (the watchdog tick's lateness): 1 ms is noise, 25 ms is a visible hiccup in a
+#: stream, 1 s is an outage of every stream on the loop.
+LOOP_LAG_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 # --- the families ---------------------------------------------------------------------------------
 
@@ -415,6 +420,35 @@ BUILD_INFO: Final = Family(
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
 
+# streamwatch's own health (with prometheus-client's process_* collector: CPU, RSS, open fds)
+EVENT_LOOP_LAG: Final = Family(
+    "streamwatch_event_loop_lag_seconds",
+    "histogram",
+    "How late the watchdog's periodic tick ran: time the event loop spent on something else.",
+    "s",
+    (),
+    "event-loop lag: the watchdog tick's lateness (a blocked loop delays every stream)",
+    LOOP_LAG_BUCKETS,
+)
+CLIENT_CONNECTIONS: Final = Family(
+    "streamwatch_client_connections",
+    "gauge",
+    "Client connections open on the proxy port right now.",
+    "{connection}",
+    (),
+    "open client connections on the proxy port",
+    multiprocess_mode="livesum",
+)
+ROUTE_INFO: Final = Family(
+    "streamwatch_route_info",
+    "gauge",
+    "Always 1 per configured route; the upstream label carries its upstream origin.",
+    "",
+    (ROUTE, UPSTREAM),
+    "1 per configured route, with its upstream origin",
+    multiprocess_mode="max",
+)
+
 # --- OTLP ---------------------------------------------------------------------------------------
 
 #: The GenAI semantic conventions these names follow: open-telemetry/semantic-conventions-genai
@@ -465,6 +499,9 @@ FAMILIES: Final = (
     UPSTREAM_ERRORS,
     ANALYSIS_ERRORS,
     BUILD_INFO,
+    EVENT_LOOP_LAG,
+    CLIENT_CONNECTIONS,
+    ROUTE_INFO,
 )
 BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}
 

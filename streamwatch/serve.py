@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from streamwatch import __version__
 from streamwatch.config import ListenError, Settings
@@ -85,13 +85,16 @@ async def _bind(site: web.TCPSite, option: str) -> None:
         raise ListenError(option, f"cannot listen on {address}: {reason}") from None
 
 
-async def _watchdog(proxy: Proxy, interval: float) -> None:
+async def _watchdog(proxy: Proxy, interval: float, lag: Histogram) -> None:
     """Live stall detection: poll every open stream so stalls are counted while they hang; end
     relays whose upstream went silent (``upstream_idle_timeout``) or whose client stopped reading
-    (``downstream_write_timeout``)."""
+    (``downstream_write_timeout``). How late each tick wakes is the event loop's lag: time it spent
+    on something else while every stream waited."""
     while True:
+        due = time.monotonic_ns() + int(interval * 1e9)
         await asyncio.sleep(interval)
         now = time.monotonic_ns()
+        lag.observe(max(0, now - due) / 1e9)
         for stream in tuple(proxy.streams.values()):
             stream.tap.poll(now)
         proxy.expire(now)
@@ -142,20 +145,14 @@ def _admin_app(proxy: Proxy, registry: CollectorRegistry, readiness: Readiness) 
 
 
 def build_sinks(
-    settings: Settings, environ: Mapping[str, str], registry: CollectorRegistry
+    settings: Settings, environ: Mapping[str, str], metrics: Metrics
 ) -> tuple[Sinks, list[Closer]]:
     """Every sink of the process, and what must run at exit to flush them.
 
-    Metrics go to ``registry``, and over OTLP too when ``OTEL_METRICS_EXPORTER`` asks; tracing is
+    Metrics go to ``metrics``' registry, and over OTLP too when ``OTEL_METRICS_EXPORTER`` asks; tracing is
     on only if ``environ`` (``OTEL_*``) asks for it. Raises
     :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
     """
-    metrics = Metrics(
-        registry,
-        model_allowlist=settings.model_allowlist,
-        max_models=settings.max_models,
-        routes=[r.name for r in settings.routes],
-    )
     tracer, closers = tracing_from_env(environ, settings)
     otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models)
     sinks: list[Sink] = [PrometheusSink(metrics), LogSink()]
@@ -173,7 +170,14 @@ async def start(
     """Build every sink, start both listeners and the watchdog; returns once both ports accept
     connections. ``environ`` holds the ``OTEL_*`` variables (tracing is off without them)."""
     registry = CollectorRegistry()
-    sinks, closers = build_sinks(settings, environ or {}, registry)
+    metrics = Metrics(
+        registry,
+        model_allowlist=settings.model_allowlist,
+        max_models=settings.max_models,
+        routes=[r.name for r in settings.routes],
+    )
+    metrics.describe_routes((r.name, str(r.upstream.origin())) for r in settings.routes)
+    sinks, closers = build_sinks(settings, environ or {}, metrics)
     proxy = Proxy(settings, sinks)
     await proxy.start()
     server = ProxyServer(
@@ -184,6 +188,8 @@ async def start(
         auto_decompress=False,  # forward compressed request bodies byte for byte
         access_log=None,  # one structured line per request comes from LogSink
     )
+    # Read at scrape time (single process; under --workers each worker's count is not summed).
+    metrics.client_connections.set_function(lambda: len(server.connections))
     proxy_runner = web.ServerRunner(server, shutdown_timeout=1.0)
     readiness = Readiness()
     admin_runner = web.AppRunner(_admin_app(proxy, registry, readiness), access_log=None)
@@ -208,7 +214,8 @@ async def start(
             await closer()
         raise
     watchdog = asyncio.get_running_loop().create_task(
-        _watchdog(proxy, settings.watchdog_interval), name="streamwatch-watchdog"
+        _watchdog(proxy, settings.watchdog_interval, metrics.event_loop_lag),
+        name="streamwatch-watchdog",
     )
     running = Running(
         proxy=proxy,

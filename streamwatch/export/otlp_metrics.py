@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.resources import Resource
 
 from streamwatch import __version__
 from streamwatch import metricspec as spec
@@ -108,6 +110,7 @@ class _OtlpRequest(RequestObservations):
         "_i",
         "_model_name",
         "_models",
+        "_outputs",
         "_route_api",
         "_stalled",
         "_succeeded",
@@ -125,6 +128,7 @@ class _OtlpRequest(RequestObservations):
         self._models = models
         self._stalled = False
         self._succeeded = False
+        self._outputs = 0  # output events, added at the end: one SDK call per stream, not per event
         self._api = ""
         self._route_api: Attributes = {}
         self._model_name: str | None = None
@@ -173,7 +177,7 @@ class _OtlpRequest(RequestObservations):
             self._i.ttft.record(seconds, genai)
 
     def output(self, gap_s: float | None) -> None:
-        self._i.output_events.add(1, self._route_api)
+        self._outputs += 1
         if gap_s is not None:
             genai = (self._bound or self._model())[1]
             if genai is not None:
@@ -213,6 +217,8 @@ class _OtlpRequest(RequestObservations):
     def stream_closed(self, record: StreamRecord | None) -> None:
         self.stall_ended()
         self._i.active.add(-1, self._route_api)
+        if self._outputs:
+            self._i.output_events.add(self._outputs, self._route_api)
         if record is None:
             return
         api = record.api.value
@@ -343,7 +349,14 @@ def otlp_metrics_from_env(
     if not exporters:
         return None, []
     readers = [PeriodicExportingMetricReader(exporter) for exporter in exporters]
-    provider = MeterProvider(metric_readers=readers, resource=otel_resource())
+    # Exemplars cost a context lookup per measurement (half of a record's CPU); they stay off
+    # unless OTEL_METRICS_EXEMPLAR_FILTER asks for them (the SDK's default is trace_based).
+    exemplars = None if "OTEL_METRICS_EXEMPLAR_FILTER" in environ else AlwaysOffExemplarFilter()
+    resource = otel_resource()
+    if "service.instance.id" not in resource.attributes:
+        # Cumulative streams from two processes (pods, --workers) must not share an identity.
+        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
+    provider = MeterProvider(metric_readers=readers, resource=resource, exemplar_filter=exemplars)
     sink = OtlpMetricsSink(provider.get_meter("streamwatch", __version__), models)
 
     async def shutdown() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from streamwatch import __version__
 from streamwatch import metricspec as spec
@@ -83,6 +83,12 @@ class Metrics:
         self.upstream_errors = _counter(spec.UPSTREAM_ERRORS, registry)
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
         self.build_info = _gauge(spec.BUILD_INFO, registry)
+        self.event_loop_lag = _histogram(spec.EVENT_LOOP_LAG, registry)
+        self.client_connections = _gauge(spec.CLIENT_CONNECTIONS, registry)
+        self.route_info = _gauge(spec.ROUTE_INFO, registry)
+        ProcessCollector(
+            registry=registry
+        )  # process_cpu_seconds_total, _resident_memory_bytes, fds
         self.build_info.labels(version).set(1)
         self._per_model: dict[tuple[str, str, str], ModelChildren] = {}
         self._per_route_api: dict[tuple[str, str], RouteApiChildren] = {}
@@ -121,6 +127,11 @@ class Metrics:
         return found
 
     # -- per-request and per-route counters (not tied to a stream) --
+
+    def describe_routes(self, routes: Iterable[tuple[str, str]]) -> None:
+        """The info series of each configured (route, upstream origin)."""
+        for route, upstream in routes:
+            self.route_info.labels(route, upstream).set(1)
 
     def request_finished(self, route: str, api: str, code: int) -> None:
         """Count a proxied request by the status code returned to the client (any request)."""

@@ -6,6 +6,7 @@ from streamwatch import metricspec as spec
 from streamwatch.core.record import Outcome
 from streamwatch.mixin.config import Config
 from streamwatch.mixin.panels import Json, Layout, dashboard, rate_by, targets, templating
+from streamwatch.mixin.promql import RATE_INTERVAL as RI
 from streamwatch.mixin.promql import dashboard_selector, legend, quantile, sum_rate
 from streamwatch.mixin.rules import MODEL_UID, OVERVIEW_UID
 
@@ -15,6 +16,71 @@ def _share(outcome: Outcome, *labels: str) -> str:
     streams = spec.STREAMS
     part = sum_rate(streams, dashboard_selector(streams, outcome=outcome), *labels)
     return f"{part} / {sum_rate(streams, dashboard_selector(streams), *labels)}"
+
+
+TARGET = 'job=~"$job", instance=~"$instance"'
+
+
+def _self_health(lay: Layout) -> None:
+    """streamwatch itself: CPU, memory, file descriptors, event-loop lag, connections, routes."""
+    lay.row("streamwatch itself")
+    lay.timeseries(
+        "CPU",
+        "CPU seconds per second of each streamwatch process (1 = one core busy).",
+        targets(
+            (
+                f"sum by (instance) (rate(process_cpu_seconds_total{{{TARGET}}}[{RI}]))",
+                "{{instance}}",
+            )
+        ),
+    )
+    lay.timeseries(
+        "Resident memory",
+        "Resident set size of each streamwatch process.",
+        targets((f"process_resident_memory_bytes{{{TARGET}}}", "{{instance}}")),
+        unit="bytes",
+    )
+    lay.timeseries(
+        "Open file descriptors",
+        "Sockets and files open, against the process limit (client and upstream connections).",
+        targets(
+            (f"process_open_fds{{{TARGET}}}", "{{instance}} open"),
+            (f"process_max_fds{{{TARGET}}}", "{{instance}} limit"),
+        ),
+    )
+    lag = spec.EVENT_LOOP_LAG
+    lay.timeseries(
+        "Event-loop lag",
+        "How late the watchdog's tick ran: while the loop is busy elsewhere, every stream waits.",
+        targets(
+            (quantile(0.99, lag, dashboard_selector(lag), "instance"), "{{instance}} p99"),
+            (quantile(0.5, lag, dashboard_selector(lag), "instance"), "{{instance}} p50"),
+            exemplar=True,
+        ),
+        unit="s",
+    )
+    connections = spec.CLIENT_CONNECTIONS
+    lay.timeseries(
+        "Client connections",
+        "Connections open on the proxy port.",
+        targets(
+            (
+                f"sum by (instance) ({connections.name}{{{dashboard_selector(connections)}}})",
+                "{{instance}}",
+            )
+        ),
+    )
+    info = spec.ROUTE_INFO
+    lay.timeseries(
+        "Configured routes",
+        "Each route and its upstream origin, per instance (1 while configured).",
+        targets(
+            (
+                f'count by (route, upstream) ({info.name}{{{TARGET}, route=~"$route"}})',
+                "{{route}} → {{upstream}}",
+            )
+        ),
+    )
 
 
 def overview(cfg: Config) -> Json:
@@ -187,6 +253,7 @@ def overview(cfg: Config) -> Json:
         unit="reqps",
         w=12,
     )
+    _self_health(lay)
     return dashboard(
         OVERVIEW_UID,
         "streamwatch / Overview",

@@ -16,8 +16,12 @@ class UnknownLabelError(ValueError):
     """A query named a label the family does not carry, or a value outside the label's set."""
 
 
+#: Labels Prometheus adds to every scraped series.
+TARGET_LABELS = ("job", "instance")
+
+
 def _check_labels(family: spec.Family, labels: Sequence[str]) -> None:
-    missing = [label for label in labels if label not in family.labels]
+    missing = [label for label in labels if label not in (*family.labels, *TARGET_LABELS)]
     if missing:
         raise UnknownLabelError(f"{family.name} has no label {', '.join(missing)}")
 

@@ -19,7 +19,6 @@ import pytest
 
 from streamwatch.simulator.scenario import Api, Scenario, plan
 from tests.harness import (
-    h11_response,
     raw_exchange,
     request_bytes,
     scrape,
@@ -47,6 +46,7 @@ class Format:
     api: Api
     path: str
     body: dict[str, Any]
+    model: str  # the model label: the stream's, else the request body's or path's
     finish: dict[str, str]  # behaviour -> normalised finish reason
     error_type: str
     whole_tool_call: bool = False  # the call arrives as one object, not argument deltas
@@ -60,12 +60,14 @@ def _finish(normal: str, tool: str, cut: str) -> dict[str, str]:
 
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "Weather in Paris?"}]}]}
 GEMINI_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
-BEDROCK = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+BEDROCK = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0"  # as botocore encodes it
 FORMATS = (
     Format(
         "openai_completions",
         "/v1/completions",
         {"model": "m", "prompt": "Hi", "stream": True, "stream_options": {"include_usage": True}},
+        "m",
         _finish("stop", "stop", "length"),
         "server_error",
         has_tools=False,
@@ -75,6 +77,7 @@ FORMATS = (
         "gemini",
         GEMINI_PATH + "?alt=sse",
         GEMINI_BODY,
+        "gemini-2.5-flash",
         _finish("stop", "stop", "max_tokens"),
         "unavailable",
         whole_tool_call=True,
@@ -83,6 +86,7 @@ FORMATS = (
         "gemini_json",
         GEMINI_PATH,
         GEMINI_BODY,
+        "gemini-2.5-flash",
         _finish("stop", "stop", "max_tokens"),
         "unavailable",
         whole_tool_call=True,
@@ -91,6 +95,7 @@ FORMATS = (
         "bedrock_converse",
         BEDROCK + "/converse-stream",
         {"messages": [{"role": "user", "content": [{"text": "Weather in Paris?"}]}]},
+        MODEL_ID,  # Converse streams never name it: the path does
         _finish("end_turn", "tool_use", "max_tokens"),
         "model_stream_error_exception",
     ),
@@ -98,6 +103,7 @@ FORMATS = (
         "bedrock_invoke",
         BEDROCK + "/invoke-with-response-stream",
         {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 512, "messages": MESSAGES},
+        MODEL_ID,
         _finish("end_turn", "tool_use", "max_tokens"),
         "model_stream_error_exception",
     ),
@@ -105,6 +111,7 @@ FORMATS = (
         "ollama_chat",
         "/api/chat",
         {"model": "llama3.2", "messages": MESSAGES},
+        "llama3.2",
         _finish("stop", "stop", "length"),
         "error",
         whole_tool_call=True,
@@ -113,6 +120,7 @@ FORMATS = (
         "ollama_generate",
         "/api/generate",
         {"model": "llama3.2", "prompt": "Weather in Paris?"},
+        "llama3.2",
         _finish("stop", "stop", "length"),
         "error",
         whole_tool_call=True,
@@ -121,6 +129,7 @@ FORMATS = (
         "cohere_v2",
         "/v2/chat",
         {"model": "command-a", "messages": MESSAGES, "stream": True},
+        "command-a",
         # Cohere's error channel is message-end itself: its finish reason ERROR is one too.
         {**_finish("complete", "tool_call", "max_tokens"), "error": "error"},
         "error",
@@ -186,7 +195,7 @@ async def run(port: int, fmt: Format, behaviour: str) -> None:
         headers = {**TIMING, **STALL}
     request = request_bytes(fmt.path, fmt.body, headers)
     got, _ = await raw_exchange(port, request)
-    status, _, clean = h11_response(got.wire)
+    status, _, clean = got.parsed
     assert status == 200, (fmt.api, behaviour)
     assert clean is (behaviour != "reset"), (fmt.api, behaviour)
 
@@ -215,6 +224,7 @@ class TestEveryFormat:
             m = await scrape(running.admin_port)
         api = {"api": fmt.api}
         assert m.values("streamwatch_streams_total", "api") == {fmt.api: len(BEHAVIOURS)}
+        assert m.values("streamwatch_streams_total", "model") == {fmt.model: len(BEHAVIOURS)}
         assert m.values("streamwatch_streams_total", "outcome", **api) == dict(
             Counter(OUTCOME.get(b, "completed") for b in BEHAVIOURS)
         )
@@ -256,7 +266,7 @@ class TestRouteApi:
                 body = {"model": "llama3.2", "messages": MESSAGES}
                 for path in ("/plain/chat", "/typed/chat"):
                     got, _ = await raw_exchange(serving.proxy_port, request_bytes(path, body))
-                    assert h11_response(got.wire)[0] == 200
+                    assert got.status == 200
 
                 async def recorded() -> bool:
                     m = await scrape(serving.admin_port)

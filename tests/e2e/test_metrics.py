@@ -20,7 +20,6 @@ from streamwatch.simulator.scenario import Api, Scenario, plan
 from tests.harness import (
     CHAT,
     MESSAGES,
-    h11_response,
     raw_exchange,
     request_bytes,
     scrape,
@@ -72,7 +71,7 @@ MIX = (
         CHAT,
         {**CHAT_BODY, "tools": TOOLS},
         {"x-sim-scenario": "tool_call"},
-        # The chunk that names the function is a tool-call delta too (DESIGN "output event"),
+        # The chunk that names the function is a tool-call delta too (docs/architecture.md "output event"),
         # though the simulator's plan does not time it as output; then the argument deltas.
         1 + planned_outputs("openai_chat", tool_call=True),
         "completed",
@@ -149,7 +148,7 @@ async def run(port: int, case: Case) -> None:
     request = request_bytes(case.path, case.payload, {**TIMING, **case.headers})
     stop = (lambda wire: b'"delta":{"content":' in wire) if case.abort_after_first_output else None
     got, _ = await raw_exchange(port, request, stop_when=stop)
-    status, _, clean = h11_response(got.wire)
+    status, _, clean = got.parsed
     assert status == 200, case.name
     assert clean is (case.outcome not in ("upstream_reset", "client_abort")), case.name
 

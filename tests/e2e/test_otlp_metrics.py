@@ -108,7 +108,9 @@ class TestOtlpMatchesPrometheus:
         assert point.attributes["streamwatch.route"] == "default"
         failed = explicit.receiver.series(spec.DURATION.otel, **{"error.type": "truncated"})
         assert failed
-        assert explicit.receiver.metric_resources[0]["service.name"] == "streamwatch"
+        resource = explicit.receiver.metric_resources[0]
+        assert resource["service.name"] == "streamwatch"
+        assert resource["service.instance.id"]  # two processes never share a cumulative stream
 
 
 class TestExponentialHistograms:

@@ -6,6 +6,7 @@ End-to-end behaviour (real proxy, OTLP receiver, exemplars) is in ``tests/e2e/te
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import time
@@ -22,6 +23,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from streamwatch.config import ConfigError, load_settings
 from streamwatch.core.api import Api
 from streamwatch.core.events import OutputReceived
+from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
+from streamwatch.core.request import read_request
 from streamwatch.export import semconv as sc
 from streamwatch.export.otel import (
     TracingConfigError,
@@ -166,6 +169,12 @@ def _texts(attribute: str) -> list[str]:
     return [p.get("content", "") for m in messages for p in m["parts"]]
 
 
+def _captured(body: bytes, limit: int) -> dict[str, str]:
+    """The prompt attributes of a request body: read by the core, rendered by the tracing sink."""
+    prompt = read_request(body, capture_limit=limit).prompt
+    return {} if prompt is None else prompt_attributes(prompt)
+
+
 class TestPromptCapture:
     """Request messages become gen_ai.input.messages in the conventions' shape, within the limit."""
 
@@ -183,7 +192,7 @@ class TestPromptCapture:
                 },
             ]
         }
-        attrs = prompt_attributes(json.dumps(body).encode(), 100)
+        attrs = _captured(json.dumps(body).encode(), 100)
         assert json.loads(attrs[sc.GEN_AI_INPUT_MESSAGES]) == [
             {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
             {
@@ -195,7 +204,7 @@ class TestPromptCapture:
 
     def test_anthropic_system_and_responses_input(self) -> None:
         """Anthropic ``system`` and Responses ``instructions`` are system instructions."""
-        anthropic = prompt_attributes(
+        anthropic = _captured(
             json.dumps({"system": "sys", "messages": [{"role": "user", "content": "hi"}]}).encode(),
             100,
         )
@@ -203,7 +212,7 @@ class TestPromptCapture:
         assert json.loads(anthropic[sc.GEN_AI_SYSTEM_INSTRUCTIONS]) == [
             {"type": "text", "content": "sys"}
         ]
-        responses = prompt_attributes(
+        responses = _captured(
             json.dumps({"instructions": "sys", "input": "question"}).encode(), 100
         )
         assert json.loads(responses[sc.GEN_AI_INPUT_MESSAGES]) == [
@@ -213,7 +222,7 @@ class TestPromptCapture:
     def test_all_content_is_cut_to_the_limit_and_stays_json(self) -> None:
         """The limit counts every content character together; the attribute is valid JSON."""
         body = {"system": "S" * 30, "messages": [{"role": "user", "content": "U" * 30}] * 3}
-        attrs = prompt_attributes(json.dumps(body).encode(), 50)
+        attrs = _captured(json.dumps(body).encode(), 50)
         texts = _texts(attrs[sc.GEN_AI_INPUT_MESSAGES])
         assert texts == ["U" * 20, "", ""]
         assert json.loads(attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS])[0]["content"] == "S" * 30
@@ -221,7 +230,7 @@ class TestPromptCapture:
     @pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'{"model": "m"}'])
     def test_unreadable_or_messageless_bodies_give_nothing(self, body: bytes) -> None:
         """Bodies without messages produce no content attribute."""
-        assert prompt_attributes(body, 100) == {}
+        assert _captured(body, 100) == {}
 
 
 class TestErrorType:
@@ -325,3 +334,66 @@ class TestSpanLifecycle:
         with pytest.raises(TypeError):
             finish(None, None)
         assert len(exporter.get_finished_spans()) == 1
+
+
+def _ended_span(record: StreamRecord) -> Any:
+    """The span of one chat stream that ended with ``record``."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exchange = _exchange()
+    hooks = TracingSink(provider.get_tracer("t")).trace(exchange).hooks
+    exchange.status = 200
+    _finish_hook(hooks)(record, None)
+    (span,) = exporter.get_finished_spans()
+    return span
+
+
+def _stream_record(**changes: Any) -> StreamRecord:
+    base = unanalyzed_record(
+        api=Api.OPENAI_CHAT,
+        request_model="gpt-4o-mini",
+        t_request_ns=0,
+        t_end_ns=1_000_000_000,
+        cause=CloseCause.UPSTREAM_EOF,
+        body_bytes=10,
+    )
+    return dataclasses.replace(base, analysis_failed=False, **changes)
+
+
+class TestCurrentConventions:
+    """Spans follow the GenAI conventions the OTLP metrics cite (semantic-conventions-genai ac48b1f)."""
+
+    def test_cache_writes_are_cache_write_tokens(self) -> None:
+        """Anthropic's cache creation tokens are gen_ai.usage.cache_write.input_tokens."""
+        span = _ended_span(
+            _stream_record(
+                outcome=Outcome.COMPLETED,
+                finish_reasons=("stop",),
+                usage=Usage(input_tokens=5, cache_creation_input_tokens=7),
+            )
+        )
+        assert span.attributes["gen_ai.usage.cache_write.input_tokens"] == 7
+        assert "gen_ai.usage.cache_creation.input_tokens" not in span.attributes
+
+    @pytest.mark.parametrize(
+        ("outcome", "expected_type"),
+        [
+            (Outcome.TRUNCATED, "truncated"),
+            (Outcome.UPSTREAM_RESET, "upstream_reset"),
+            (Outcome.UPSTREAM_TIMEOUT, "upstream_timeout"),
+        ],
+    )
+    def test_a_stream_cut_before_its_final_event_finishes_with_error(
+        self, outcome: Outcome, expected_type: str
+    ) -> None:
+        """No finish reason and no final event: finish_reasons is ["error"], error.type says why."""
+        span = _ended_span(_stream_record(outcome=outcome, finish_reasons=()))
+        assert span.attributes["gen_ai.response.finish_reasons"] == ("error",)
+        assert span.attributes["error.type"] == expected_type
+
+    def test_a_completed_stream_keeps_its_reasons(self) -> None:
+        """A completed stream reports the provider's finish reasons as written."""
+        span = _ended_span(_stream_record(outcome=Outcome.COMPLETED, finish_reasons=("stop",)))
+        assert span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+        assert "error.type" not in span.attributes

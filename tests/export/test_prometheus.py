@@ -77,10 +77,15 @@ class TestDeclarations:
         Driven(PrometheusSink(metrics), API, MODEL).finish(make_record())
         metrics.request_finished(ROUTE, API, 200)
         families = {}
+        process = set()
         for family in registry.collect():
             name = family.name + ("_total" if family.type == "counter" else "")
+            if name.startswith("process_"):
+                process.add(name)  # prometheus-client's process collector, not ours
+                continue
             families[name] = family
         assert {n: f.type for n, f in families.items()} == {f.name: f.kind for f in spec.FAMILIES}
+        assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= process
         for family in families.values():
             assert family.documentation.endswith("."), family.name
             assert family.documentation[0].isupper(), family.name
