@@ -37,6 +37,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.api import Api
 from streamwatch.core.events import StreamEvent
+from streamwatch.core.prompt import Prompt
 from streamwatch.core.record import StreamRecord
 
 log = structlog.get_logger("streamwatch.sinks")
@@ -65,9 +66,10 @@ FinishHook = Callable[[StreamRecord | None, str | None], None]
 
 @dataclass(slots=True)
 class Exchange:
-    """One proxied request as the sinks see it. The raw incoming headers are there for trace-context
-    propagation only; ``body`` is filled only when content capture is on. ``status`` is written by
-    the proxy alone: the response status, or the one it answered with itself.
+    """One proxied request as the sinks see it: facts, never bytes. The raw incoming headers are
+    there for trace-context propagation only; ``prompt`` is read (by the core) only when content
+    capture is on. ``status`` is written by the proxy alone: the response status, or the one it
+    answered with itself.
     """
 
     request_id: str
@@ -79,7 +81,7 @@ class Exchange:
     stream_requested: bool | None
     t_request_ns: int
     headers: CIMultiDictProxy[str]
-    body: bytes = b""
+    prompt: Prompt | None = None
     server_address: str = ""
     server_port: int | None = None
     status: int | None = None

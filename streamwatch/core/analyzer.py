@@ -3,7 +3,7 @@
 The proxy calls :meth:`StreamAnalyzer.feed` after writing each upstream read to the client,
 :meth:`StreamAnalyzer.poll` from its watchdog to detect stalls while a stream hangs, and
 :meth:`StreamAnalyzer.close` exactly once. Definitions (TTFB, TTFT, gap, stall, outcome) are those
-of DESIGN.md; all times are the caller's monotonic nanoseconds.
+of docs/architecture.md (Definitions); all times are the caller's monotonic nanoseconds.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from streamwatch.core.events import (
 from streamwatch.core.eventstream import BytesLeftOver, MessageCorrupt
 from streamwatch.core.formats import FORMATS, FRAME_TYPE
 from streamwatch.core.json_array import ArrayLeftOpen
-from streamwatch.core.protocols.base import Frame, Reading
-from streamwatch.core.record import CloseCause, StallEpisode, StreamRecord, outcome_of
+from streamwatch.core.limits import MAX_CHOICES, MAX_ERROR_FRAMES, MAX_TOOL_CALLS
+from streamwatch.core.protocols.base import Facts, Frame, Reading, Verdict
+from streamwatch.core.record import CloseCause, ErrorFrame, StallEpisode, StreamRecord, outcome_of
 from streamwatch.core.sse import CommentReceived, TailDiscarded
 
 NS_PER_S = 1_000_000_000
@@ -37,8 +38,6 @@ NS_PER_S = 1_000_000_000
 # Frame flags as plain ints: IntFlag's ``&`` and ``|`` build enum members in Python, which cost more
 # than the rest of reading a typical delta.
 _OUTPUT = Frame.OUTPUT.value
-_MALFORMED = Frame.MALFORMED.value
-_ERROR_OR_TERMINAL = Frame.ERROR.value | Frame.TERMINAL.value
 _TERMINAL = Frame.TERMINAL.value
 
 # What a decoder's close reports when the body ended inside a frame (or an array never closed).
@@ -52,7 +51,7 @@ class AnalyzerConfig:
     """Thresholds and content policy shared by every stream of a proxy."""
 
     stall_threshold_ns: int = 10 * NS_PER_S
-    """Silence between output events longer than this is a stall (DESIGN.md default 10 s)."""
+    """Silence between output events longer than this is a stall (default 10 s, docs/architecture.md)."""
     first_token_stall_threshold_ns: int = 60 * NS_PER_S
     """Before the first output event reasoning models think for long: a separate, larger threshold."""
     capture_content: bool = False
@@ -60,7 +59,13 @@ class AnalyzerConfig:
     capture_limit_chars: int = 4096
     """Cap on captured text when capture is on."""
     max_event_bytes: int = sse.MAX_EVENT_BYTES
-    """One SSE event larger than this is dropped unanalyzed (and still forwarded)."""
+    """One event larger than this is dropped unanalyzed (and still forwarded)."""
+    max_error_frames: int = MAX_ERROR_FRAMES
+    """Error frames kept in the record; every one is still reported live and counted."""
+    max_choices: int = MAX_CHOICES
+    """Choices (upstream-chosen indexes) whose finish reason is kept."""
+    max_tool_calls: int = MAX_TOOL_CALLS
+    """Tool calls tracked per stream."""
 
 
 class StreamClosedError(RuntimeError):
@@ -75,9 +80,12 @@ class StreamAnalyzer:
         "_closed",
         "_config",
         "_decoder",
+        "_error_frames",
+        "_errors",
         "_first_output_index",
         "_frame_type",
         "_interpreter",
+        "_malformed",
         "_note",
         "_oversize",
         "_reading",
@@ -111,10 +119,16 @@ class StreamAnalyzer:
         self._frame_type = FRAME_TYPE[form.framing]
         self._interpreter = form.interpreter()
         self._note = getattr(self._interpreter, "note", None)
+        config = self._config
         self._reading = Reading(
-            capture_content=self._config.capture_content,
-            capture_limit_chars=self._config.capture_limit_chars,
+            capture_content=config.capture_content,
+            capture_limit_chars=config.capture_limit_chars,
+            max_choices=config.max_choices,
+            max_tool_calls=config.max_tool_calls,
         )
+        self._errors: list[ErrorFrame] = []  # the first max_error_frames
+        self._error_frames = 0  # all of them
+        self._malformed = 0
         self._stall_since: int | None = None
         self._stall_phase = StallPhase.BEFORE_FIRST_TOKEN
         self._stalls: list[StallEpisode] = []
@@ -159,8 +173,7 @@ class StreamAnalyzer:
 
     def _watching(self) -> bool:
         """Stalls are only possible while output is still owed (no terminal or error frame yet)."""
-        reading = self._reading
-        return not self._closed and reading.terminal_frame is None and not reading.error_frames
+        return not self._closed and self._reading.terminal_frame is None and not self._error_frames
 
     def _threshold(self) -> tuple[int, StallPhase]:
         if self.t_first_output_ns is None:
@@ -218,13 +231,11 @@ class StreamAnalyzer:
     def _on_frame(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
         index = self.sse_events
         self.sse_events = index + 1
-        reading = self._reading
-        errors_before = len(reading.error_frames)
-        frame = int(self._interpreter.read(item, index, reading))
-        if frame == _OUTPUT:  # the usual delta: skip the general path's call and checks
+        verdict = self._interpreter.read(item, index, self._reading)
+        if verdict is Frame.OUTPUT:  # the usual delta: skip the general path's call and checks
             self._on_output(index, at_ns, events)
-        elif frame:
-            self._apply(frame, index, errors_before, at_ns, events)
+        elif verdict:
+            self._apply(verdict, index, at_ns, events)
 
     def _on_item(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
         """A decoder item that is not a frame: a cap, a corrupt frame, an end, or a fact for the
@@ -235,34 +246,38 @@ class StreamAnalyzer:
         elif type(item) is MessageCorrupt:  # a framing unit that failed verification
             index = self.sse_events
             self.sse_events = index + 1
-            self._reading.malformed(item.reason)
+            self._malformed += 1
             events.append(MalformedFrameReceived(at_ns, index, item.reason))
         elif isinstance(item, _IGNORED_ITEMS):
             return
         elif self._note is not None:
-            reading = self._reading
-            errors_before = len(reading.error_frames)
-            frame = int(self._note(item, self.sse_events, reading))
-            if frame:
-                self._apply(frame, self.sse_events, errors_before, at_ns, events)
+            verdict = self._note(item, self.sse_events, self._reading)
+            if verdict:
+                self._apply(verdict, self.sse_events, at_ns, events)
 
-    def _apply(
-        self, frame: int, index: int, errors_before: int, at_ns: int, events: list[StreamEvent]
-    ) -> None:
-        """Turn an interpreter's verdict on one frame (or fact) into live events."""
-        reading = self._reading
+    def _apply(self, verdict: Verdict, index: int, at_ns: int, events: list[StreamEvent]) -> None:
+        """Turn an interpreter's verdict on one frame (or fact) into live events: output first,
+        then what was wrong with it, then the end."""
+        if type(verdict) is Facts:
+            frame, malformed, error = verdict.frame.value, verdict.malformed, verdict.error
+        else:
+            frame, malformed, error = verdict.value, None, None
         if frame & _OUTPUT:
             self._on_output(index, at_ns, events)
-        if frame & _MALFORMED:
-            events.append(MalformedFrameReceived(at_ns, index, reading.last_malformed))
-        if frame & _ERROR_OR_TERMINAL:
+        if malformed is not None:
+            self._malformed += 1
+            events.append(MalformedFrameReceived(at_ns, index, malformed))
+        if error is not None:
+            self._error_frames += 1  # first: output is no longer owed, so no stall is inferred
             self._settle_stall(at_ns, events)
-            events.extend(
-                ErrorFrameReceived(at_ns, e.event_index, e.error_type, e.message)
-                for e in reading.error_frames[errors_before:]
-            )
-            if frame & _TERMINAL and reading.terminal_frame is not None:
-                events.append(TerminalFrameReceived(at_ns, reading.terminal_frame))
+            if len(self._errors) < self._config.max_error_frames:
+                self._errors.append(error)
+            events.append(ErrorFrameReceived(at_ns, index, error.error_type, error.message))
+        if frame & _TERMINAL:
+            self._settle_stall(at_ns, events)
+            terminal = self._reading.terminal_frame
+            if terminal is not None:
+                events.append(TerminalFrameReceived(at_ns, terminal))
 
     def _on_output(self, index: int, at_ns: int, events: list[StreamEvent]) -> None:
         last = self.t_last_output_ns
@@ -319,7 +334,7 @@ class StreamAnalyzer:
             response_model=reading.model,
             response_id=reading.response_id,
             outcome=outcome_of(
-                error_frames=len(reading.error_frames),
+                error_frames=self._error_frames,
                 cause=cause,
                 # Fed only after the write to the client: seen here means delivered. An
                 # uninterpreted event stream has no terminal frame to wait for.
@@ -349,9 +364,9 @@ class StreamAnalyzer:
             tokens_per_second=self._tokens_per_second(output_tokens),
             finish_reasons=tuple(reading.finish_reasons[k] for k in sorted(reading.finish_reasons)),
             terminal_frame=reading.terminal_frame,
-            error_frames=tuple(reading.error_frames),
+            error_frames=tuple(self._errors),
             stalls=tuple(self._stalls),
-            malformed_frames=reading.malformed_frames,
+            malformed_frames=self._malformed,
             oversize_events=self._oversize,
             undispatched_tail=self._tail,
             text_chars=reading.text_chars,

@@ -23,3 +23,26 @@ MAX_PATH_CHARS = 2048
 def cap(text: str, limit: int = MAX_FIELD_CHARS) -> str:
     """``text`` cut to ``limit`` characters."""
     return text if len(text) <= limit else text[:limit]
+
+
+# -- accumulators an upstream controls -----------------------------------------------------------
+# A stream's record keeps lists and maps whose size the upstream decides. Each has a cap, injectable
+# through ``AnalyzerConfig``, far above any real stream, so a hostile or broken upstream costs a
+# bounded amount of memory per stream (and per log line and span) however long it runs.
+
+MAX_ERROR_FRAMES = 16
+"""Error frames kept in a record (all are still counted and reported live); real streams end at
+the first."""
+
+MAX_CHOICES = 16
+"""Distinct choice indexes whose finish reason is kept (``n`` > 16 is not seen in practice; the
+index is chosen by the upstream, so without a cap each new index would add an entry)."""
+
+MAX_TOOL_CALLS = 128
+"""Distinct tool calls tracked per stream (parallel tool calls come in the tens at most)."""
+
+MAX_PROMPT_MESSAGES = 256
+"""Messages of a captured prompt (content capture only); later ones are left out."""
+
+MAX_PROMPT_PARTS = 256
+"""Parts of a captured prompt, across all its messages; later ones are left out."""

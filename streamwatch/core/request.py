@@ -11,6 +11,7 @@ import orjson
 from streamwatch.core.api import Api
 from streamwatch.core.formats import FORMATS, MEDIA_TYPE, Framing
 from streamwatch.core.limits import cap
+from streamwatch.core.prompt import Prompt, prompt_of
 
 # Path suffix -> API, first match wins (``/chat/completions`` before ``/completions``). Matched by
 # suffix so gateway prefixes (``/openai/v1/...``, ``/llm/v1/...``) still match.
@@ -97,10 +98,12 @@ def select_api(path: str, content_type: str | None, override: Api | None = None)
 
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """What a JSON request body says about the stream it asks for (None where it does not say)."""
+    """What a JSON request body says about the stream it asks for (None where it does not say);
+    ``prompt`` only when content capture asked for it."""
 
     model: str | None = None
     stream: bool | None = None
+    prompt: Prompt | None = None
 
 
 # Where the model is in the path, for APIs whose body does not carry it.
@@ -123,20 +126,22 @@ def model_from_path(path: str) -> str | None:
     return cap(model) if model else None
 
 
-def read_request(body: bytes, path: str = "") -> RequestFacts:
+def read_request(body: bytes, path: str = "", *, capture_limit: int | None = None) -> RequestFacts:
     """``model`` and ``stream`` from a JSON request body, else from the path where the API puts
-    them there (Gemini and Bedrock model ids; their streaming endpoints; Ollama's default)."""
-    facts = _read_body(body)
+    them there (Gemini and Bedrock model ids; their streaming endpoints; Ollama's default). The
+    body is parsed once; with ``capture_limit`` set (content capture on) its prompt is read too,
+    text cut to that many characters."""
+    facts = _read_body(body, capture_limit)
     model = facts.model or model_from_path(path)
     stream = facts.stream
     trimmed = path.rstrip("/")
     if stream is None and trimmed.endswith(_STREAMING_PATHS + _STREAM_BY_DEFAULT):
         stream = True
-    return RequestFacts(model=model, stream=stream)
+    return RequestFacts(model=model, stream=stream, prompt=facts.prompt)
 
 
-def _read_body(body: bytes) -> RequestFacts:
-    """``model`` and ``stream`` from a JSON request body; unreadable bodies give no facts."""
+def _read_body(body: bytes, capture_limit: int | None) -> RequestFacts:
+    """What the JSON body itself says; unreadable bodies give no facts."""
     if not body:
         return RequestFacts()
     try:
@@ -150,4 +155,5 @@ def _read_body(body: bytes) -> RequestFacts:
     return RequestFacts(
         model=cap(model) if isinstance(model, str) and model else None,
         stream=stream if isinstance(stream, bool) else None,
+        prompt=None if capture_limit is None else prompt_of(obj, capture_limit),
     )

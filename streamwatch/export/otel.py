@@ -43,6 +43,7 @@ from streamwatch.core.events import (
     StallEnded,
     StallStarted,
 )
+from streamwatch.core.prompt import Part, Prompt
 from streamwatch.core.record import Outcome, StreamRecord
 from streamwatch.export import semconv as sc
 from streamwatch.sinks import Exchange, Hooks, SinkEvent, Trace
@@ -60,6 +61,26 @@ class TracingConfigError(ValueError):
 # -- content capture (opt-in) --------------------------------------------------------------------
 
 
+def _part(part: Part) -> dict[str, str]:
+    if part.content is None:
+        return {"type": part.type}
+    return {"type": part.type, "content": part.content}
+
+
+def prompt_attributes(prompt: Prompt) -> dict[str, str]:
+    """``gen_ai.input.messages`` (and ``gen_ai.system_instructions``) in the conventions' shape,
+    from the prompt the core read (already within the capture limit)."""
+    out: dict[str, str] = {}
+    if prompt.system is not None:
+        out[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = orjson.dumps(
+            [_part(p) for p in prompt.system]
+        ).decode()
+    if prompt.messages is not None:
+        rendered = [{"role": m.role, "parts": [_part(p) for p in m.parts]} for m in prompt.messages]
+        out[sc.GEN_AI_INPUT_MESSAGES] = orjson.dumps(rendered).decode()
+    return out
+
+
 class _Budget:
     """Characters of content left for one attribute (``capture_limit`` in total)."""
 
@@ -72,54 +93,6 @@ class _Budget:
         kept = text[: max(self.left, 0)]
         self.left -= len(kept)
         return kept
-
-
-def _parts(content: object, budget: _Budget) -> list[dict[str, Any]]:
-    """Message content as convention parts: text kept (within budget), other parts by type only."""
-    if isinstance(content, str):
-        return [{"type": "text", "content": budget.take(content)}]
-    parts: list[dict[str, Any]] = []
-    if isinstance(content, list):
-        for block in content:
-            if not isinstance(block, dict):
-                continue
-            text = block.get("text")
-            if isinstance(text, str):
-                parts.append({"type": "text", "content": budget.take(text)})
-            else:
-                parts.append({"type": str(block.get("type", "unknown"))})
-    return parts
-
-
-def prompt_attributes(body: bytes, limit: int) -> dict[str, str]:
-    """``gen_ai.input.messages`` (and ``gen_ai.system_instructions``) from a request body.
-
-    Reads the chat messages of OpenAI chat completions and Anthropic Messages, and the ``input``
-    of the Responses API; Anthropic's ``system`` and Responses' ``instructions`` become system
-    instructions. All content together is cut to ``limit`` characters; the JSON stays valid.
-    """
-    try:
-        obj = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(obj, dict):
-        return {}
-    budget = _Budget(limit)
-    out: dict[str, str] = {}
-    system = obj.get("system", obj.get("instructions"))
-    if system is not None:
-        out[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = orjson.dumps(_parts(system, budget)).decode()
-    messages = obj.get("messages", obj.get("input"))
-    if isinstance(messages, str):
-        messages = [{"role": "user", "content": messages}]
-    if isinstance(messages, list):
-        rendered = [
-            {"role": str(m.get("role", "user")), "parts": _parts(m.get("content"), budget)}
-            for m in messages
-            if isinstance(m, dict)
-        ]
-        out[sc.GEN_AI_INPUT_MESSAGES] = orjson.dumps(rendered).decode()
-    return out
 
 
 def completion_attribute(record: StreamRecord, limit: int) -> str | None:
@@ -277,8 +250,6 @@ class _SpanWatcher:
         self._capture_limit = capture_limit
         parent = propagator.extract(exchange.headers)
         attributes = _start_attributes(exchange)
-        if capture_limit is not None and exchange.body:
-            attributes.update(prompt_attributes(exchange.body, capture_limit))
         span = tracer.start_span(
             span_name(exchange),
             context=parent,
@@ -355,6 +326,10 @@ class _SpanWatcher:
         attributes: dict[str, Any] = {}
         if error_kind is None:  # a failed upstream sent no status; ours (502/504) is not its
             _set(attributes, sc.HTTP_RESPONSE_STATUS_CODE, status)
+        prompt = self._exchange.prompt
+        if self._capture_limit is not None and prompt is not None:
+            # Set at the end, with the outcome: the body may complete after the span started.
+            attributes.update(prompt_attributes(prompt))
         if record is not None:
             attributes.update(_record_attributes(record))
             if record.outcome is Outcome.CLIENT_ABORT:

@@ -310,7 +310,10 @@ class Proxy:
         self, request: web.BaseRequest, route: Route | None, path: str, body: bytes, t_request: int
     ) -> Exchange:
         api = api_for_path(path)
-        facts = read_request(body, path) if api is not None else RequestFacts()
+        capture = self.settings.capture_limit if self.settings.capture_content else None
+        facts = (
+            read_request(body, path, capture_limit=capture) if api is not None else RequestFacts()
+        )
         upstream = route.upstream if route is not None else None
         return Exchange(
             request_id=_request_id(request),
@@ -322,7 +325,7 @@ class Proxy:
             stream_requested=facts.stream,
             t_request_ns=t_request,
             headers=request.headers,
-            body=body if self.settings.capture_content else b"",
+            prompt=facts.prompt,
             server_address=(upstream.host or "") if upstream is not None else "",
             server_port=upstream.port if upstream is not None else None,
         )

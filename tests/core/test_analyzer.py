@@ -1,4 +1,4 @@
-"""The stream analyzer's definitions (DESIGN.md) on synthetic timestamps: timing, stalls, outcomes."""
+"""The analyzer's definitions (docs/architecture.md) on synthetic timestamps: timing, stalls, outcomes."""
 
 from __future__ import annotations
 
@@ -482,6 +482,61 @@ class TestLimits:
         events = a.feed(b"data: " + b"x" * 400 + b"\n\n" + chat("ok") + DONE, at(1))
         assert [e.size > 256 for e in of_type(events, OversizeEventDropped)] == [True]
         assert len(of_type(events, OutputReceived)) == 1
+
+    def test_error_frames_kept_up_to_the_cap_all_reported_live(self) -> None:
+        """Five error frames under a cap of two: five live events, two in the record, outcome error."""
+        a = analyzer(AnalyzerConfig(max_error_frames=2))
+        events = a.feed(ERROR * 5, at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert len(of_type(events, ErrorFrameReceived)) == 5
+        assert [e.event_index for e in record.error_frames] == [0, 1]
+        assert record.outcome is Outcome.ERROR_FRAME
+
+    def test_finish_reasons_keyed_by_upstream_index_are_capped(self) -> None:
+        """An upstream inventing 100 choice indexes leaves at most ``max_choices`` finish reasons."""
+        a = analyzer(AnalyzerConfig(max_choices=3))
+        body = b"".join(
+            sse({"model": "m", "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]})
+            for i in range(100)
+        )
+        a.feed(body + DONE, at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert record.finish_reasons == ("stop", "stop", "stop")
+
+    def test_tool_calls_are_capped(self) -> None:
+        """An upstream inventing 50 tool calls leaves ``max_tool_calls`` of them in the record."""
+        a = analyzer(AnalyzerConfig(max_tool_calls=4))
+        calls = [
+            {"index": i, "id": f"call_{i}", "function": {"name": "f", "arguments": "{}"}}
+            for i in range(50)
+        ]
+        chunk = {"model": "m", "choices": [{"index": 0, "delta": {"tool_calls": calls}}]}
+        a.feed(sse(chunk) + DONE, at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        assert [c.call_id for c in record.tool_calls] == ["call_0", "call_1", "call_2", "call_3"]
+
+    def test_captured_tool_arguments_stop_at_the_capture_limit(self) -> None:
+        """With capture on, a tool call's kept arguments stop at the capture limit; all are counted."""
+        a = analyzer(AnalyzerConfig(capture_content=True, capture_limit_chars=10))
+        fragments = ["abcdef", "ghijkl", "mnopqr"]
+        body = b"".join(
+            sse(
+                {
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"tool_calls": [{"index": 0, "function": {"arguments": f}}]},
+                        }
+                    ],
+                }
+            )
+            for f in fragments
+        )
+        a.feed(body + DONE, at(1))
+        _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
+        (call,) = record.tool_calls
+        assert (call.arguments, call.arguments_chars) == ("abcdefghij", 18)
 
 
 class TestMisuse:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from streamwatch.core.api import Api
+from streamwatch.core.limits import MAX_FIELD_CHARS, MAX_PROMPT_MESSAGES, MAX_PROMPT_PARTS
+from streamwatch.core.prompt import Message, Part, Prompt
 from streamwatch.core.request import RequestFacts, is_event_stream, read_request, select_api
 
 SSE = "text/event-stream; charset=utf-8"
@@ -111,3 +115,34 @@ class TestReadRequest:
     )
     def test_unreadable_bodies_give_no_facts(self, body: bytes) -> None:
         assert read_request(body) == RequestFacts()
+
+
+class TestReadPrompt:
+    """The prompt is read by the core, only with content capture on, and capped in every direction."""
+
+    def test_no_prompt_without_capture(self) -> None:
+        """Without a capture limit the body's messages are never read."""
+        body = b'{"model": "m", "messages": [{"role": "user", "content": "secret"}]}'
+        assert read_request(body).prompt is None
+
+    def test_text_within_one_budget_other_parts_by_type(self) -> None:
+        """All text shares the limit; an image part is named by its type, its bytes never kept."""
+        body = (
+            b'{"system": "abcdef", "messages": [{"role": "user", "content": ['
+            b'{"type": "text", "text": "ghijkl"}, {"type": "image_url", "image_url": "data:x"}]}]}'
+        )
+        prompt = read_request(body, capture_limit=8).prompt
+        assert prompt == Prompt(
+            system=(Part("text", "abcdef"),),
+            messages=(Message("user", (Part("text", "gh"), Part("image_url"))),),
+        )
+
+    def test_messages_parts_and_roles_are_capped(self) -> None:
+        """A body of many messages, each with a huge role, keeps the capped number and lengths."""
+        messages = [{"role": "r" * 10_000, "content": "x"}] * (MAX_PROMPT_MESSAGES + 50)
+        prompt = read_request(json.dumps({"messages": messages}).encode(), capture_limit=10).prompt
+        assert prompt is not None
+        assert prompt.messages is not None
+        assert len(prompt.messages) == MAX_PROMPT_MESSAGES
+        assert {len(m.role) for m in prompt.messages} == {MAX_FIELD_CHARS}
+        assert sum(len(m.parts) for m in prompt.messages) <= MAX_PROMPT_PARTS

@@ -72,7 +72,7 @@ MIX = (
         CHAT,
         {**CHAT_BODY, "tools": TOOLS},
         {"x-sim-scenario": "tool_call"},
-        # The chunk that names the function is a tool-call delta too (DESIGN "output event"),
+        # The chunk that names the function is a tool-call delta too (docs/architecture.md "output event"),
         # though the simulator's plan does not time it as output; then the argument deltas.
         1 + planned_outputs("openai_chat", tool_call=True),
         "completed",

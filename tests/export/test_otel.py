@@ -24,6 +24,7 @@ from streamwatch.config import ConfigError, load_settings
 from streamwatch.core.api import Api
 from streamwatch.core.events import OutputReceived
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
+from streamwatch.core.request import read_request
 from streamwatch.export import semconv as sc
 from streamwatch.export.otel import (
     TracingConfigError,
@@ -168,6 +169,12 @@ def _texts(attribute: str) -> list[str]:
     return [p.get("content", "") for m in messages for p in m["parts"]]
 
 
+def _captured(body: bytes, limit: int) -> dict[str, str]:
+    """The prompt attributes of a request body: read by the core, rendered by the tracing sink."""
+    prompt = read_request(body, capture_limit=limit).prompt
+    return {} if prompt is None else prompt_attributes(prompt)
+
+
 class TestPromptCapture:
     """Request messages become gen_ai.input.messages in the conventions' shape, within the limit."""
 
@@ -185,7 +192,7 @@ class TestPromptCapture:
                 },
             ]
         }
-        attrs = prompt_attributes(json.dumps(body).encode(), 100)
+        attrs = _captured(json.dumps(body).encode(), 100)
         assert json.loads(attrs[sc.GEN_AI_INPUT_MESSAGES]) == [
             {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
             {
@@ -197,7 +204,7 @@ class TestPromptCapture:
 
     def test_anthropic_system_and_responses_input(self) -> None:
         """Anthropic ``system`` and Responses ``instructions`` are system instructions."""
-        anthropic = prompt_attributes(
+        anthropic = _captured(
             json.dumps({"system": "sys", "messages": [{"role": "user", "content": "hi"}]}).encode(),
             100,
         )
@@ -205,7 +212,7 @@ class TestPromptCapture:
         assert json.loads(anthropic[sc.GEN_AI_SYSTEM_INSTRUCTIONS]) == [
             {"type": "text", "content": "sys"}
         ]
-        responses = prompt_attributes(
+        responses = _captured(
             json.dumps({"instructions": "sys", "input": "question"}).encode(), 100
         )
         assert json.loads(responses[sc.GEN_AI_INPUT_MESSAGES]) == [
@@ -215,7 +222,7 @@ class TestPromptCapture:
     def test_all_content_is_cut_to_the_limit_and_stays_json(self) -> None:
         """The limit counts every content character together; the attribute is valid JSON."""
         body = {"system": "S" * 30, "messages": [{"role": "user", "content": "U" * 30}] * 3}
-        attrs = prompt_attributes(json.dumps(body).encode(), 50)
+        attrs = _captured(json.dumps(body).encode(), 50)
         texts = _texts(attrs[sc.GEN_AI_INPUT_MESSAGES])
         assert texts == ["U" * 20, "", ""]
         assert json.loads(attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS])[0]["content"] == "S" * 30
@@ -223,7 +230,7 @@ class TestPromptCapture:
     @pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'{"model": "m"}'])
     def test_unreadable_or_messageless_bodies_give_nothing(self, body: bytes) -> None:
         """Bodies without messages produce no content attribute."""
-        assert prompt_attributes(body, 100) == {}
+        assert _captured(body, 100) == {}
 
 
 class TestErrorType:

@@ -13,12 +13,16 @@ from dataclasses import replace
 from typing import Any
 
 from streamwatch.core.protocols.base import (
+    USAGE_OUT_OF_RANGE,
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
     error_fields,
+    error_frame,
     load_object,
     read_usage,
 )
@@ -26,11 +30,12 @@ from streamwatch.core.record import Usage
 from streamwatch.core.sse import MessageDispatched
 
 _TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+_BAD_USAGE = Facts(malformed=USAGE_OUT_OF_RANGE)
 
 
 def _merge_usage(
     current: Usage | None, usage: dict[str, Any], reading: Reading, *, final: bool
-) -> Frame:
+) -> Verdict:
     """Merge a usage object into the reading, field by field (``message_delta`` counts are cumulative).
 
     ``message_start`` carries an output count that is a placeholder (1 from Anthropic, 0 behind
@@ -39,7 +44,6 @@ def _merge_usage(
     """
     thinking = as_dict(usage.get("output_tokens_details")).get("thinking_tokens")
     counts = read_usage(
-        reading,
         input_tokens=usage.get("input_tokens"),
         output_tokens=usage.get("output_tokens") if final else None,
         cached_input_tokens=usage.get("cache_read_input_tokens"),
@@ -47,7 +51,7 @@ def _merge_usage(
         reasoning_tokens=thinking,
     )
     if counts is None:
-        return Frame.MALFORMED
+        return _BAD_USAGE
     fields = {name: getattr(counts, name) for name in counts.__slots__}
     reading.usage = replace(
         current or Usage(), **{k: v for k, v in fields.items() if v is not None}
@@ -58,12 +62,12 @@ def _merge_usage(
 class AnthropicMessages:
     """Interpreter for Anthropic Messages events."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         if message.event == "ping":
             return Frame.NONE
-        payload = load_object(message.data, reading)
-        if payload is None:
-            return Frame.MALFORMED
+        payload = load_object(message.data)
+        if type(payload) is Facts:
+            return payload
         kind = as_str(payload.get("type")) or message.event
         if kind == "content_block_delta":
             return self._delta(payload, reading)
@@ -78,7 +82,7 @@ class AnthropicMessages:
         if kind == "message_delta":
             stop = as_str(as_dict(payload.get("delta")).get("stop_reason"))
             if stop:
-                reading.finish_reasons[0] = stop
+                reading.finish_reason(0, stop)
             usage = payload.get("usage")
             if isinstance(usage, dict):
                 return _merge_usage(reading.usage, usage, reading, final=True)
@@ -96,8 +100,7 @@ class AnthropicMessages:
             return Frame.TERMINAL
         if kind == "error" or message.event == "error":
             error_type, text = error_fields(payload.get("error"))
-            reading.error(index, error_type, text)
-            return Frame.ERROR
+            return error_frame(index, error_type, text)
         return Frame.NONE
 
     @staticmethod

@@ -1,21 +1,23 @@
 """What every protocol interpreter shares: the per-stream reading it fills and its verdict flags.
 
 An interpreter reads one frame (an SSE message, a JSON array element, an event-stream message,
-an NDJSON line) at a time and says, with :class:`Frame` flags, whether it carried output, an
-error, or the terminal frame; the details accumulate in a :class:`Reading`. Interpreters never
-raise on remote input: a payload they cannot read is reported as ``MALFORMED`` and forwarded
-untouched by the proxy anyway.
+an NDJSON line) at a time and returns its verdict: :class:`Frame` flags (output, the terminal
+frame) for the usual frame, or :class:`Facts` when the frame also carried an error or could not be
+read. What the stream says about itself (model, usage, finish reasons, tool calls, lengths)
+accumulates in a :class:`Reading`, whose every upstream-keyed collection is capped. Interpreters
+never raise on remote input: a payload they cannot read is a ``Facts(malformed=...)`` verdict, and
+the proxy forwards it untouched anyway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, final
 
 import orjson
 
-from streamwatch.core.limits import cap
+from streamwatch.core.limits import MAX_CHOICES, MAX_TOOL_CALLS, cap
 from streamwatch.core.record import ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
 
@@ -31,13 +33,42 @@ MAX_TOKEN_COUNT = (1 << 31) - 1
 
 
 class Frame(IntFlag):
-    """What one SSE message meant to the interpreter (several flags may apply)."""
+    """What one SSE message meant to the interpreter (both flags may apply)."""
 
     NONE = 0
     OUTPUT = 1  # carried generated output: text, reasoning, refusal or a tool-call fragment
-    ERROR = 2  # a mid-stream error frame (details appended to Reading.error_frames)
-    TERMINAL = 4  # the protocol's end-of-stream frame (marker in Reading.terminal_frame)
-    MALFORMED = 8  # the payload could not be read (reason in Reading.last_malformed)
+    TERMINAL = 2  # the protocol's end-of-stream frame (marker in Reading.terminal_frame)
+
+
+@final  # lets ``type(verdict) is Facts`` (cheaper than isinstance) narrow the verdict
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """A message's verdict when flags are not enough: the mid-stream error frame it carried, or the
+    reason it could not be read (a short fixed word such as ``json``), besides its flags."""
+
+    frame: Frame = Frame.NONE
+    error: ErrorFrame | None = None
+    malformed: str | None = None
+
+
+Verdict = Frame | Facts
+"""What :meth:`Interpreter.read` returns: plain flags for the usual message (no allocation)."""
+
+MALFORMED_JSON = Facts(malformed="json")
+NOT_AN_OBJECT = Facts(malformed="not_an_object")
+USAGE_OUT_OF_RANGE = "usage_out_of_range"
+
+
+def error_frame(
+    index: int,
+    error_type: str,
+    message: str,
+    frame: Frame = Frame.NONE,
+    *,
+    malformed: str | None = None,
+) -> Facts:
+    """The verdict on an error frame; both strings come through :func:`as_str`, already capped."""
+    return Facts(frame, error=ErrorFrame(index, error_type, message), malformed=malformed)
 
 
 @dataclass(slots=True)
@@ -53,19 +84,20 @@ class _ToolCallParts:
 class Reading:
     """Everything an interpreter learned so far from one stream (mutable while the stream is open).
 
-    Content is never kept unless ``capture_content`` is set: only its length in code points.
+    Content is never kept unless ``capture_content`` is set: only its length in code points. The
+    upstream chooses the keys of ``finish_reasons`` (a choice index) and of the tool calls, so both
+    are capped (``max_choices``, ``max_tool_calls``): past the cap a new key is ignored.
     """
 
     capture_content: bool = False
     capture_limit_chars: int = 0
+    max_choices: int = MAX_CHOICES
+    max_tool_calls: int = MAX_TOOL_CALLS
     model: str | None = None
     response_id: str | None = None
     finish_reasons: dict[int, str] = field(default_factory=dict)
     usage: Usage | None = None
     terminal_frame: str | None = None
-    error_frames: list[ErrorFrame] = field(default_factory=list)
-    malformed_frames: int = 0
-    last_malformed: str = ""
     text_chars: int = 0
     reasoning_chars: int = 0
     refusal_chars: int = 0
@@ -80,6 +112,13 @@ class Reading:
             self._text.append(piece)
             self._captured_chars += len(piece)
 
+    def finish_reason(self, choice: int, reason: str) -> None:
+        """Choice ``choice`` finished for ``reason`` (already capped); a new choice past the cap is
+        ignored."""
+        reasons = self.finish_reasons
+        if choice in reasons or len(reasons) < self.max_choices:
+            reasons[choice] = reason
+
     def tool_call(
         self,
         key: int | str,
@@ -89,31 +128,34 @@ class Reading:
         call_id: str | None = None,
     ) -> None:
         """Note a tool call's start (or update its name/id); ``key`` identifies it in the stream."""
-        call = self._tool_calls.get((choice, key))
+        self._call(key, choice, name, call_id)
+
+    def _call(
+        self, key: int | str, choice: int, name: str | None, call_id: str | None
+    ) -> _ToolCallParts | None:
+        calls = self._tool_calls
+        call = calls.get((choice, key))
         if call is None:
+            if len(calls) >= self.max_tool_calls:
+                return None
             parts: list[str] | None = [] if self.capture_content else None
-            self._tool_calls[(choice, key)] = _ToolCallParts(name, call_id, choice, parts=parts)
-            return
+            call = calls[(choice, key)] = _ToolCallParts(name, call_id, choice, parts=parts)
+            return call
         call.name = call.name or name
         call.call_id = call.call_id or call_id
+        return call
 
     def tool_arguments(self, key: int | str, fragment: str, *, choice: int = 0) -> None:
-        call = self._tool_calls.get((choice, key))
+        """A fragment of a tool call's arguments: counted, and kept (up to the capture limit per
+        call) only with content capture on."""
+        call = self._tool_calls.get((choice, key)) or self._call(key, choice, None, None)
         if call is None:
-            self.tool_call(key, choice=choice)
-            call = self._tool_calls[(choice, key)]
+            return
         call.chars += len(fragment)
         if call.parts is not None:
-            call.parts.append(fragment)
-
-    def error(self, index: int, error_type: str, message: str) -> None:
-        """Record an error frame; both strings come through :func:`as_str`, already capped."""
-        self.error_frames.append(ErrorFrame(index, error_type, message))
-
-    def malformed(self, reason: str) -> Frame:
-        self.malformed_frames += 1
-        self.last_malformed = reason
-        return Frame.MALFORMED
+            kept = call.chars - len(fragment)  # characters already captured, if all fitted
+            if kept < self.capture_limit_chars:
+                call.parts.append(fragment[: self.capture_limit_chars - kept])
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(
@@ -135,33 +177,31 @@ class Interpreter(Protocol[F_contra]):
     """Reads one frame of its framing (an SSE message, an array element, an event-stream message,
     an NDJSON line) into a :class:`Reading`; ``index`` counts the stream's frames from 0."""
 
-    def read(self, message: F_contra, index: int, reading: Reading) -> Frame: ...
+    def read(self, message: F_contra, index: int, reading: Reading) -> Verdict: ...
 
 
 class Noting(Protocol):
     """An interpreter that also reads decoder facts that are not frames (ignored SSE fields, the
     JSON array's closing bracket); ``index`` is the number of frames before the fact."""
 
-    def note(self, item: object, index: int, reading: Reading) -> Frame: ...
+    def note(self, item: object, index: int, reading: Reading) -> Verdict: ...
 
 
 class GenericSSE:
     """Unrecognised event streams are timed, not interpreted: no message counts as output."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         return Frame.NONE
 
 
-def load_object(data: str | bytes, reading: Reading) -> dict[str, Any] | None:
-    """Parse a JSON object payload; anything else is counted as malformed and yields None."""
+def load_object(data: str | bytes) -> dict[str, Any] | Facts:
+    """Parse a JSON object payload; anything else is the malformed verdict to return."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        reading.malformed("json")
-        return None
+        return MALFORMED_JSON
     if not isinstance(obj, dict):
-        reading.malformed("not_an_object")
-        return None
+        return NOT_AN_OBJECT
     return obj
 
 
@@ -170,19 +210,18 @@ def as_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def read_usage(reading: Reading, **counts: object) -> Usage | None:
+def read_usage(**counts: object) -> Usage | None:
     """A :class:`Usage` of the given counts (missing or null ones stay None).
 
     A count that is not an int in ``0..MAX_TOKEN_COUNT`` (u64 max, negative, a float, a string, a
-    bool) makes the whole report untrustworthy: it is ignored and counted as a malformed frame, and
-    None is returned (the caller adds ``Frame.MALFORMED`` to its verdict).
+    bool) makes the whole report untrustworthy: None is returned, and the caller ignores the report
+    and returns a ``Facts(frame, malformed=USAGE_OUT_OF_RANGE)`` verdict.
     """
     checked: dict[str, int | None] = {}
     for name, value in counts.items():
         if value is None or (type(value) is int and 0 <= value <= MAX_TOKEN_COUNT):
             checked[name] = value
         else:
-            reading.malformed("usage_out_of_range")
             return None
     return Usage(**checked)
 

@@ -20,13 +20,18 @@ from typing import Any
 import orjson
 
 from streamwatch.core.eventstream import EventStreamMessage
+from streamwatch.core.limits import cap
 from streamwatch.core.protocols.anthropic import AnthropicMessages
 from streamwatch.core.protocols.base import (
+    USAGE_OUT_OF_RANGE,
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
+    error_frame,
     load_object,
     read_usage,
 )
@@ -36,6 +41,7 @@ from streamwatch.core.sse import MessageDispatched
 STOP_THEN_METADATA = "messageStop+metadata"
 TITAN_END = "completionReason"
 GUARDRAIL = "amazon-bedrock-guardrailAction"
+_BAD_CHUNK_BYTES = Facts(malformed="chunk_bytes")
 _CONVERSE_EVENTS = frozenset(
     {
         "messageStart",
@@ -48,14 +54,13 @@ _CONVERSE_EVENTS = frozenset(
 )
 
 
-def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
+def _usage(usage: dict[str, Any]) -> Usage | None:
     """Converse ``metadata.usage`` (Nova in invoke spells the cache counts ``...TokenCount``)."""
 
     def first(*keys: str) -> object:
         return next((v for k in keys if (v := usage.get(k)) is not None), None)
 
     return read_usage(
-        reading,
         input_tokens=usage.get("inputTokens"),
         output_tokens=usage.get("outputTokens"),
         total_tokens=usage.get("totalTokens"),
@@ -64,7 +69,7 @@ def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
     )
 
 
-def read_failure(message: EventStreamMessage, index: int, reading: Reading) -> Frame:
+def read_failure(message: EventStreamMessage, index: int) -> Facts:
     """An ``exception`` or ``error`` message: the error frame it reports."""
     headers = message.headers
     if message.message_type == "exception":
@@ -76,8 +81,7 @@ def read_failure(message: EventStreamMessage, index: int, reading: Reading) -> F
     else:
         error_type = headers.get(":error-code") or "error"
         text = headers.get(":error-message", "")
-    reading.error(index, error_type, text)
-    return Frame.ERROR
+    return error_frame(index, cap(error_type), cap(text))
 
 
 class _ConverseEvents:
@@ -88,7 +92,7 @@ class _ConverseEvents:
     def __init__(self) -> None:
         self._stopped = False  # messageStop seen; complete at the metadata that follows
 
-    def event(self, kind: str, body: dict[str, Any], reading: Reading) -> Frame:
+    def event(self, kind: str, body: dict[str, Any], reading: Reading) -> Verdict:
         if kind == "contentBlockDelta":
             return self._delta(as_dict(body.get("delta")), body, reading)
         if kind == "contentBlockStart":
@@ -102,22 +106,23 @@ class _ConverseEvents:
         if kind == "messageStop":
             reason = as_str(body.get("stopReason"))
             if reason:
-                reading.finish_reasons[0] = reason
+                reading.finish_reason(0, reason)
             self._stopped = True
             return Frame.NONE
         if kind == "metadata":
             frame = Frame.NONE
+            malformed: str | None = None
             usage = body.get("usage")
             if type(usage) is dict:
-                checked = _usage(usage, reading)
+                checked = _usage(usage)
                 if checked is None:
-                    frame = Frame.MALFORMED
+                    malformed = USAGE_OUT_OF_RANGE
                 else:
                     reading.usage = checked
             if self._stopped and reading.terminal_frame is None:
                 reading.terminal_frame = STOP_THEN_METADATA
-                frame |= Frame.TERMINAL
-            return frame
+                frame = Frame.TERMINAL
+            return frame if malformed is None else Facts(frame, malformed=malformed)
         return Frame.NONE
 
     @staticmethod
@@ -149,15 +154,15 @@ class BedrockConverse(_ConverseEvents):
 
     __slots__ = ()
 
-    def read(self, message: EventStreamMessage, index: int, reading: Reading) -> Frame:
+    def read(self, message: EventStreamMessage, index: int, reading: Reading) -> Verdict:
         if message.message_type != "event":
-            return read_failure(message, index, reading)
+            return read_failure(message, index)
         kind = message.headers.get(":event-type", "")
         if kind not in _CONVERSE_EVENTS:
             return Frame.NONE
-        body = load_object(message.payload, reading)
-        if body is None:
-            return Frame.MALFORMED
+        body = load_object(message.payload)
+        if type(body) is Facts:
+            return body
         return self.event(kind, body, reading)
 
 
@@ -170,24 +175,24 @@ class BedrockInvoke(_ConverseEvents):
         super().__init__()
         self._anthropic = AnthropicMessages()
 
-    def read(self, message: EventStreamMessage, index: int, reading: Reading) -> Frame:
+    def read(self, message: EventStreamMessage, index: int, reading: Reading) -> Verdict:
         if message.message_type != "event":
-            return read_failure(message, index, reading)
+            return read_failure(message, index)
         if message.headers.get(":event-type") != "chunk":
             return Frame.NONE
-        chunk = load_object(message.payload, reading)
-        if chunk is None:
-            return Frame.MALFORMED
+        chunk = load_object(message.payload)
+        if type(chunk) is Facts:
+            return chunk
         encoded = chunk.get("bytes")
         try:
             raw = binascii.a2b_base64(encoded, strict_mode=True) if type(encoded) is str else b""
         except ValueError:  # binascii.Error, or non-ASCII text
             raw = b""
         if not raw:
-            return reading.malformed("chunk_bytes")
-        body = load_object(raw, reading)
-        if body is None:
-            return Frame.MALFORMED
+            return _BAD_CHUNK_BYTES
+        body = load_object(raw)
+        if type(body) is Facts:
+            return body
         kind = body.get("type")
         if type(kind) is str:  # Anthropic Messages event
             event = MessageDispatched(kind, raw.decode("utf-8", "replace"), None, None)
@@ -198,24 +203,25 @@ class BedrockInvoke(_ConverseEvents):
         return self._titan(body, reading)
 
     @staticmethod
-    def _titan(body: dict[str, Any], reading: Reading) -> Frame:
+    def _titan(body: dict[str, Any], reading: Reading) -> Verdict:
         frame = Frame.NONE
+        malformed: str | None = None
         text = body.get("outputText")
         if type(text) is str and text:
             reading.add_text(text)
             frame = Frame.OUTPUT
         inputs, outputs = body.get("inputTextTokenCount"), body.get("totalOutputTextTokenCount")
         if inputs is not None or outputs is not None:
-            usage = read_usage(reading, input_tokens=inputs, output_tokens=outputs)
+            usage = read_usage(input_tokens=inputs, output_tokens=outputs)
             if usage is None:
-                frame |= Frame.MALFORMED
+                malformed = USAGE_OUT_OF_RANGE
             else:
                 reading.usage = usage
         reason = as_str(body.get(TITAN_END))
         if reason:
-            reading.finish_reasons[0] = reason
+            reading.finish_reason(0, reason)
         marker = TITAN_END if reason else (GUARDRAIL if as_str(body.get(GUARDRAIL)) else None)
         if marker is not None and reading.terminal_frame is None:
             reading.terminal_frame = marker
             frame |= Frame.TERMINAL
-        return frame
+        return frame if malformed is None else Facts(frame, malformed=malformed)

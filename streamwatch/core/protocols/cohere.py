@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
     DONE,
+    USAGE_OUT_OF_RANGE,
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
     error_fields,
+    error_frame,
     load_object,
     read_usage,
 )
@@ -45,7 +50,7 @@ def _message(payload: dict[str, Any]) -> dict[str, Any]:
 class CohereV2:
     """Interpreter for Cohere v2 chat events."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         event = message.event
         if event not in _INTERPRETED:
             if message.data == DONE:
@@ -54,9 +59,9 @@ class CohereV2:
                 return Frame.NONE
             if event != "message":
                 return Frame.NONE
-        payload = load_object(message.data, reading)
-        if payload is None:
-            return Frame.MALFORMED
+        payload = load_object(message.data)
+        if type(payload) is Facts:
+            return payload
         kind = as_str(payload.get("type")) or event
         if kind == "content-delta":
             content = as_dict(_message(payload).get("content"))
@@ -80,8 +85,7 @@ class CohereV2:
         if kind == MESSAGE_END:
             return self._end(as_dict(payload.get("delta")), index, reading)
         if kind == "error" or payload.get("error"):
-            reading.error(index, *error_fields(payload.get("error") or payload))
-            return Frame.ERROR
+            return error_frame(index, *error_fields(payload.get("error") or payload))
         return Frame.NONE
 
     @staticmethod
@@ -98,25 +102,25 @@ class CohereV2:
         return Frame.OUTPUT if name else Frame.NONE
 
     @staticmethod
-    def _end(delta: dict[str, Any], index: int, reading: Reading) -> Frame:
+    def _end(delta: dict[str, Any], index: int, reading: Reading) -> Verdict:
         finish = as_str(delta.get("finish_reason"))
         if finish:
-            reading.finish_reasons[0] = finish
+            reading.finish_reason(0, finish)
         frame = Frame.TERMINAL
+        malformed: str | None = None
         tokens = as_dict(as_dict(delta.get("usage")).get("tokens"))
         if tokens:
             usage = read_usage(
-                reading,
                 input_tokens=tokens.get("input_tokens"),
                 output_tokens=tokens.get("output_tokens"),
             )
             if usage is None:
-                frame |= Frame.MALFORMED
+                malformed = USAGE_OUT_OF_RANGE
             else:
                 reading.usage = usage
         reading.terminal_frame = MESSAGE_END
         error = delta.get("error")
         if error:
-            reading.error(index, finish or "error", error if type(error) is str else str(error))
-            return frame | Frame.ERROR
-        return frame
+            text = cap(error if type(error) is str else str(error))
+            return error_frame(index, finish or "error", text, frame, malformed=malformed)
+        return frame if malformed is None else Facts(frame, malformed=malformed)

@@ -17,12 +17,17 @@ from typing import Any
 import orjson
 
 from streamwatch.core.json_array import ArrayClosed, ElementReceived
+from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
+    USAGE_OUT_OF_RANGE,
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
+    error_frame,
     load_object,
     read_usage,
 )
@@ -38,11 +43,12 @@ _OUTPUT_PARTS = frozenset(
 )
 # A bare error object is collected line by line until its braces balance; past this it is junk.
 MAX_BARE_ERROR_CHARS = 64 * 1024
+_BARE_TOO_LARGE = Facts(malformed="bare_object_too_large")
+_BARE_NOT_AN_ERROR = Facts(malformed="bare_object")
 
 
-def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
+def _usage(usage: dict[str, Any]) -> Usage | None:
     return read_usage(
-        reading,
         input_tokens=usage.get("promptTokenCount"),
         output_tokens=usage.get("candidatesTokenCount"),
         reasoning_tokens=usage.get("thoughtsTokenCount"),
@@ -68,14 +74,14 @@ class _GeminiChunks:
         self._calls = 0  # function calls seen: each part is a whole call, keyed by arrival
         self._finished: str | None = None  # marker once finishReason or blockReason was seen
 
-    def chunk(self, payload: dict[str, Any] | None, index: int, reading: Reading) -> Frame:
-        if payload is None:
-            return Frame.MALFORMED
+    def chunk(self, payload: dict[str, Any] | Facts, index: int, reading: Reading) -> Verdict:
+        if type(payload) is Facts:
+            return payload
         error = payload.get("error")
         if error:
-            reading.error(index, *_error_fields(error))
-            return Frame.ERROR
+            return error_frame(index, *_error_fields(error))
         frame = Frame.NONE
+        malformed: str | None = None
         if reading.model is None:
             reading.model = as_str(payload.get("modelVersion"))
             reading.response_id = as_str(payload.get("responseId"))
@@ -86,9 +92,9 @@ class _GeminiChunks:
                     frame = Frame.OUTPUT
         usage = payload.get("usageMetadata")
         if type(usage) is dict:
-            checked = _usage(usage, reading)
+            checked = _usage(usage)
             if checked is None:
-                frame |= Frame.MALFORMED
+                malformed = USAGE_OUT_OF_RANGE
             else:
                 reading.usage = checked
         if self._finished is None:
@@ -97,8 +103,8 @@ class _GeminiChunks:
             elif as_str(as_dict(payload.get("promptFeedback")).get("blockReason")):
                 self._finished = BLOCKED
             if self._finished is not None:
-                return frame | self.finished(reading)
-        return frame
+                frame |= self.finished(reading)
+        return frame if malformed is None else Facts(frame, malformed=malformed)
 
     def finished(self, reading: Reading) -> Frame:
         """The SSE form ends with the finishing chunk; the array form overrides this."""
@@ -109,7 +115,7 @@ class _GeminiChunks:
         n = as_int(candidate.get("index")) or 0
         finish = candidate.get("finishReason")
         if isinstance(finish, (str, int)) and not isinstance(finish, bool) and finish != "":
-            reading.finish_reasons[n] = str(finish)  # Vertex int enums: 1 = STOP
+            reading.finish_reason(n, cap(str(finish)))  # Vertex int enums: 1 = STOP
         parts = as_dict(candidate.get("content")).get("parts")
         if type(parts) is not list:
             return False
@@ -154,10 +160,10 @@ class GeminiSSE(_GeminiChunks):
         self._bare_chars = 0
         self._depth = 0
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
-        return self.chunk(load_object(message.data, reading), index, reading)
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
+        return self.chunk(load_object(message.data), index, reading)
 
-    def note(self, item: object, index: int, reading: Reading) -> Frame:
+    def note(self, item: object, index: int, reading: Reading) -> Verdict:
         """Collect ignored lines by brace balance, as genai-py does, and read the object they form."""
         if type(item) is not FieldIgnored:
             return Frame.NONE
@@ -168,7 +174,7 @@ class GeminiSSE(_GeminiChunks):
         if self._bare_chars > MAX_BARE_ERROR_CHARS:
             self._bare.clear()
             self._bare_chars = self._depth = 0
-            return reading.malformed("bare_object_too_large")
+            return _BARE_TOO_LARGE
         self._bare.append(line)
         self._depth += line.count("{") - line.count("}")
         if self._depth > 0:
@@ -176,14 +182,13 @@ class GeminiSSE(_GeminiChunks):
         text = "\n".join(self._bare)
         self._bare.clear()
         self._bare_chars = self._depth = 0
-        payload = load_object(text, reading)
-        if payload is None:
-            return Frame.MALFORMED
+        payload = load_object(text)
+        if type(payload) is Facts:
+            return payload
         if not payload.get("error"):
-            return reading.malformed("bare_object")
+            return _BARE_NOT_AN_ERROR
         # Not an event: it sits after ``index`` events, which is the index it is reported at.
-        reading.error(index, *_error_fields(payload["error"]))
-        return Frame.ERROR
+        return error_frame(index, *_error_fields(payload["error"]))
 
 
 class GeminiJSONArray(_GeminiChunks):
@@ -195,8 +200,8 @@ class GeminiJSONArray(_GeminiChunks):
         super().__init__()
         self._closed = False
 
-    def read(self, element: ElementReceived, index: int, reading: Reading) -> Frame:
-        return self.chunk(load_object(element.data, reading), index, reading)
+    def read(self, element: ElementReceived, index: int, reading: Reading) -> Verdict:
+        return self.chunk(load_object(element.data), index, reading)
 
     def finished(self, reading: Reading) -> Frame:
         return self._terminal(reading)

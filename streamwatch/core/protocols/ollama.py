@@ -16,11 +16,15 @@ import orjson
 
 from streamwatch.core.ndjson import LineReceived
 from streamwatch.core.protocols.base import (
+    USAGE_OUT_OF_RANGE,
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_str,
     error_fields,
+    error_frame,
     load_object,
     read_usage,
 )
@@ -36,14 +40,13 @@ class Ollama:
     def __init__(self) -> None:
         self._calls = 0  # tool calls arrive whole: keyed by arrival
 
-    def read(self, line: LineReceived, index: int, reading: Reading) -> Frame:
-        payload = load_object(line.data, reading)
-        if payload is None:
-            return Frame.MALFORMED
+    def read(self, line: LineReceived, index: int, reading: Reading) -> Verdict:
+        payload = load_object(line.data)
+        if type(payload) is Facts:
+            return payload
         error = payload.get("error")
         if error:
-            reading.error(index, *error_fields(error))
-            return Frame.ERROR
+            return error_frame(index, *error_fields(error))
         if reading.model is None:
             reading.model = as_str(payload.get("model"))
         frame = Frame.NONE
@@ -63,7 +66,9 @@ class Ollama:
                 if type(call) is dict and self._tool_call(call, reading):
                     frame = Frame.OUTPUT
         if payload.get("done") is True:
-            return frame | self._done(payload, reading)
+            if self._done(payload, reading):
+                return frame | Frame.TERMINAL
+            return Facts(frame | Frame.TERMINAL, malformed=USAGE_OUT_OF_RANGE)
         return frame
 
     def _tool_call(self, call: dict[str, Any], reading: Reading) -> bool:
@@ -80,16 +85,18 @@ class Ollama:
         return name is not None
 
     @staticmethod
-    def _done(payload: dict[str, Any], reading: Reading) -> Frame:
+    def _done(payload: dict[str, Any], reading: Reading) -> bool:
+        """The final line: finish reason, terminal marker and usage; False if the usage is not
+        believed (out of range)."""
         reason = as_str(payload.get("done_reason"))
         if reason:
-            reading.finish_reasons[0] = reason
+            reading.finish_reason(0, reason)
         reading.terminal_frame = DONE
         prompt, output = payload.get("prompt_eval_count"), payload.get("eval_count")
         if prompt is None and output is None:
-            return Frame.TERMINAL
-        usage = read_usage(reading, input_tokens=prompt, output_tokens=output)
+            return True
+        usage = read_usage(input_tokens=prompt, output_tokens=output)
         if usage is None:
-            return Frame.TERMINAL | Frame.MALFORMED
+            return False
         reading.usage = usage
-        return Frame.TERMINAL
+        return True

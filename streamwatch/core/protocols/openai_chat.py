@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
     DONE,
+    USAGE_OUT_OF_RANGE,
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
     error_fields,
+    error_frame,
     load_object,
     read_usage,
 )
@@ -27,12 +32,11 @@ from streamwatch.core.sse import MessageDispatched
 _REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})  # DeepSeek/vLLM and OpenRouter
 
 
-def usage_of(usage: dict[str, Any], reading: Reading) -> Usage | None:
+def usage_of(usage: dict[str, Any]) -> Usage | None:
     """Chat Completions (and legacy completions) usage, range-checked (None: not believed)."""
     completion = as_dict(usage.get("completion_tokens_details"))
     prompt = as_dict(usage.get("prompt_tokens_details"))
     return read_usage(
-        reading,
         input_tokens=usage.get("prompt_tokens"),
         output_tokens=usage.get("completion_tokens"),
         reasoning_tokens=completion.get("reasoning_tokens"),
@@ -44,19 +48,18 @@ def usage_of(usage: dict[str, Any], reading: Reading) -> Usage | None:
 class OpenAIChat:
     """Interpreter for Chat Completions chunks; every choice counts, text length is choice 0's."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         data = message.data
         if data == DONE:
             reading.terminal_frame = DONE
             return Frame.TERMINAL
-        chunk = load_object(data, reading)
-        if chunk is None:
-            return Frame.MALFORMED
+        chunk = load_object(data)
+        if type(chunk) is Facts:
+            return chunk
         error = chunk.get("error")
         if error or message.event == "error":
             error_type, text = error_fields(error if error else chunk)
-            reading.error(index, error_type, text)
-            return Frame.ERROR
+            return error_frame(index, error_type, text)
         if reading.model is None:
             reading.model = as_str(chunk.get("model"))
             reading.response_id = as_str(chunk.get("id"))
@@ -70,9 +73,9 @@ class OpenAIChat:
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")
         if type(usage) is dict:
-            checked = usage_of(usage, reading)
+            checked = usage_of(usage)
             if checked is None:
-                return frame | Frame.MALFORMED
+                return Facts(frame, malformed=USAGE_OUT_OF_RANGE)
             reading.usage = checked
         return frame
 
@@ -83,7 +86,7 @@ class OpenAIChat:
         if type(n) is not int:
             n = 0
         if finish and type(finish) is str:
-            reading.finish_reasons[n] = finish
+            reading.finish_reason(n, cap(finish))
         delta = choice.get("delta")
         if type(delta) is not dict:
             return False

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
     DONE,
+    USAGE_OUT_OF_RANGE,
+    Facts,
     Frame,
     Reading,
+    Verdict,
     as_dict,
     as_int,
     as_str,
     error_fields,
+    error_frame,
     load_object,
     read_usage,
 )
@@ -41,11 +46,10 @@ _INTERPRETED = frozenset(
 )
 
 
-def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
+def _usage(usage: dict[str, Any]) -> Usage | None:
     output = as_dict(usage.get("output_tokens_details"))
     cached = as_dict(usage.get("input_tokens_details"))
     return read_usage(
-        reading,
         input_tokens=usage.get("input_tokens"),
         output_tokens=usage.get("output_tokens"),
         reasoning_tokens=output.get("reasoning_tokens"),
@@ -57,12 +61,12 @@ def _usage(usage: dict[str, Any], reading: Reading) -> Usage | None:
 class OpenAIResponses:
     """Interpreter for Responses API events."""
 
-    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Frame:
+    def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         if message.event not in _INTERPRETED or message.data == DONE:
             return Frame.NONE
-        payload = load_object(message.data, reading)
-        if payload is None:
-            return Frame.MALFORMED
+        payload = load_object(message.data)
+        if type(payload) is Facts:
+            return payload
         kind = as_str(payload.get("type")) or message.event
         if kind == _TEXT:
             return self._delta(payload, reading.add_text)
@@ -82,8 +86,7 @@ class OpenAIResponses:
             else:
                 error_type = as_str(payload.get("code")) or "error"
                 text = as_str(payload.get("message")) or ""
-            reading.error(index, error_type, text)
-            return Frame.ERROR
+            return error_frame(index, error_type, text)
         if kind in _STARTED or kind in TERMINAL_EVENTS:
             return self._response(kind, as_dict(payload.get("response")), index, reading)
         return Frame.NONE
@@ -118,25 +121,26 @@ class OpenAIResponses:
         return Frame.OUTPUT if name else Frame.NONE
 
     @staticmethod
-    def _response(kind: str, response: dict[str, Any], index: int, reading: Reading) -> Frame:
+    def _response(kind: str, response: dict[str, Any], index: int, reading: Reading) -> Verdict:
         reading.model = as_str(response.get("model")) or reading.model
         reading.response_id = as_str(response.get("id")) or reading.response_id
         if kind not in TERMINAL_EVENTS:
             return Frame.NONE
         reading.terminal_frame = kind
         frame = Frame.TERMINAL
+        malformed: str | None = None
         usage = response.get("usage")
         if isinstance(usage, dict):
-            checked = _usage(usage, reading)
+            checked = _usage(usage)
             if checked is None:
-                frame |= Frame.MALFORMED
+                malformed = USAGE_OUT_OF_RANGE
             else:
                 reading.usage = checked
         status = as_str(response.get("status")) or kind.removeprefix("response.")
         reason = as_str(as_dict(response.get("incomplete_details")).get("reason"))
-        reading.finish_reasons[0] = f"{status}:{reason}" if reason else status
+        reading.finish_reason(0, cap(f"{status}:{reason}") if reason else status)
         if kind != "response.failed":
-            return frame
+            return frame if malformed is None else Facts(frame, malformed=malformed)
         error_type, text = error_fields(response.get("error"))
-        reading.error(index, error_type if response.get("error") else "failed", text)
-        return frame | Frame.ERROR
+        error_type = error_type if response.get("error") else "failed"
+        return error_frame(index, error_type, text, frame, malformed=malformed)
