@@ -1,4 +1,7 @@
-"""Side-by-side overhead benchmark: direct, streamwatch, bare aiohttp pass-through, nginx.
+"""Side-by-side overhead benchmark: direct, streamwatch and three pass-through references.
+
+The references: a bare aiohttp pass-through (``bare_proxy.py``), one on asyncio ``Protocol``s +
+httptools (``protocol_proxy.py``), and nginx when installed.
 
     .venv/bin/python benchmarks/run.py --quick     # < 1 minute
     .venv/bin/python benchmarks/run.py             # full: main scenario, capacity sweep, memory
@@ -274,7 +277,35 @@ def table(runs: dict[str, Run], offered: float) -> str:
             f"| {r.chunks / r.window_s:,.0f} | {cpu} | {rss} | {r.errors} | {exact} |"
         )
     lines.append(f"\noffered: {offered:,.0f} chunks/s")
+    ratio_lines = ratios(runs)
+    if ratio_lines:
+        lines += ["", *ratio_lines]
     return "\n".join(lines)
+
+
+REFERENCES = ("bare aiohttp", "protocol reference", "nginx")
+
+
+def _figures(runs: dict[str, Run], name: str) -> tuple[float, float, float]:
+    """CPU µs per chunk and added p50 / p99 (ms) of ``name`` against the direct runs."""
+    r, base = runs[name], runs["direct"]
+    added = [pct(r.latencies_ns, q) - pct(base.latencies_ns, q) for q in (0.5, 0.99)]
+    return r.cpu_s / r.chunks * 1e6 if r.chunks else float("nan"), added[0], added[1]
+
+
+def ratios(runs: dict[str, Run]) -> list[str]:
+    """streamwatch / each reference measured in the same run: CPU and added p50 / p99."""
+    if "streamwatch" not in runs or "direct" not in runs:
+        return []
+    cpu, p50, p99 = _figures(runs, "streamwatch")
+    lines = ["| streamwatch / | CPU per chunk | added p50 | added p99 |", "|---|---|---|---|"]
+    for ref in REFERENCES:
+        if ref in runs:
+            ref_cpu, ref_p50, ref_p99 = _figures(runs, ref)
+            cells = [f"{a / b:.2f}x" if b > 0 else "-" for a, b in
+                     ((cpu, ref_cpu), (p50, ref_p50), (p99, ref_p99))]  # fmt: skip
+            lines.append(f"| {ref} | " + " | ".join(cells) + " |")
+    return lines
 
 
 async def scenario(targets: list[Target], upstream_port: int, *, concurrency: int, seconds: float,
@@ -382,6 +413,12 @@ def processes(args: argparse.Namespace) -> Iterator[tuple[Target, list[Target]]]
                 target = start_printing_port(
                     "bare aiohttp", [PYTHON, "bare_proxy.py", "--upstream", url], PROXY_CPU
                 )
+            elif name == "protocol":
+                target = start_printing_port(
+                    "protocol reference",
+                    [PYTHON, "protocol_proxy.py", "--upstream", url],
+                    PROXY_CPU,
+                )
             elif name == "nginx":
                 found = start_nginx(up.port, tmp)
                 if found is None:
@@ -447,7 +484,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="streamwatch overhead benchmark")
     parser.add_argument("--quick", action="store_true", help="under a minute")
-    parser.add_argument("--targets", nargs="+", default=["streamwatch", "bare", "nginx"])
+    parser.add_argument(
+        "--targets", nargs="+", default=["streamwatch", "bare", "protocol", "nginx"]
+    )
     parser.add_argument("--concurrency", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--gap-ms", type=int, default=30)  # 300 x 1000/30 = 10k chunks/s

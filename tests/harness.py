@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -27,6 +26,9 @@ from streamwatch.config import Route, Settings
 from streamwatch.serve import Running, start, stop
 from streamwatch.simulator.profile import Profile
 from streamwatch.simulator.server import start_simulator
+from tests.core.support import chat_chunk
+from tests.reliability.harness.client import RawClient, Response, build_request
+from tests.reliability.harness.proxy import ProxyProcess
 
 LOOPBACK = "127.0.0.1"
 CHAT = "/v1/chat/completions"
@@ -174,18 +176,11 @@ def response_bodies(wire: bytes) -> list[bytes]:
             return bodies
 
 
-def chat_chunk(delta: Mapping[str, Any], finish: str | None = None) -> bytes:
-    """One OpenAI chat completion chunk as an SSE event."""
-    choice = {"index": 0, "delta": dict(delta), "finish_reason": finish}
-    payload = {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [choice]}
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
-
 def chat_stream(words: Sequence[str], gap: float = 0.0) -> list[tuple[float, bytes]]:
     """A complete chat stream as (delay, event) steps: role, one delta per word, finish, [DONE]."""
-    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}))]
-    steps += [(gap, chat_chunk({"content": word})) for word in words]
-    steps += [(0.0, chat_chunk({}, "stop")), (0.0, b"data: [DONE]\n\n")]
+    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}, model="m"))]
+    steps += [(gap, chat_chunk({"content": word}, model="m")) for word in words]
+    steps += [(0.0, chat_chunk({}, "stop", model="m")), (0.0, b"data: [DONE]\n\n")]
     return steps
 
 
@@ -291,81 +286,9 @@ async def streamwatch(upstream: str, **overrides: Any) -> AsyncIterator[Running]
         await stop(running, drain_timeout=0.5)
 
 
-class ServeProcess:
-    """``python -m streamwatch serve`` as a subprocess; ports from its ``streamwatch.started`` line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[dict[str, Any]] = []  # every JSON log line so far
-        self.raw: list[str] = []
-        self.proxy_port = 0
-        self.admin_port = 0
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="serve-stderr")
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            text = raw.decode(errors="replace").rstrip("\n")
-            self.raw.append(text)
-            with contextlib.suppress(ValueError):
-                line = json.loads(text)
-                if isinstance(line, dict):
-                    self.lines.append(line)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line.get("event") == name]
-
-    async def ready(self, within: float = 15.0) -> None:
-        """Wait for the start-up line, then for ``/readyz`` to answer 200."""
-        await until(
-            lambda: bool(self.events("streamwatch.started")) or self.proc.returncode is not None,
-            within,
-            what="streamwatch.started",
-        )
-        if not self.events("streamwatch.started"):
-            raise AssertionError("serve exited before start-up:\n" + "\n".join(self.raw))
-        started = self.events("streamwatch.started")[0]
-        self.proxy_port = int(started["listen"].rpartition(":")[2])
-        self.admin_port = int(started["admin"].rpartition(":")[2])
-
-        async def readyz() -> bool:
-            try:
-                async with (
-                    aiohttp.ClientSession() as session,
-                    session.get(f"{self.admin_url}/readyz") as r,
-                ):
-                    return r.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await until(readyz, within, interval=0.05, what="/readyz")
-
-    @property
-    def proxy_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.proxy_port}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.admin_port}"
-
-    async def wait(self, within: float = 15.0) -> int:
-        """The exit status, once the process and its stderr are done."""
-        code = await asyncio.wait_for(self.proc.wait(), within)
-        await asyncio.wait_for(self._reader, within)
-        return code
-
-    async def terminate(self) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await self.wait()
-        except TimeoutError:
-            self.proc.kill()
-            return await self.wait()
-
-
 async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
-    """Spawn ``python -m streamwatch ARGS`` with stderr piped (JSON logs) and a clean environment."""
+    """Spawn ``python -m streamwatch ARGS`` with stderr piped and no ``STREAMWATCH_*`` but ``env``'s,
+    for the tests of a start-up that must fail (a served one is :func:`serve_process`)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMWATCH_")}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamwatch", *args,
@@ -379,16 +302,15 @@ async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.s
 @contextlib.asynccontextmanager
 async def serve_process(
     *args: str, env: Mapping[str, str] | None = None, ephemeral: bool = True
-) -> AsyncIterator[ServeProcess]:
-    """A ready ``streamwatch serve`` subprocess (JSON logs); SIGTERM and reaped on exit."""
-    ports = ("--listen", f"{LOOPBACK}:0", "--admin-listen", f"{LOOPBACK}:0") if ephemeral else ()
-    proc = await run_cli("serve", "--log-format", "json", *ports, *args, env=env)
-    serving = ServeProcess(proc)
+) -> AsyncIterator[ProxyProcess]:
+    """A ready ``streamwatch serve ARGS`` (JSON logs at info), started and stopped (SIGTERM) in a
+    thread so that an upstream in this event loop keeps serving meanwhile."""
+    process = ProxyProcess(None, *args, env=env, log_level="info", ephemeral=ephemeral)
+    await asyncio.to_thread(process.start)
     try:
-        await serving.ready()
-        yield serving
+        yield process
     finally:
-        await serving.terminate()
+        await process.terminate()
 
 
 # -- /metrics ------------------------------------------------------------------------------------
@@ -438,25 +360,14 @@ def request_bytes(
     headers: Mapping[str, str] | None = None,
     method: str = "POST",
 ) -> bytes:
-    """One HTTP/1.1 request with a JSON body, ``Connection: close``."""
-    body = json.dumps(payload).encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    return (
-        f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n{head}\r\n"
-    ).encode() + body
-
-
-@dataclass
-class RawReads:
-    """What a raw socket client received: each read with its monotonic arrival time."""
-
-    reads: list[tuple[float, bytes]] = field(default_factory=list)
-    reset: bool = False
-
-    @property
-    def wire(self) -> bytes:
-        return b"".join(data for _, data in self.reads)
+    """One HTTP/1.1 request with a JSON body and ``Connection: close``."""
+    return build_request(
+        method,
+        path,
+        [("Content-Type", "application/json"), ("Connection", "close"), *(headers or {}).items()],
+        json.dumps(payload).encode(),
+        host=LOOPBACK,
+    )
 
 
 async def raw_exchange(
@@ -464,55 +375,23 @@ async def raw_exchange(
     request: bytes,
     *,
     stop_when: Callable[[bytes], bool] | None = None,
-) -> tuple[RawReads, float]:
-    """Send ``request`` on a bare socket and record every read until EOF, reset or ``stop_when``
-    (then the client closes); returns the reads and when the client closed (monotonic)."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    got = RawReads()
-    try:
-        writer.write(request)
-        while True:
-            try:
-                data = await reader.read(1 << 16)
-            except ConnectionResetError:
-                got.reset = True
-                break
-            if not data:
-                break
-            got.reads.append((time.monotonic(), data))
-            if stop_when is not None and stop_when(got.wire):
-                break
-    finally:
-        writer.close()
-        closed = time.monotonic()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return got, closed
+) -> tuple[Response, float]:
+    """Send ``request`` on a bare socket (the reliability harness's :class:`RawClient`, in a thread
+    so this event loop keeps serving) and read until the response ends, EOF, a reset or
+    ``stop_when(bytes so far)`` (then the client closes); returns the response and when the client
+    closed (monotonic)."""
 
-
-def h11_response(wire: bytes) -> tuple[int, bytes, bool]:
-    """Parse a client's received bytes with h11: status, body, and whether the body ended cleanly."""
-    conn = h11.Connection(h11.CLIENT)
-    conn.send(
-        h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")])
-    )
-    conn.send(h11.EndOfMessage())
-    conn.receive_data(wire)
-    conn.receive_data(b"")
-    status, body = 0, b""
-    while True:
+    def run() -> tuple[Response, float]:
+        client = RawClient(port, timeout=60)
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return status, body, False  # premature EOF inside the body
-        if isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            body += bytes(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return status, body, True
-        elif event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
-            return status, body, False
+            client.expect(request.split(b" ", 1)[0].decode())
+            client.send(request)
+            until = None if stop_when is None else (lambda r: stop_when(bytes(r.raw)))
+            return client.read(until=until, deadline=60), time.monotonic()
+        finally:
+            client.close()
+
+    return await asyncio.to_thread(run)
 
 
 def sse_data(body: bytes) -> list[str]:

@@ -5,34 +5,54 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
-# The files that hold the long runs (the soak and the long fuzz).
-FILES = ("tests/reliability/test_limits.py", "tests/reliability/test_properties.py")
+LONG = ("soak", "fuzz_long")
+DEFAULT_SELECTION = "not soak and not fuzz_long"  # pyproject's addopts
+# The files that hold the long runs (the soaks and the long fuzz).
+FILES = (
+    "tests/reliability/test_limits.py",
+    "tests/reliability/test_properties.py",
+    "tests/reliability/test_security.py",
+)
 SOAK = "tests/reliability/test_limits.py::TestSlowConsumer::test_one_gibibyte"
 FUZZ_LONG = "tests/reliability/test_properties.py::TestSseSplits::test_long"
-
-
-def collected(*args: str) -> set[str]:
-    """Node ids pytest collects from ``FILES`` with ``args`` after the configured ones."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", *args, *FILES],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return {line for line in result.stdout.splitlines() if "::" in line}
 
 
 class TestMarkersSelect:
     """``soak`` and ``fuzz_long`` tests are deselected by default and selected by ``-m``."""
 
-    def test_long_runs_only_on_request(self) -> None:
-        """``-m "soak or fuzz_long"`` selects the long runs; the default collection has none of them."""
-        default = collected()
-        long = collected("-m", "soak or fuzz_long")
-        assert {SOAK, FUZZ_LONG} <= long
-        assert default
-        assert not long & default, f"long runs in the default run: {long & default}"
+    def test_default_run_has_no_long_runs(self, request: pytest.FixtureRequest) -> None:
+        """This session, run as the README says, selected no test marked soak or fuzz_long."""
+        if request.config.option.markexpr != DEFAULT_SELECTION:
+            pytest.skip(f"run with -m {request.config.option.markexpr!r}, not the default")
+        long = [
+            item.nodeid
+            for item in request.session.items
+            if any(item.get_closest_marker(marker) for marker in LONG)
+        ]
+        assert long == []
+
+    def test_m_selects_the_long_runs(self) -> None:
+        """``-m "soak or fuzz_long"`` after the configured options selects the long runs."""
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-m",
+                "soak or fuzz_long",
+                *FILES,
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        selected = {line for line in result.stdout.splitlines() if "::" in line}
+        assert {SOAK, FUZZ_LONG} <= selected

@@ -42,7 +42,9 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line (print() writes the newline apart): with --workers every process
+        # shares stderr, and separate writes interleave two lines into one unparseable line.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
 

@@ -1,11 +1,12 @@
-"""Helpers shared by the core tests: chunking the same bytes many ways, and corpus parameters."""
+"""Helpers shared by the tests: chunking the same bytes many ways, corpus parameters, and the one
+builder of hand-made OpenAI chat chunks (complete streams come from the simulator's renderer)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,29 @@ from hypothesis import strategies as st
 from tests.conftest import find_corpus
 
 FIXTURE_STREAMS = Path(__file__).resolve().parent.parent / "fixtures" / "streams"
+
+
+def chat_chunk(
+    delta: Mapping[str, Any] | None = None,
+    finish: str | None = None,
+    *,
+    usage: Mapping[str, Any] | None = None,
+    model: str = "gpt-4o",
+    eol: str = "\n",
+) -> bytes:
+    """One OpenAI chat completion chunk as an SSE event; with ``usage``, the usage-only last chunk
+    (no choices), as ``stream_options.include_usage`` sends it. ``eol`` ends the event's lines."""
+    payload: dict[str, Any] = {
+        "id": "chatcmpl-t",
+        "object": "chat.completion.chunk",
+        "model": model,
+    }
+    if usage is not None:
+        payload |= {"choices": [], "usage": dict(usage)}
+    else:
+        choice = {"index": 0, "delta": dict(delta or {}), "finish_reason": finish}
+        payload["choices"] = [choice]
+    return f"data: {json.dumps(payload, ensure_ascii=False)}{eol}{eol}".encode()
 
 
 def fixed(raw: bytes, size: int) -> list[bytes]:

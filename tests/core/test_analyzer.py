@@ -26,7 +26,7 @@ from streamwatch.core.events import (
 from streamwatch.core.record import CloseCause, Outcome, StallEpisode
 from streamwatch.core.sse import MAX_EVENT_BYTES
 from tests.core import oracle_sse
-from tests.core.support import FIXTURE_STREAMS
+from tests.core.support import FIXTURE_STREAMS, chat_chunk
 
 S = NS_PER_S
 MS = S // 1000
@@ -46,17 +46,8 @@ def sse(payload: Any, event: str | None = None) -> bytes:
 
 
 def chat(content: str | None = None, *, finish: str | None = None, usage: Any = None) -> bytes:
-    """One OpenAI chat chunk event."""
-    delta = {} if content is None else {"content": content}
-    chunk: dict[str, Any] = {
-        "id": "chatcmpl-t",
-        "object": "chat.completion.chunk",
-        "model": "gpt-4o",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    if usage is not None:
-        chunk = {"id": "chatcmpl-t", "model": "gpt-4o", "choices": [], "usage": usage}
-    return sse(chunk)
+    """One OpenAI chat chunk event carrying ``content`` (the shared builder)."""
+    return chat_chunk(None if content is None else {"content": content}, finish, usage=usage)
 
 
 ROLE = sse(

@@ -16,7 +16,6 @@ from streamwatch.config import add_arguments, load_settings
 from tests.harness import (
     LOOPBACK,
     chat_stream,
-    h11_response,
     raw_exchange,
     request_bytes,
     run_cli,
@@ -103,7 +102,7 @@ class TestRoutes:
                 for path in ("/alpha/v1/chat/completions", "/beta/v1/chat/completions", "/x"):
                     request = request_bytes(path, {"model": "m", "stream": True})
                     got, _ = await raw_exchange(serving.proxy_port, request)
-                    statuses.append(h11_response(got.wire)[0])
+                    statuses.append(got.parsed[0])
 
                 async def recorded() -> bool:
                     m = await scrape(serving.admin_port)

@@ -14,7 +14,6 @@ import pytest
 from tests.harness import (
     CHAT,
     LOOPBACK,
-    h11_response,
     raw_exchange,
     request_bytes,
     serve_process,
@@ -65,13 +64,13 @@ class TestGracefulDrain:
             signalled = time.monotonic()
             await until(lambda: refused(serving.proxy_port), within=1.0, what="refused connects")
             (short_reads, _), (long_reads, long_closed) = await asyncio.gather(short, long)
-            code = await serving.wait()
+            code = await asyncio.to_thread(serving.wait)
             exited = time.monotonic()
 
-        status, short_body, short_clean = h11_response(short_reads.wire)
+        status, short_body, short_clean = short_reads.parsed
         assert (status, short_clean) == (200, True)
         assert short_body.endswith(b"data: [DONE]\n\n")
-        status, long_body, long_clean = h11_response(long_reads.wire)
+        status, long_body, long_clean = long_reads.parsed
         assert (status, long_clean) == (200, False)  # premature EOF or reset: never clean
         assert b"[DONE]" not in long_body
         # Cut at the deadline: not before it, and well before the 20 s the stream would take.

@@ -19,7 +19,6 @@ import pytest
 
 from streamwatch.simulator.scenario import Api, Scenario, plan
 from tests.harness import (
-    h11_response,
     raw_exchange,
     request_bytes,
     scrape,
@@ -50,6 +49,7 @@ class Format:
     model: str  # the model label: the stream's, else the request body's or path's
     finish: dict[str, str]  # behaviour -> normalised finish reason
     error_type: str
+    timings: tuple[str, ...] = ()  # durations the upstream reports in its final frames
     whole_tool_call: bool = False  # the call arrives as one object, not argument deltas
     has_tools: bool = True
     has_reasoning: bool = True
@@ -59,6 +59,7 @@ def _finish(normal: str, tool: str, cut: str) -> dict[str, str]:
     return {"normal": normal, "tool_call": tool, "reasoning": normal, "max_tokens": cut}
 
 
+OLLAMA_TIMINGS = ("ollama_total", "ollama_load", "ollama_prompt_eval", "ollama_eval")
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "Weather in Paris?"}]}]}
 GEMINI_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -99,6 +100,7 @@ FORMATS = (
         MODEL_ID,  # Converse streams never name it: the path does
         _finish("end_turn", "tool_use", "max_tokens"),
         "model_stream_error_exception",
+        timings=("bedrock_latency",),
     ),
     Format(
         "bedrock_invoke",
@@ -107,6 +109,7 @@ FORMATS = (
         MODEL_ID,
         _finish("end_turn", "tool_use", "max_tokens"),
         "model_stream_error_exception",
+        timings=("bedrock_invocation_latency", "bedrock_first_byte_latency"),
     ),
     Format(
         "ollama_chat",
@@ -115,6 +118,7 @@ FORMATS = (
         "llama3.2",
         _finish("stop", "stop", "length"),
         "error",
+        timings=OLLAMA_TIMINGS,
         whole_tool_call=True,
     ),
     Format(
@@ -124,6 +128,7 @@ FORMATS = (
         "llama3.2",
         _finish("stop", "stop", "length"),
         "error",
+        timings=OLLAMA_TIMINGS,
         whole_tool_call=True,
     ),
     Format(
@@ -196,7 +201,7 @@ async def run(port: int, fmt: Format, behaviour: str) -> None:
         headers = {**TIMING, **STALL}
     request = request_bytes(fmt.path, fmt.body, headers)
     got, _ = await raw_exchange(port, request)
-    status, _, clean = h11_response(got.wire)
+    status, _, clean = got.parsed
     assert status == 200, (fmt.api, behaviour)
     assert clean is (behaviour != "reset"), (fmt.api, behaviour)
 
@@ -249,6 +254,10 @@ class TestEveryFormat:
         )
         assert m.value("streamwatch_time_to_first_token_seconds_count", **api) == len(BEHAVIOURS)
         assert m.value("streamwatch_analysis_errors_total", **api) == 0
+        completed = sum(1 for b in BEHAVIOURS if b not in OUTCOME)  # only final frames report
+        assert m.values(
+            "streamwatch_upstream_reported_seconds_count", "timing", **api
+        ) == dict.fromkeys(fmt.timings, completed)
 
 
 class TestRouteApi:
@@ -267,7 +276,7 @@ class TestRouteApi:
                 body = {"model": "llama3.2", "messages": MESSAGES}
                 for path in ("/plain/chat", "/typed/chat"):
                     got, _ = await raw_exchange(serving.proxy_port, request_bytes(path, body))
-                    assert h11_response(got.wire)[0] == 200
+                    assert got.status == 200
 
                 async def recorded() -> bool:
                     m = await scrape(serving.admin_port)

@@ -37,12 +37,12 @@ from tests.conftest import REPO_ROOT, missing
 from tests.harness import (
     LOOPBACK,
     Scrape,
-    ServeProcess,
     scrape,
     serve_process,
     simulator,
     until,
 )
+from tests.reliability.harness.proxy import ProxyProcess
 
 pytestmark = [
     pytest.mark.e2e,
@@ -79,7 +79,7 @@ class Gateway:
 
     litellm_url: str
     key: str
-    serve: ServeProcess
+    serve: ProxyProcess
 
     @property
     def proxy_url(self) -> str:
@@ -98,7 +98,7 @@ class Gateway:
         """The ``stream.<outcome>`` log lines so far, by request id."""
         return {
             line["request_id"]: line
-            for line in self.serve.lines
+            for line in self.serve.events()
             if str(line.get("event", "")).startswith("stream.")
         }
 

@@ -20,7 +20,6 @@ from streamwatch.simulator.scenario import Api, Scenario, plan
 from tests.harness import (
     CHAT,
     MESSAGES,
-    h11_response,
     raw_exchange,
     request_bytes,
     scrape,
@@ -149,7 +148,7 @@ async def run(port: int, case: Case) -> None:
     request = request_bytes(case.path, case.payload, {**TIMING, **case.headers})
     stop = (lambda wire: b'"delta":{"content":' in wire) if case.abort_after_first_output else None
     got, _ = await raw_exchange(port, request, stop_when=stop)
-    status, _, clean = h11_response(got.wire)
+    status, _, clean = got.parsed
     assert status == 200, case.name
     assert clean is (case.outcome not in ("upstream_reset", "client_abort")), case.name
 

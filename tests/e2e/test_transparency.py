@@ -30,7 +30,6 @@ from tests.harness import (
     MESSAGES,
     RESPONSES,
     Recorder,
-    h11_response,
     raw_exchange,
     recorder,
     request_bytes,
@@ -215,7 +214,7 @@ class TestRawBytes:
         got, _ = await raw_exchange(
             path.running.proxy_port, request_bytes(target, payload, headers)
         )
-        status, body, clean = h11_response(got.wire)
+        status, body, clean = got.parsed
         assert (status, clean) == (200, True)
         [sent] = path.relay.bodies()
         assert hashlib.sha256(body).hexdigest() == hashlib.sha256(sent).hexdigest()
@@ -225,7 +224,7 @@ class TestRawBytes:
         """An upstream reset mid-body: the client has the same prefix and no clean end."""
         request = request_bytes(CHAT, {"model": "m", "stream": True}, {"x-sim-scenario": "reset"})
         got, _ = await raw_exchange(path.running.proxy_port, request)
-        status, body, clean = h11_response(got.wire)
+        status, body, clean = got.parsed
         assert (status, clean) == (200, False)
         [sent] = path.relay.bodies()
         assert body == sent
@@ -249,8 +248,11 @@ class TestNoCoalescing:
         arrivals: list[float] = []
         seen = 0
         buffer = b""
-        for at, data in got.reads:
-            buffer += data
+        offset = 0
+        for at_ns, size in got.recvs:
+            at = at_ns / 1e9
+            buffer += got.raw[offset : offset + size]
+            offset += size
             total = buffer.count(marker)
             assert total - seen <= 1, f"{total - seen} output events arrived in one read"
             if total > seen:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.harness import CHAT, LOOPBACK, h11_response, raw_exchange, request_bytes, serve_process
+from tests.harness import CHAT, LOOPBACK, raw_exchange, request_bytes, serve_process
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ async def failed_line(
     """One request through a fresh ``serve``: the status, the started line, upstream.failed."""
     async with serve_process("--upstream", upstream, *args) as serving:
         reads, _ = await raw_exchange(serving.proxy_port, request_bytes(CHAT, BODY))
-        status = h11_response(reads.wire)[0]
+        status = reads.status
         code = await serving.terminate()
     assert code == 0
     [started] = serving.events("streamwatch.started")

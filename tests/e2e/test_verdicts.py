@@ -28,10 +28,8 @@ from tests.harness import (
     FAST,
     Scrape,
     Scripted,
-    ServeProcess,
     Steps,
     chat_stream,
-    h11_response,
     raw_exchange,
     request_bytes,
     scrape,
@@ -40,6 +38,7 @@ from tests.harness import (
     simulator,
     until,
 )
+from tests.reliability.harness.proxy import ProxyProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -52,7 +51,7 @@ GAP_S = 0.03  # output events 30 ms apart: each in its own read, so tokens/s is 
 class Stack:
     """A ready ``streamwatch serve`` subprocess in front of one upstream, and SDK clients on it."""
 
-    serve: ServeProcess
+    serve: ProxyProcess
     upstream: Scripted | None = None
 
     def openai(self) -> openai.AsyncOpenAI:
@@ -71,7 +70,7 @@ class Stack:
         def found() -> list[dict[str, Any]]:
             return [
                 line
-                for line in self.serve.lines
+                for line in self.serve.events()
                 if line.get("request_id") == request_id
                 and str(line.get("event", "")).startswith("stream.")
             ]
@@ -307,8 +306,8 @@ class TestNothingAddedToHeaders:
         ended = lambda wire: wire.endswith(b"\r\n0\r\n\r\n")  # noqa: E731 (the chunked body's end)
         direct, _ = await raw_exchange(scripted_stack.upstream.port, request, stop_when=ended)
         proxied, _ = await raw_exchange(scripted_stack.serve.proxy_port, request, stop_when=ended)
-        assert h11_response(proxied.wire)[1] == h11_response(direct.wire)[1]
-        assert end_to_end_headers(proxied.wire) == end_to_end_headers(direct.wire)
+        assert proxied.parsed[1] == direct.parsed[1]
+        assert end_to_end_headers(bytes(proxied.raw)) == end_to_end_headers(bytes(direct.raw))
 
 
 class TestUsageOutOfRange:
@@ -353,7 +352,7 @@ class TestModelLabelSlots:
             body = {"model": f"junk-{i}", "stream": True, "messages": MESSAGES}
             request = request_bytes(CHAT, body, {"x-sim-status": "401", **rid(f"junk-{i}")})
             got, _ = await raw_exchange(sim_stack.serve.proxy_port, request)
-            assert h11_response(got.wire)[0] == 401
+            assert got.status == 401
         assert models_labelled(await sim_stack.metrics(), "junk-") == set()
 
     async def test_response_model_is_preferred(self, scripted_stack: Stack) -> None:

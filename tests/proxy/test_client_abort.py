@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from tests.core.support import chat_chunk
 from tests.harness import (
     CHAT,
     Scrape,
-    chat_chunk,
     raw_exchange,
     request_bytes,
     scrape,

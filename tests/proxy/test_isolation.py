@@ -1,22 +1,25 @@
 """The admin endpoints live only on the admin listener, which binds loopback by default; and a
-failing analyzer never touches the bytes (fail-open)."""
+failing analyzer or sink never touches the bytes (fail-open)."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import socket
+from typing import Any
 
 import psutil
 import pytest
+from structlog.testing import capture_logs
 
+from streamwatch import serve
 from streamwatch.config import Settings, add_arguments, load_settings
 from streamwatch.core.analyzer import StreamAnalyzer
+from streamwatch.sinks import Exchange, Hooks, Sink, SinkEvent, Sinks
 from tests.harness import (
     CHAT,
     LOOPBACK,
     chat_stream,
-    h11_response,
     raw_exchange,
     recorder,
     request_bytes,
@@ -61,7 +64,7 @@ class TestAdminIsolation:
         ):
             get = f"GET /metrics HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n"
             got, _ = await raw_exchange(running.proxy_port, get.encode())
-            status, body, clean = h11_response(got.wire)
+            status, body, clean = got.parsed
         assert [line for line, _ in upstream.requests] == ["GET /metrics HTTP/1.1"]
         assert (status, clean) == (200, True)
         assert b"streamwatch_" not in body
@@ -106,24 +109,114 @@ class TestFailOpen:
     async def test_analyzer_fault_keeps_bytes_identical(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """Same bytes, clean end; analysis stops at the fault, counted and logged once; every byte
+        still counted on the stream's line."""
+
+        calls = []
+
         def broken(self: StreamAnalyzer, chunk: bytes, at_ns: int) -> object:
+            calls.append(len(chunk))
             raise RuntimeError("injected analyzer fault")
 
         # Fault injection at the analyzer seam: the one place a test may replace real code.
         monkeypatch.setattr(StreamAnalyzer, "feed", broken)
         async with simulator() as sim, recorder(sim) as relay, streamwatch(relay.url) as running:
             request = request_bytes(CHAT, {"model": "m", "stream": True}, {"x-sim-gap-ms": "5"})
-            got, _ = await raw_exchange(running.proxy_port, request)
+            with capture_logs() as logs:
+                got, _ = await raw_exchange(running.proxy_port, request)
 
-            async def closed() -> bool:
-                return (await scrape(running.admin_port)).value("streamwatch_streams_active") == 0
+                async def closed() -> bool:
+                    m = await scrape(running.admin_port)
+                    return sum(m.values("streamwatch_streams_total", "outcome").values()) == 1
 
-            await until(closed, what="the stream to be recorded")
+                await until(closed, what="the stream to be recorded")
             m = await scrape(running.admin_port)
-        status, body, clean = h11_response(got.wire)
+        status, body, clean = got.parsed
         [sent] = relay.bodies()
         assert (status, clean) == (200, True)
         assert hashlib.sha256(body).digest() == hashlib.sha256(sent).digest()
-        assert len(got.reads) > 1  # several reads went through the broken analyzer
+        assert len(calls) == 1  # analysis stopped at the fault; later reads were not analyzed
         assert m.values("streamwatch_analysis_errors_total", "stage") == {"analyzer": 1.0}
-        assert sum(m.values("streamwatch_streams_total", "outcome").values()) == 1
+        assert [line["stage"] for line in logs if line["event"] == "analysis.failed"] == [
+            "analyzer"
+        ]
+        [line] = [line for line in logs if str(line["event"]).startswith("stream.")]
+        assert line["analysis_failed"] is True
+        assert line["body_bytes"] == len(sent)
+
+
+class _Calls:
+    """A sink that records the hooks it got per request, raising in ``event`` on one request."""
+
+    def __init__(self, fail_on_request: int | None) -> None:
+        self.fail_on_request = fail_on_request
+        self.calls: list[list[str]] = []
+
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        calls: list[str] = []
+        self.calls.append(calls)
+        fail = len(self.calls) == self.fail_on_request
+
+        def event(event: SinkEvent) -> None:
+            calls.append("event")
+            if fail:
+                raise RuntimeError("injected sink fault")
+
+        return Hooks(
+            upstream_request=lambda headers: calls.append("upstream_request"),
+            response=lambda status, api: calls.append("response"),
+            event=event,
+            finish=lambda record, error_kind: calls.append("finish"),
+        )
+
+
+def _with_sinks(monkeypatch: pytest.MonkeyPatch, *extra: Sink) -> None:
+    """Add ``extra`` sinks before the built-in ones, at the composition root (the sink seam)."""
+    real = serve.build_sinks
+
+    def build(*args: Any) -> tuple[Sinks, list[Any]]:
+        sinks, closers = real(*args)
+        return Sinks(sinks=(*extra, *sinks.sinks), tracer=sinks.tracer), closers
+
+    monkeypatch.setattr(serve, "build_sinks", build)
+
+
+class TestFaultySink:
+    """A sink hook that raises is dropped for that request only and logged; bytes and the other
+    sinks are unaffected."""
+
+    async def test_dropped_for_that_request_only(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """After its fault the sink hears nothing more of request 1; request 2 reaches it whole."""
+        faulty, healthy = _Calls(fail_on_request=1), _Calls(fail_on_request=None)
+        _with_sinks(monkeypatch, faulty, healthy)
+        async with (
+            simulator() as sim,
+            recorder(sim) as relay,
+            streamwatch(relay.url) as running,
+        ):
+            request = request_bytes(CHAT, {"model": "m", "stream": True})
+            with capture_logs() as logs:
+                first, _ = await raw_exchange(running.proxy_port, request)
+                second, _ = await raw_exchange(running.proxy_port, request)
+
+                async def recorded() -> bool:
+                    m = await scrape(running.admin_port)
+                    return sum(m.values("streamwatch_streams_total", "outcome").values()) == 2
+
+                await until(recorded, what="both streams to be recorded")
+            outcomes = (await scrape(running.admin_port)).values(
+                "streamwatch_streams_total", "outcome"
+            )
+        for got, sent in zip((first, second), relay.bodies(), strict=True):
+            status, body, clean = got.parsed
+            assert (status, clean, body) == (200, True, sent)
+        assert faulty.calls[0] == ["upstream_request", "response", "event"]
+        assert faulty.calls[1] == healthy.calls[0] == healthy.calls[1]
+        assert healthy.calls[0][:2] == ["upstream_request", "response"]
+        assert healthy.calls[0][-1] == "finish"
+        assert "event" in healthy.calls[0]
+        assert outcomes == {"completed": 2.0}
+        failures = [line for line in logs if line["event"] == "sink.failed"]
+        assert len(failures) == 1
+        assert (failures[0]["stage"], failures[0]["sink"]) == ("event", "_Calls")
+        assert failures[0]["log_level"] == "warning"

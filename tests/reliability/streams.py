@@ -9,7 +9,7 @@ from streamwatch.core.analyzer import StreamAnalyzer
 from streamwatch.core.api import Api
 from streamwatch.core.record import CloseCause
 from tests.conftest import find_corpus
-from tests.core.support import FIXTURE_STREAMS, sse_events
+from tests.core.support import FIXTURE_STREAMS, chat_chunk, sse_events
 
 PATHS = {  # the SSE-framed APIs: these bodies are replayed as text/event-stream
     Api.OPENAI_CHAT: "/v1/chat/completions",
@@ -52,50 +52,35 @@ class Body:
         return list(sse_events(self.raw))
 
 
-def _chat(*chunks: str, done: bool = True, eol: str = "\n") -> bytes:
-    parts = [f"data: {c}{eol}{eol}" for c in chunks]
-    if done:
-        parts.append(f"data: [DONE]{eol}{eol}")
-    return "".join(parts).encode()
+def _chat(*chunks: bytes, eol: str = "\n") -> bytes:
+    return b"".join(chunks) + f"data: [DONE]{eol}{eol}".encode()
 
 
-def _delta(text: str, finish: str | None = None) -> str:
-    choice = {"index": 0, "delta": {"content": text}, "finish_reason": finish}
-    return json.dumps({"id": "c1", "model": "gpt-4o", "choices": [choice]}, ensure_ascii=False)
+def _delta(text: str, finish: str | None = None, eol: str = "\n") -> bytes:
+    return chat_chunk({"content": text}, finish, eol=eol)
 
 
 def edge_bodies() -> list[Body]:
     """Shapes the corpus may lack: line endings, BOM, comments, multi-line data, emoji, a 2 MiB event."""
     chat = Api.OPENAI_CHAT
     big_args = json.dumps({"blob": "x" * (2 << 20)})
-    tool = json.dumps(
-        {
-            "id": "c1",
-            "model": "gpt-4o",
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": "t1",
-                                "function": {"name": "f", "arguments": big_args},
-                            }
-                        ]
-                    },
-                    "finish_reason": None,
-                }
-            ],
-        }
-    )
+    call = {"index": 0, "id": "t1", "function": {"name": "f", "arguments": big_args}}
+    tool = chat_chunk({"tool_calls": [call]})
     return [
-        Body("edge/crlf", chat, _chat(_delta("a"), _delta("b", "stop"), eol="\r\n")),
-        Body("edge/cr-only", chat, _chat(_delta("a"), _delta("b", "stop"), eol="\r")),
+        Body(
+            "edge/crlf",
+            chat,
+            _chat(_delta("a", eol="\r\n"), _delta("b", "stop", eol="\r\n"), eol="\r\n"),
+        ),
+        Body(
+            "edge/cr-only",
+            chat,
+            _chat(_delta("a", eol="\r"), _delta("b", "stop", eol="\r"), eol="\r"),
+        ),
         Body(
             "edge/bom-comments",
             chat,
-            b"\xef\xbb\xbf: hello\n\n" + _chat(_delta("a"), ": keep", _delta("b", "stop")),
+            b"\xef\xbb\xbf: hello\n\n" + _chat(_delta("a"), b": keep\n\n", _delta("b", "stop")),
         ),
         Body(
             "edge/multiline-data",

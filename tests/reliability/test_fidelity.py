@@ -12,6 +12,7 @@ import pytest
 
 from streamwatch.core.api import Api
 from streamwatch.proxy.headers import HOP_BY_HOP
+from tests.core.support import chat_chunk
 from tests.reliability.harness.checks import (
     Baseline,
     assert_aborted,
@@ -229,20 +230,12 @@ class TestUpstreamAbort:
         base.check()
 
 
-def _chat_chunk(delta: str, finish: str | None = None, usage: str = "") -> bytes:
-    choices = (
-        "[]" if usage else f'[{{"index":0,"delta":{delta},"finish_reason":{finish or "null"}}}]'
-    )
-    extra = f',"usage":{usage}' if usage else ""
-    return f'data: {{"model":"m","choices":{choices}{extra}}}\n\n'.encode()
-
-
 def _anthropic(kind: str, payload: str) -> bytes:
     return f'event: {kind}\ndata: {{"type":"{kind}",{payload}}}\n\n'.encode()
 
 
 DONE = b"data: [DONE]\n\n"
-TEXT = '{"content":"a"}'
+TEXT = {"content": "a"}
 
 
 class TestTruncationLabels:
@@ -251,15 +244,15 @@ class TestTruncationLabels:
     @pytest.mark.parametrize(
         ("events", "outcome"),
         [
-            pytest.param([_chat_chunk(TEXT)], "truncated", id="chat-no-finish-no-done"),
+            pytest.param([chat_chunk(TEXT)], "truncated", id="chat-no-finish-no-done"),
             pytest.param(
-                [_chat_chunk(TEXT, '"stop"'), DONE], "completed", id="chat-merged-finish-reason"
+                [chat_chunk(TEXT, "stop"), DONE], "completed", id="chat-merged-finish-reason"
             ),
             pytest.param(
                 [
-                    _chat_chunk(TEXT),
-                    _chat_chunk("{}", '"stop"'),
-                    _chat_chunk("", usage='{"prompt_tokens":3,"completion_tokens":1}'),
+                    chat_chunk(TEXT),
+                    chat_chunk({}, "stop"),
+                    chat_chunk(usage={"prompt_tokens": 3, "completion_tokens": 1}),
                     DONE,
                 ],
                 "completed",

@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.reliability.conftest import DEFAULT_OPTIONS
-from tests.reliability.harness.checks import Baseline, assert_aborted, assert_clean_end, wait_until
+from tests.reliability.harness.checks import (
+    LATE,
+    Baseline,
+    assert_aborted,
+    assert_clean_end,
+    wait_until,
+)
 from tests.reliability.harness.client import RawClient, build_request, chat_request, exchange
 from tests.reliability.harness.proxy import ProxyProcess, proxy_args
 from tests.reliability.harness.upstream import (
@@ -87,7 +93,7 @@ class TestClientAbort:
         print(
             f"T05/T06 {phase} {'rst' if rst else 'fin'}: upstream closed {latency * 1000:.1f} ms after client"
         )
-        assert latency <= 1.0
+        assert latency <= 4.0  # before the 5 s upstream idle timeout could have closed it
         line = proxy.record(rid)
         assert len(proxy.lines_for(rid)) == 1
         if phase != "before-headers":
@@ -193,7 +199,7 @@ class TestUpstreamIdle:
         client.close()
         assert_aborted(response)
         assert bytes(response.body) == EVENT
-        assert self.IDLE - 0.1 <= elapsed <= self.IDLE + 1.5
+        assert self.IDLE - 0.1 <= elapsed <= self.IDLE + LATE
         assert idle_proxy.record(rid)["outcome"] == "upstream_timeout"
         assert wait_until(lambda: upstream.connections_for(key)[-1].closed_ns is not None, 1.0)
 
@@ -206,7 +212,7 @@ class TestUpstreamIdle:
         response = exchange(idle_proxy.port, chat_request(key))
         elapsed = time.monotonic() - started
         assert response.status == 504
-        assert self.IDLE - 0.1 <= elapsed <= self.IDLE + 1.5
+        assert self.IDLE - 0.1 <= elapsed <= self.IDLE + LATE
 
 
 class TestStalledConsumer:
@@ -220,13 +226,13 @@ class TestStalledConsumer:
         client = RawClient(proxy.port, rcvbuf=4096)
         client.send(chat_request(key, request_id=rid))
         started = time.monotonic()
-        line = proxy.record(rid, timeout=10)
+        line = proxy.record(rid, timeout=2.0 + LATE)
         elapsed = time.monotonic() - started
         assert line["outcome"] == "client_abort"
         assert proxy.wait_log(lambda e: e.get("event") == "client.write_timeout") is not None
         assert wait_until(lambda: upstream.connections_for(key)[-1].closed_ns is not None, 1.0)
         print(f"T08 stalled client aborted after {elapsed:.2f} s (timeout 2 s)")
-        assert 2.0 <= elapsed <= 3.5 + 2.0  # + the time to fill the socket buffers
+        assert 2.0 <= elapsed <= 2.0 + LATE
         client.close()
         base.check(rss_slack=8 << 20)
 
@@ -253,7 +259,7 @@ class TestOverload:
             c.close()
             assert r.status == 503
             assert r.header("retry-after")
-            assert time.monotonic() - t0 < 0.1
+            assert time.monotonic() - t0 < 2.0  # refused at once, not queued for a slot
         assert len(upstream.requests_for(key)) == SHORT["max_streams"]
         # Shed requests are never forwarded but still counted and logged, with their status.
         assert proxy.total("streamwatch_requests_total", code="503") == 10
@@ -310,7 +316,7 @@ class TestSlowloris:
             f"T26 slow headers closed after {min(closed_after):.2f}-{max(closed_after):.2f} s (timeout 2 s)"
         )
         assert min(closed_after) >= 2.0
-        assert max(closed_after) <= 3.5
+        assert max(closed_after) <= 2.0 + LATE
         assert legit_ok
         base.check()
 
@@ -322,10 +328,10 @@ class TestSlowloris:
         client.expect()
         client.send(head + b"{")
         t0 = time.monotonic()
-        r = client.read(deadline=6)
+        r = client.read(deadline=2.0 + LATE)
         client.close()
         assert r.status == 408
-        assert 2.0 <= time.monotonic() - t0 <= 3.5
+        assert 2.0 <= time.monotonic() - t0 <= 2.0 + LATE
         assert upstream.requests_for(key) == []
 
     def test_idle_keepalive_not_cut(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
@@ -388,7 +394,7 @@ class TestDrain:
                 f"{aborted_at:.2f} s, exit {code} at {exited:.2f} s (drain_timeout 3 s)"
             )
             assert code == 0
-            assert 3.0 <= aborted_at <= 4.5
+            assert 3.0 <= aborted_at <= 3.0 + LATE
             outcomes = [
                 e["outcome"] for e in proc.events() if str(e.get("event", "")).startswith("stream.")
             ]

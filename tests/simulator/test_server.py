@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 import signal
@@ -96,19 +97,23 @@ class TestTransport:
                 await response.read()
 
     async def test_events_are_separate_writes(self, base_url: str) -> None:
-        # With a 20 ms gap every token event arrives in its own read.
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                base_url + CHAT,
-                json={"model": "m", "stream": True},
-                headers={"x-sim-tokens": "4", "x-sim-gap-ms": "20", "x-sim-ttft-ms": "20"},
-            ) as response,
-        ):
-            reads = [chunk async for chunk in response.content.iter_any()]
-        token_reads = [r for r in reads if b'"content":"' in r and b'"content":""' not in r]
-        assert len(token_reads) == 4
-        assert all(r.count(b'"content":"') == 1 for r in token_reads)
+        """Each token event is written at its own time, the gap after the one before.
+
+        Read from the send times the server stamps into the events, not from the client's reads,
+        which a busy client may coalesce.
+        """
+        headers = {
+            "x-sim-tokens": "4",
+            "x-sim-gap-ms": "20",
+            "x-sim-jitter-ms": "0",
+            "x-sim-ttft-ms": "20",
+            "x-sim-timestamps": "1",
+        }
+        body = await _post(base_url, CHAT, {"model": "m", "stream": True}, headers)
+        stamps = [p[TIMESTAMP_FIELD] for p in _sse_payloads(body) if TIMESTAMP_FIELD in p]
+        assert len(stamps) == 4
+        # asyncio may wake a timer up to a clock tick early: 15 ms for a 20 ms gap.
+        assert all(b - a >= 15_000_000 for a, b in itertools.pairwise(stamps)), stamps
 
     async def test_client_disconnect_stops_generation(self) -> None:
         runner, port = await start_simulator("127.0.0.1", 0, FAST)

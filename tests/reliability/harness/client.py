@@ -60,6 +60,11 @@ class Response:
         return [v for k, v in self.headers if k == lowered]
 
     @property
+    def parsed(self) -> tuple[int | None, bytes, bool]:
+        """(status, body, whether it ended cleanly)."""
+        return self.status, bytes(self.body), self.complete
+
+    @property
     def aborted(self) -> bool:
         """The body did not end cleanly (premature EOF, reset or framing error)."""
         return not self.complete

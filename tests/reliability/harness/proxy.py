@@ -1,12 +1,15 @@
-"""H4 + H5: streamwatch as a real subprocess, with its metrics, logs, RSS and file descriptors.
+"""H4 + H5: ``streamwatch serve`` as a real subprocess, with its metrics, logs, RSS and file descriptors.
 
-Ports are ephemeral: both listeners bind port 0 and are read back from the JSON
-``streamwatch.started`` log line on stderr; ``/readyz`` is polled before the proxy is handed out.
-stderr is drained by a thread (DEBUG level, JSON lines) so the pipe never blocks the proxy.
+The one wrapper of a served streamwatch for every test package. Ports are ephemeral: both listeners
+bind port 0 and are read back from the JSON ``streamwatch.started`` log line on stderr; ``/readyz``
+is polled before the proxy is handed out. stderr is drained by a thread (JSON lines) so the pipe
+never blocks the proxy. Sync tests use it as a context manager; async tests (whose upstream runs in
+their own event loop) use ``tests.harness.serve_process``, which starts and stops it in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -30,32 +33,24 @@ class ProxyProcess:
 
     def __init__(
         self,
-        upstream: str,
+        upstream: str | None,
         *args: str,
         env: Mapping[str, str] | None = None,
         log_level: str = "debug",
+        ephemeral: bool = True,
         prefix: Sequence[str] = (),
     ) -> None:
-        # ``prefix`` wraps the command (e.g. ``unshare -m ...``); it must exec, keeping the pid.
-        self.argv = [
-            *prefix,
-            sys.executable,
-            "-m",
-            "streamwatch",
-            "serve",
-            "--upstream",
-            upstream,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--log-level",
-            log_level,
-            *args,
-        ]
-        self.env = {**os.environ, "PYTHONWARNINGS": "always::ResourceWarning", **(env or {})}
+        """``upstream`` None: routes come from ``args`` (``--config``, ``--route``); ``ephemeral``
+        False: the listen addresses too. The environment has no ``STREAMWATCH_*`` but ``env``'s.
+        ``prefix`` wraps the command (e.g. ``unshare -m ...``); it must exec, keeping the pid."""
+        self.argv = [*prefix, sys.executable, "-m", "streamwatch", "serve"]
+        if upstream is not None:
+            self.argv += ["--upstream", upstream]
+        if ephemeral:
+            self.argv += ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+        self.argv += ["--log-format", "json", "--log-level", log_level, *args]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMWATCH_")}
+        self.env = {**base, "PYTHONWARNINGS": "always::ResourceWarning", **(env or {})}
         self.lines: list[str] = []
         self.port = 0
         self.admin_port = 0
@@ -70,7 +65,9 @@ class ProxyProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 15.0) -> ProxyProcess:
+    def start(self, timeout: float = 30.0) -> ProxyProcess:
+        """Spawn, then wait for the start-up line and ``/readyz`` (with ``--workers``, the parent's
+        line, the one that lists the workers)."""
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -80,7 +77,11 @@ class ProxyProcess:
         )
         self._reader = threading.Thread(target=self._drain, daemon=True, name="proxy-stderr")
         self._reader.start()
-        started = self.wait_log(lambda e: e.get("event") == "streamwatch.started", timeout)
+        parent = "--workers" in self.argv and self.argv[self.argv.index("--workers") + 1] != "1"
+        started = self.wait_log(
+            lambda e: e.get("event") == "streamwatch.started" and ("workers" in e or not parent),
+            timeout,
+        )
         if started is None:
             self.stop()
             raise RuntimeError("streamwatch did not start:\n" + "".join(self.lines[-40:]))
@@ -98,6 +99,30 @@ class ProxyProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line.decode("utf-8", "replace"))
+
+    @property
+    def proxy_port(self) -> int:
+        return self.port
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def wait(self, timeout: float = 15.0) -> int:
+        """The exit status, once the process has exited and its stderr is drained."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return code
+
+    async def terminate(self) -> int | None:
+        """:meth:`stop` from async code (in a thread, so the caller's event loop keeps serving)."""
+        return await asyncio.to_thread(self.stop)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Signal the proxy and wait for it; returns the exit status."""
@@ -151,14 +176,16 @@ class ProxyProcess:
             if sample == name and all(found.get(k) == v for k, v in labels.items())
         )
 
-    def events(self) -> list[dict[str, Any]]:
-        """The JSON log lines so far."""
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log lines so far (those whose ``event`` is ``name``, if given)."""
         out = []
         for line in tuple(self.lines):
             try:
-                out.append(json.loads(line))
+                event = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(event, dict) and (name is None or event.get("event") == name):
+                out.append(event)
         return out
 
     def wait_log(
