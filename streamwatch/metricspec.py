@@ -21,7 +21,8 @@ from typing import Final, Literal
 
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
-from streamwatch.core.record import Outcome
+from streamwatch.core.record import UPSTREAM_TIMINGS, Outcome
+from streamwatch.core.slo import MISS_REASONS
 
 Kind = Literal["counter", "gauge", "histogram"]
 #: How a gauge adds up over ``--workers`` processes (prometheus-client's multiprocess modes).
@@ -44,6 +45,8 @@ REASON: Final = "reason"
 SOURCE: Final = "source"
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
+REASON: Final = "reason"  # the first goodput objective a stream missed
+TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
 #: Families people do not slice by model carry only these (the series budget in the README).
@@ -194,11 +197,13 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
     SOURCE: frozenset(OUTPUT_TOKEN_SOURCES),
+    REASON: frozenset(MISS_REASONS),
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
     REASON: frozenset(CONNECTION_REFUSAL_REASONS),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
     ERROR_TYPE: frozenset({*ERROR_TYPES, OTHER}),
+    TIMING: frozenset(UPSTREAM_TIMINGS),
 }
 
 # --- buckets --------------------------------------------------------------------------------------
@@ -351,6 +356,20 @@ DURATION: Final = Family(
     DURATION_BUCKETS,
     otel="gen_ai.client.inference.duration",
 )
+UPSTREAM_REPORTED: Final = Family(
+    "streamwatch_upstream_reported_seconds",
+    "histogram",
+    "Durations the upstream reported in its own stream (Bedrock latencyMs and invocation"
+    " metrics, Ollama's durations), by name; set beside TTFT and duration they say how much of"
+    " the time the provider accounts for.",
+    "s",
+    (*ROUTE_API, TIMING),
+    "durations the upstream reported in its frames: `bedrock_latency`, "
+    "`bedrock_invocation_latency`, `bedrock_first_byte_latency`, `ollama_total`, `ollama_load`, "
+    "`ollama_prompt_eval`, `ollama_eval`",
+    LATENCY_BUCKETS,
+    otel="streamwatch.upstream_reported",
+)
 FINISH_REASONS_TOTAL: Final = Family(
     "streamwatch_finish_reasons_total",
     "counter",
@@ -435,6 +454,26 @@ BUILD_INFO: Final = Family(
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
 
+# goodput: streams judged against their route's objectives (--slo-ttft, --slo-tpot, --slo-no-stall)
+SLO_MET: Final = Family(
+    "streamwatch_slo_met_total",
+    "counter",
+    "Streams that completed and met every goodput objective of their route.",
+    "{stream}",
+    STREAM_LABELS,
+    "goodput: streams that met every objective (routes with objectives only)",
+    otel="streamwatch.slo.met",
+)
+SLO_MISSED: Final = Family(
+    "streamwatch_slo_missed_total",
+    "counter",
+    "Streams judged against goodput objectives that missed one, by the first objective missed.",
+    "{stream}",
+    (*ROUTE_API, REASON),
+    "streams that missed an objective, by the first missed: `outcome`, `ttft`, `tpot`, `stall`",
+    otel="streamwatch.slo.missed",
+)
+
 # streamwatch's own health (with prometheus-client's process_* collector: CPU, RSS, open fds)
 EVENT_LOOP_LAG: Final = Family(
     "streamwatch_event_loop_lag_seconds",
@@ -506,6 +545,7 @@ FAMILIES: Final = (
     GAP,
     TOKENS_PER_SECOND,
     DURATION,
+    UPSTREAM_REPORTED,
     FINISH_REASONS_TOTAL,
     ERROR_FRAMES,
     TOKENS,
@@ -515,6 +555,8 @@ FAMILIES: Final = (
     CONNECTIONS_REFUSED,
     ANALYSIS_ERRORS,
     BUILD_INFO,
+    SLO_MET,
+    SLO_MISSED,
     EVENT_LOOP_LAG,
     CLIENT_CONNECTIONS,
     ROUTE_INFO,

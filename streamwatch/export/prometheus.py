@@ -18,6 +18,7 @@ from streamwatch import __version__
 from streamwatch import metricspec as spec
 from streamwatch.core.api import Api
 from streamwatch.core.record import StreamRecord
+from streamwatch.core.slo import MET, MISS_REASONS
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 
 
@@ -75,6 +76,7 @@ class Metrics:
         self.gap = _histogram(spec.GAP, registry)
         self.tokens_per_second = _histogram(spec.TOKENS_PER_SECOND, registry)
         self.duration = _histogram(spec.DURATION, registry)
+        self.upstream_reported = _histogram(spec.UPSTREAM_REPORTED, registry)
         self.finish_reasons = _counter(spec.FINISH_REASONS_TOTAL, registry)
         self.error_frames = _counter(spec.ERROR_FRAMES, registry)
         self.tokens = _counter(spec.TOKENS, registry)
@@ -86,6 +88,8 @@ class Metrics:
         for reason in spec.CONNECTION_REFUSAL_REASONS:
             self.connections_refused.labels(reason)
         self.build_info = _gauge(spec.BUILD_INFO, registry)
+        self.slo_met = _counter(spec.SLO_MET, registry)
+        self.slo_missed = _counter(spec.SLO_MISSED, registry)
         self.event_loop_lag = _histogram(spec.EVENT_LOOP_LAG, registry)
         self.client_connections = _gauge(spec.CLIENT_CONNECTIONS, registry)
         self.route_info = _gauge(spec.ROUTE_INFO, registry)
@@ -135,6 +139,13 @@ class Metrics:
         """The info series of each configured (route, upstream origin)."""
         for route, upstream in routes:
             self.route_info.labels(route, upstream).set(1)
+
+    def goodput(self, route: str, api: str, model: str, verdict: str) -> None:
+        """Count a stream judged against its objectives: ``met`` per model, else the reason per
+        (route, api). The met series and every reason start at zero with the first judged stream."""
+        met = self.slo_met.labels(route, api, model)
+        missed = {r: self.slo_missed.labels(route, api, r) for r in MISS_REASONS}
+        (met if verdict == MET else missed[verdict]).inc()
 
     def request_finished(self, route: str, api: str, code: int) -> None:
         """Count a proxied request by the status code returned to the client (any request)."""
@@ -221,6 +232,8 @@ class RouteApiChildren:
         source = spec.SOURCE_ESTIMATED if record.output_tokens_estimated else spec.SOURCE_REPORTED
         self.delivered[source].inc(record.output_tokens)
         self.duration.observe(max(0.0, record.duration_ns / 1e9), exemplar)
+        for name, ns in record.upstream_timings:  # names from a fixed set: bounded series
+            self.metrics.upstream_reported.labels(self.route, self.api, name).observe(ns / 1e9)
 
     def error_frame(self, error_type: str) -> None:
         label = normalise_error_type(error_type)

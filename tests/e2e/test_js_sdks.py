@@ -94,6 +94,12 @@ async def run_js(binary: str, base_url: str) -> dict[str, Any]:
     return results
 
 
+def reported_output(api: str, final: dict[str, Any]) -> int:
+    """The output tokens in the usage of an SDK's final result."""
+    usage = final["usage"]
+    return int(usage["completion_tokens"] if api == "chat" else usage["output_tokens"])
+
+
 class TestJavaScriptSDKs:
     """Through streamwatch the JS SDKs get what they get direct, and each stream is counted right."""
 
@@ -106,7 +112,7 @@ class TestJavaScriptSDKs:
             def lines() -> dict[str, dict[str, Any]]:
                 return {
                     line["request_id"]: line
-                    for line in serve.lines
+                    for line in serve.events()
                     if str(line.get("event", "")).startswith("stream.")
                 }
 
@@ -125,6 +131,9 @@ class TestJavaScriptSDKs:
             named_tool = scenario == "tool_call"
             assert line["output_events"] == len(proxied[name]["deltas"]) + named_tool, name
             assert line["output_tokens_estimated"] is (OUTCOMES[scenario] != "completed"), name
+            assert line["malformed_frames"] == 0, name
+            if not line["output_tokens_estimated"]:  # exact: the usage the SDK's result reports
+                assert line["output_tokens"] == reported_output(api, proxied[name]["final"]), name
         expected = Counter(OUTCOMES[c["scenario"]] for c in CASES)
         assert metrics.values("streamwatch_streams_total", "outcome") == {
             k: float(v) for k, v in expected.items()

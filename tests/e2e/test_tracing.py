@@ -183,6 +183,7 @@ class TestStreamSpans:
         assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] > 0
         assert attrs[sc.SERVER_PORT] > 0
         assert attrs[sc.SW_OUTPUT_EVENTS] == FAST.output_tokens
+        assert attrs[sc.SW_OUTPUT_TOKENS] == FAST.output_tokens  # reported
         assert 0 < attrs[sc.SW_TTFB] <= attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
         ((_, at, event),) = span.events_named(sc.EVENT_FIRST_TOKEN)
         assert event[sc.SW_TTFT] == attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
@@ -269,7 +270,8 @@ class TestStreamSpans:
         assert span.status_code == STATUS_UNSET
 
     async def test_client_abort(self, stack: Stack) -> None:
-        """A client that leaves mid-stream: status ERROR client_abort and a client_abort event."""
+        """A client that leaves mid-stream: status ERROR client_abort and a client_abort event, and
+        the output it was delivered, estimated from its events (issue 11)."""
         async with aiohttp.ClientSession() as session:
             response = await session.post(
                 stack.proxy + CHAT,
@@ -285,6 +287,10 @@ class TestStreamSpans:
         assert span.attributes[sc.ERROR_TYPE] == "client_abort"
         ((_, at, _),) = span.events_named(sc.EVENT_CLIENT_ABORT)
         assert at == span.end_ns
+        delivered = span.attributes[sc.SW_OUTPUT_EVENTS]  # however many arrived before it left
+        assert span.attributes[sc.SW_OUTPUT_TOKENS] == delivered
+        assert span.attributes[sc.SW_OUTPUT_TOKENS_ESTIMATED] is True
+        assert sc.GEN_AI_USAGE_OUTPUT_TOKENS not in span.attributes
 
     async def test_upstream_reset_and_http_errors(self, stack: Stack) -> None:
         """Upstream resets and HTTP error answers are span errors typed by outcome or status."""
