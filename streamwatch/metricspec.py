@@ -41,11 +41,10 @@ ERROR_TYPE: Final = "error_type"
 TOKEN_TYPE: Final = "type"
 KIND: Final = "kind"
 STAGE: Final = "stage"
-REASON: Final = "reason"
 SOURCE: Final = "source"
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
-REASON: Final = "reason"  # the first goodput objective a stream missed
+REASON: Final = "reason"  # why: the goodput objective a stream missed, or a refused connection
 TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
@@ -197,10 +196,9 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
     SOURCE: frozenset(OUTPUT_TOKEN_SOURCES),
-    REASON: frozenset(MISS_REASONS),
+    REASON: frozenset({*MISS_REASONS, *CONNECTION_REFUSAL_REASONS}),  # two families, one label
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
-    REASON: frozenset(CONNECTION_REFUSAL_REASONS),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
     ERROR_TYPE: frozenset({*ERROR_TYPES, OTHER}),
     TIMING: frozenset(UPSTREAM_TIMINGS),
