@@ -21,7 +21,7 @@ from typing import Final, Literal
 
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
-from streamwatch.core.record import Outcome
+from streamwatch.core.record import UPSTREAM_TIMINGS, Outcome
 
 Kind = Literal["counter", "gauge", "histogram"]
 #: How a gauge adds up over ``--workers`` processes (prometheus-client's multiprocess modes).
@@ -43,6 +43,7 @@ STAGE: Final = "stage"
 SOURCE: Final = "source"
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
+TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
 #: Families people do not slice by model carry only these (the series budget in the README).
@@ -194,6 +195,7 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
     ERROR_TYPE: frozenset({*ERROR_TYPES, OTHER}),
+    TIMING: frozenset(UPSTREAM_TIMINGS),
 }
 
 # --- buckets --------------------------------------------------------------------------------------
@@ -346,6 +348,20 @@ DURATION: Final = Family(
     DURATION_BUCKETS,
     otel="gen_ai.client.inference.duration",
 )
+UPSTREAM_REPORTED: Final = Family(
+    "streamwatch_upstream_reported_seconds",
+    "histogram",
+    "Durations the upstream reported in its own stream (Bedrock latencyMs and invocation"
+    " metrics, Ollama's durations), by name; set beside TTFT and duration they say how much of"
+    " the time the provider accounts for.",
+    "s",
+    (*ROUTE_API, TIMING),
+    "durations the upstream reported in its frames: `bedrock_latency`, "
+    "`bedrock_invocation_latency`, `bedrock_first_byte_latency`, `ollama_total`, `ollama_load`, "
+    "`ollama_prompt_eval`, `ollama_eval`",
+    LATENCY_BUCKETS,
+    otel="streamwatch.upstream_reported",
+)
 FINISH_REASONS_TOTAL: Final = Family(
     "streamwatch_finish_reasons_total",
     "counter",
@@ -491,6 +507,7 @@ FAMILIES: Final = (
     GAP,
     TOKENS_PER_SECOND,
     DURATION,
+    UPSTREAM_REPORTED,
     FINISH_REASONS_TOTAL,
     ERROR_FRAMES,
     TOKENS,

@@ -374,6 +374,7 @@ class StreamAnalyzer:
             refusal_chars=reading.refusal_chars,
             tool_calls=reading.tool_calls(),
             captured_text=reading.captured_text(),
+            upstream_timings=tuple(reading.upstream_timings.items()),
         )
 
     def _tokens_per_second(self, output_tokens: int) -> float | None:

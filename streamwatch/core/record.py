@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
@@ -55,6 +56,23 @@ def outcome_of(*, error_frames: int, cause: CloseCause, terminal_delivered: bool
     if cause is CloseCause.UPSTREAM_EOF:
         return Outcome.TRUNCATED if terminal_delivered is False else Outcome.COMPLETED
     return _OUTCOME_OF_CAUSE[cause]
+
+
+#: Upstream-reported durations by fixed name (a bounded label set): Bedrock ConverseStream's
+#: ``metadata.metrics.latencyMs``; the ``amazon-bedrock-invocationMetrics`` of invoke bodies
+#: (``invocationLatency``, ``firstByteLatency``); Ollama's final-line ``total_duration``,
+#: ``load_duration``, ``prompt_eval_duration`` and ``eval_duration``.
+UPSTREAM_TIMINGS: Final = (
+    "bedrock_latency",
+    "bedrock_invocation_latency",
+    "bedrock_first_byte_latency",
+    "ollama_total",
+    "ollama_load",
+    "ollama_prompt_eval",
+    "ollama_eval",
+)
+MAX_REPORTED_NS: Final = 86_400 * 1_000_000_000
+"""A reported duration above a day is not believed (a unit mix-up or junk): it is ignored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +157,9 @@ class StreamRecord:
     tool_calls: tuple[ToolCall, ...]
     captured_text: str | None = None
     analysis_failed: bool = False
+    upstream_timings: tuple[tuple[str, int], ...] = ()
+    """Durations the upstream reported in its own frames, ns, by a name of
+    :data:`UPSTREAM_TIMINGS` (Bedrock's ``latencyMs``, Ollama's ``eval_duration``, ...)."""
 
     @property
     def duration_ns(self) -> int:

@@ -83,6 +83,7 @@ class _Instruments:
         self.gap = histogram(spec.GAP)
         self.tokens_per_second = histogram(spec.TOKENS_PER_SECOND)
         self.duration = histogram(spec.DURATION)
+        self.upstream_reported = histogram(spec.UPSTREAM_REPORTED)
         self.finish_reasons = counter(spec.FINISH_REASONS_TOTAL)
         self.error_frames = counter(spec.ERROR_FRAMES)
         self.output_events = counter(spec.OUTPUT_EVENTS)
@@ -233,6 +234,9 @@ class _OtlpRequest(RequestObservations):
         self._i.delivered.add(
             record.output_tokens, {**self._route_api, **_attributes(source=source)}
         )
+        for name, ns in record.upstream_timings:
+            timing = {**self._route_api, **_attributes(timing=name)}
+            self._i.upstream_reported.record(ns / 1e9, timing)
         tps = record.tokens_per_second
         if tps is not None and tps >= 0 and tps != float("inf"):
             self._i.tokens_per_second.record(tps, per_model)

@@ -75,6 +75,7 @@ class Metrics:
         self.gap = _histogram(spec.GAP, registry)
         self.tokens_per_second = _histogram(spec.TOKENS_PER_SECOND, registry)
         self.duration = _histogram(spec.DURATION, registry)
+        self.upstream_reported = _histogram(spec.UPSTREAM_REPORTED, registry)
         self.finish_reasons = _counter(spec.FINISH_REASONS_TOTAL, registry)
         self.error_frames = _counter(spec.ERROR_FRAMES, registry)
         self.tokens = _counter(spec.TOKENS, registry)
@@ -218,6 +219,8 @@ class RouteApiChildren:
         source = spec.SOURCE_ESTIMATED if record.output_tokens_estimated else spec.SOURCE_REPORTED
         self.delivered[source].inc(record.output_tokens)
         self.duration.observe(max(0.0, record.duration_ns / 1e9), exemplar)
+        for name, ns in record.upstream_timings:  # names from a fixed set: bounded series
+            self.metrics.upstream_reported.labels(self.route, self.api, name).observe(ns / 1e9)
 
     def error_frame(self, error_type: str) -> None:
         label = normalise_error_type(error_type)

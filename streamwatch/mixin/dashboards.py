@@ -242,6 +242,14 @@ def overview(cfg: Config) -> Json:
         spec.TOKENS_PER_SECOND,
     )
     lay.percentiles(spec.DURATION, (0.5, 0.95), "Stream duration", "Request headers to stream end.")
+    lay.percentiles(
+        spec.UPSTREAM_REPORTED,
+        (0.5,),
+        "Upstream-reported durations (p50)",
+        "What the provider says it spent (Bedrock latencyMs and invocation metrics, Ollama's"
+        " load/prompt/eval durations), beside the TTFT and duration measured here.",
+        by=spec.TIMING,
+    )
     lay.row("Outcomes")
     lay.outcomes(
         "How streams ended: completed, truncated, error_frame, client_abort, upstream_reset, ..."

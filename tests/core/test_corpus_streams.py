@@ -128,6 +128,31 @@ def _valid_json(text: str | None) -> bool:
     return True
 
 
+def expected_timings(expected: dict[str, Any]) -> dict[str, int]:
+    """The upstream-reported durations a corpus reading lists, in ns, by the record's names."""
+    if "upstream_timings_ns" in expected:  # a project fixture says it directly
+        return dict(expected["upstream_timings_ns"])
+    out: dict[str, int] = {}
+    if (metrics := expected.get("metrics")) and metrics.get("latency_ms") is not None:
+        out["bedrock_latency"] = metrics["latency_ms"] * 1_000_000
+    invocation = expected.get("invocation_metrics") or {}
+    for name, key in (
+        ("bedrock_invocation_latency", "invocationLatency"),
+        ("bedrock_first_byte_latency", "firstByteLatency"),
+    ):
+        if key in invocation:
+            out[name] = invocation[key] * 1_000_000
+    for name, key in (
+        ("ollama_total", "total_duration_ns"),
+        ("ollama_load", "load_duration_ns"),
+        ("ollama_prompt_eval", "prompt_eval_duration_ns"),
+        ("ollama_eval", "eval_duration_ns"),
+    ):
+        if (expected.get("timings") or {}).get(key) is not None:
+            out[name] = expected["timings"][key]
+    return out
+
+
 def check_against_expected(record: StreamRecord, expected: dict[str, Any]) -> None:
     """Assert every field of the corpus ``.expected.json`` schema the analyzer reports."""
     frames = expected["frame_count"] if "frame_count" in expected else expected["sse_event_count"]
@@ -157,6 +182,7 @@ def check_against_expected(record: StreamRecord, expected: dict[str, Any]) -> No
     assert record.reasoning_chars == expected["reasoning"]["text_length_chars"]
     assert record.refusal_chars == len(expected.get("refusal", ""))
     assert record.malformed_frames == non_json_frames(expected)
+    assert dict(record.upstream_timings) == expected_timings(expected)
     usage = expected["usage"]
     if usage is None:
         assert record.usage is None
@@ -224,6 +250,7 @@ def fixture(
     tools: tuple[tuple[str, str | None, str], ...] = (),
     reasoning: int = 0,
     output_events: int,
+    timings: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """An expectation in the corpus ``.expected.json`` schema (the keys the analyzer can report).
 
@@ -253,6 +280,7 @@ def fixture(
         "reasoning": {"text_length_chars": reasoning},
         "undispatched_tail": None,
         "output_events": output_events,
+        "upstream_timings_ns": timings or {},
     }
 
 
@@ -452,6 +480,7 @@ FIXTURES: dict[str, dict[str, Any]] = {
         tools=(("get_weather", "tooluse_fx1", '{"city": "Paris"}'),),
         reasoning=len("User wants weather."),
         output_events=5,
+        timings={"bedrock_latency": 812_000_000},
     ),
     "bedrock-converse-throttled.bin": fixture(
         "bedrock_converse",
@@ -475,6 +504,10 @@ FIXTURES: dict[str, dict[str, Any]] = {
         usage={"input_tokens": 3, "output_tokens": 2},
         terminal="completionReason",
         output_events=2,
+        timings={
+            "bedrock_invocation_latency": 120_000_000,
+            "bedrock_first_byte_latency": 80_000_000,
+        },
     ),
     "ollama-chat-thinking-tool.ndjson": fixture(
         "ollama_chat",
@@ -489,6 +522,12 @@ FIXTURES: dict[str, dict[str, Any]] = {
         tools=(("get_weather", None, '{"city":"Paris"}'),),
         reasoning=len("Weather needs a tool."),
         output_events=3,
+        timings={
+            "ollama_total": 900_000_000,
+            "ollama_load": 1_000_000,
+            "ollama_prompt_eval": 100_000_000,
+            "ollama_eval": 700_000_000,
+        },
     ),
     "ollama-generate-error.ndjson": fixture(
         "ollama_generate",

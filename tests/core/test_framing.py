@@ -282,3 +282,66 @@ class TestIgnoredFields:
         decoder = SSEDecoder()
         items = [*decoder.feed(self.BODY), *decoder.close()]
         assert not any(isinstance(i, FieldIgnored) for i in items)
+
+
+class TestLiveVerdicts:
+    """The analyzer reports each new format's facts as they arrive, not only in the final record."""
+
+    def test_gemini_bare_error_is_reported_when_its_brace_closes(self) -> None:
+        analyzer = StreamAnalyzer(Api.GEMINI, 0)
+        chunk = b'data: {"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "index": 0}]}\n\n'
+        analyzer.feed(chunk, 1)
+        assert analyzer.feed(b'{\n  "error": {"code": 429, "status": "RESOURCE_', 2) == []
+        events = analyzer.feed(b'EXHAUSTED", "message": "quota"}\n}\n', 3)
+        assert [(type(e).__name__, getattr(e, "error_type", None)) for e in events] == [
+            ("ErrorFrameReceived", "RESOURCE_EXHAUSTED")
+        ]
+        _, record = analyzer.close(4, CloseCause.UPSTREAM_EOF)
+        assert record.outcome.value == "error_frame"
+        assert not record.undispatched_tail
+
+    def test_corrupt_event_stream_message_is_a_malformed_frame(self) -> None:
+        good = event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}})
+        bad = bytearray(good)
+        bad[-6] ^= 1
+        analyzer = StreamAnalyzer(Api.BEDROCK_CONVERSE, 0)
+        events = analyzer.feed(good + bytes(bad) + good, 1)
+        assert [type(e).__name__ for e in events] == [
+            "FirstByteReceived",
+            "FirstTokenReceived",
+            "OutputReceived",
+            "MalformedFrameReceived",
+            "OutputReceived",
+        ]
+        _, record = analyzer.close(2, CloseCause.UPSTREAM_EOF)
+        assert (record.sse_events, record.malformed_frames, record.output_events) == (3, 1, 2)
+        assert record.outcome.value == "truncated"  # no messageStop + metadata
+
+    @pytest.mark.parametrize(
+        ("api", "body"),
+        [
+            (Api.OLLAMA_CHAT, b'{"model":"m","done":true,"done_reason":"stop","eval_count":-1}\n'),
+            (
+                Api.GEMINI,
+                b'data: {"candidates":[{"finishReason":"STOP"}],'
+                b'"usageMetadata":{"candidatesTokenCount":18446744073709551615}}\n\n',
+            ),
+            (
+                Api.BEDROCK_CONVERSE,
+                event("messageStop", {"stopReason": "end_turn"})
+                + event("metadata", {"usage": {"inputTokens": 1, "outputTokens": 2.5}}),
+            ),
+            (
+                Api.COHERE_V2,
+                b'event: message-end\ndata: {"type":"message-end","delta":{"finish_reason":'
+                b'"COMPLETE","usage":{"tokens":{"input_tokens":"7","output_tokens":1}}}}\n\n',
+            ),
+        ],
+    )
+    def test_usage_out_of_range_is_not_believed(self, api: Api, body: bytes) -> None:
+        analyzer = StreamAnalyzer(api, 0)
+        analyzer.feed(body, 1)
+        _, record = analyzer.close(2, CloseCause.UPSTREAM_EOF)
+        assert record.usage is None
+        assert record.malformed_frames == 1
+        assert record.outcome.value == "completed"  # the terminal frame still counts

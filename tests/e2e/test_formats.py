@@ -49,6 +49,7 @@ class Format:
     model: str  # the model label: the stream's, else the request body's or path's
     finish: dict[str, str]  # behaviour -> normalised finish reason
     error_type: str
+    timings: tuple[str, ...] = ()  # durations the upstream reports in its final frames
     whole_tool_call: bool = False  # the call arrives as one object, not argument deltas
     has_tools: bool = True
     has_reasoning: bool = True
@@ -58,6 +59,7 @@ def _finish(normal: str, tool: str, cut: str) -> dict[str, str]:
     return {"normal": normal, "tool_call": tool, "reasoning": normal, "max_tokens": cut}
 
 
+OLLAMA_TIMINGS = ("ollama_total", "ollama_load", "ollama_prompt_eval", "ollama_eval")
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "Weather in Paris?"}]}]}
 GEMINI_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -98,6 +100,7 @@ FORMATS = (
         MODEL_ID,  # Converse streams never name it: the path does
         _finish("end_turn", "tool_use", "max_tokens"),
         "model_stream_error_exception",
+        timings=("bedrock_latency",),
     ),
     Format(
         "bedrock_invoke",
@@ -106,6 +109,7 @@ FORMATS = (
         MODEL_ID,
         _finish("end_turn", "tool_use", "max_tokens"),
         "model_stream_error_exception",
+        timings=("bedrock_invocation_latency", "bedrock_first_byte_latency"),
     ),
     Format(
         "ollama_chat",
@@ -114,6 +118,7 @@ FORMATS = (
         "llama3.2",
         _finish("stop", "stop", "length"),
         "error",
+        timings=OLLAMA_TIMINGS,
         whole_tool_call=True,
     ),
     Format(
@@ -123,6 +128,7 @@ FORMATS = (
         "llama3.2",
         _finish("stop", "stop", "length"),
         "error",
+        timings=OLLAMA_TIMINGS,
         whole_tool_call=True,
     ),
     Format(
@@ -248,6 +254,10 @@ class TestEveryFormat:
         )
         assert m.value("streamwatch_time_to_first_token_seconds_count", **api) == len(BEHAVIOURS)
         assert m.value("streamwatch_analysis_errors_total", **api) == 0
+        completed = sum(1 for b in BEHAVIOURS if b not in OUTCOME)  # only final frames report
+        assert m.values(
+            "streamwatch_upstream_reported_seconds_count", "timing", **api
+        ) == dict.fromkeys(fmt.timings, completed)
 
 
 class TestRouteApi:

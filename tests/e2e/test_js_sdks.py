@@ -112,7 +112,7 @@ class TestJavaScriptSDKs:
             def lines() -> dict[str, dict[str, Any]]:
                 return {
                     line["request_id"]: line
-                    for line in serve.lines
+                    for line in serve.events()
                     if str(line.get("event", "")).startswith("stream.")
                 }
 

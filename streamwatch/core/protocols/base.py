@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar, final
 import orjson
 
 from streamwatch.core.limits import MAX_CHOICES, MAX_TOOL_CALLS, cap
-from streamwatch.core.record import ErrorFrame, ToolCall, Usage
+from streamwatch.core.record import MAX_REPORTED_NS, ErrorFrame, ToolCall, Usage
 from streamwatch.core.sse import MessageDispatched
 
 F_contra = TypeVar("F_contra", contravariant=True)
@@ -101,6 +101,7 @@ class Reading:
     text_chars: int = 0
     reasoning_chars: int = 0
     refusal_chars: int = 0
+    upstream_timings: dict[str, int] = field(default_factory=dict)
     _tool_calls: dict[tuple[int, int | str], _ToolCallParts] = field(default_factory=dict)
     _text: list[str] = field(default_factory=list)
     _captured_chars: int = 0
@@ -111,6 +112,12 @@ class Reading:
             piece = text[: self.capture_limit_chars - self._captured_chars]
             self._text.append(piece)
             self._captured_chars += len(piece)
+
+    def timing(self, name: str, value: object, ns_per_unit: int) -> None:
+        """Keep a duration the upstream reported (``name`` from :data:`UPSTREAM_TIMINGS`), if it
+        is a sane non-negative integer; ``ns_per_unit`` converts its unit to ns."""
+        if type(value) is int and 0 <= value * ns_per_unit <= MAX_REPORTED_NS:
+            self.upstream_timings[name] = value * ns_per_unit
 
     def finish_reason(self, choice: int, reason: str) -> None:
         """Choice ``choice`` finished for ``reason`` (already capped); a new choice past the cap is

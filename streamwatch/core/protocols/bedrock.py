@@ -41,6 +41,8 @@ from streamwatch.core.sse import MessageDispatched
 STOP_THEN_METADATA = "messageStop+metadata"
 TITAN_END = "completionReason"
 GUARDRAIL = "amazon-bedrock-guardrailAction"
+INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
+_NS_PER_MS = 1_000_000
 _BAD_CHUNK_BYTES = Facts(malformed="chunk_bytes")
 _CONVERSE_EVENTS = frozenset(
     {
@@ -112,6 +114,8 @@ class _ConverseEvents:
         if kind == "metadata":
             frame = Frame.NONE
             malformed: str | None = None
+            latency = as_dict(body.get("metrics")).get("latencyMs")
+            reading.timing("bedrock_latency", latency, _NS_PER_MS)
             usage = body.get("usage")
             if type(usage) is dict:
                 checked = _usage(usage)
@@ -193,6 +197,11 @@ class BedrockInvoke(_ConverseEvents):
         body = load_object(raw)
         if type(body) is Facts:
             return body
+        metrics = body.get(INVOCATION_METRICS)
+        if type(metrics) is dict:
+            latency, first_byte = metrics.get("invocationLatency"), metrics.get("firstByteLatency")
+            reading.timing("bedrock_invocation_latency", latency, _NS_PER_MS)
+            reading.timing("bedrock_first_byte_latency", first_byte, _NS_PER_MS)
         kind = body.get("type")
         if type(kind) is str:  # Anthropic Messages event
             event = MessageDispatched(kind, raw.decode("utf-8", "replace"), None, None)

@@ -30,6 +30,12 @@ from streamwatch.core.protocols.base import (
 )
 
 DONE = "done:true"
+_TIMINGS = (
+    ("ollama_total", "total_duration"),
+    ("ollama_load", "load_duration"),
+    ("ollama_prompt_eval", "prompt_eval_duration"),
+    ("ollama_eval", "eval_duration"),
+)
 
 
 class Ollama:
@@ -92,6 +98,8 @@ class Ollama:
         if reason:
             reading.finish_reason(0, reason)
         reading.terminal_frame = DONE
+        for name, key in _TIMINGS:
+            reading.timing(name, payload.get(key), 1)  # Ollama reports nanoseconds
         prompt, output = payload.get("prompt_eval_count"), payload.get("eval_count")
         if prompt is None and output is None:
             return True
