@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -86,6 +87,26 @@ class Target:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    gc_file: Path | None = None  # run under gc_pauses.py (``--gc``)
+    gc_signals: int = 0
+
+    def gc_mark(self) -> None:
+        """Close the GC window of ``gc_pauses.py`` (its file gets the pauses since the last mark)."""
+        if self.gc_file is not None and self.pid is not None:
+            self.gc_signals += 1
+            os.kill(self.pid, signal.SIGUSR2)
+
+    def gc_window(self) -> list[tuple[int, int]]:
+        """The (generation, ns) pauses between the last two marks."""
+        assert self.gc_file is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(self.gc_file.read_text())
+                if data["seq"] == self.gc_signals:
+                    return [(gen, ns) for gen, ns in data["pauses"]]
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.name}: no GC pauses written to {self.gc_file}")
 
     @property
     def pid(self) -> int | None:
@@ -109,15 +130,30 @@ def _wait_line(proc: subprocess.Popen[bytes], prefix: bytes) -> bytes:
     raise RuntimeError(f"process exited before printing {prefix!r}")
 
 
-def start_printing_port(name: str, argv: list[str], cpus: set[int] | None) -> Target:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=HERE)
+def _gc_argv(gc_dir: Path | None, name: str) -> tuple[list[str], Path | None]:
+    """The ``gc_pauses.py`` prefix for a Python target when ``--gc`` asks for it."""
+    if gc_dir is None:
+        return [], None
+    out = gc_dir / f"gc-{name.replace(' ', '-')}.json"
+    return [str(HERE / "gc_pauses.py"), str(out)], out
+
+
+def start_printing_port(
+    name: str, argv: list[str], cpus: set[int] | None, gc_dir: Path | None = None
+) -> Target:
+    prefix, gc_file = _gc_argv(gc_dir, name)
+    proc = subprocess.Popen([argv[0], *prefix, *argv[1:]], stdout=subprocess.PIPE, cwd=HERE)
     _pin(proc, cpus)
     port = int(_wait_line(proc, b"port ").split()[1])
-    return Target(name, port, proc)
+    return Target(name, port, proc, gc_file=gc_file)
 
 
 def start_streamwatch(
-    upstream: str, tmp: Path, workers: int = 1, env: dict[str, str] | None = None
+    upstream: str,
+    tmp: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    gc_dir: Path | None = None,
 ) -> Target:
     port, admin = _free_port(), _free_port()
     log = tmp / f"streamwatch-{port}.log"
@@ -129,7 +165,8 @@ def start_streamwatch(
         if wrap
         else [*(["-m", "cProfile", "-o", profile] if profile else []), "-m", "streamwatch"]
     )
-    argv = [PYTHON, *entry, "serve", "--upstream", upstream,
+    gc_prefix, gc_file = _gc_argv(gc_dir if workers == 1 else None, "streamwatch")
+    argv = [PYTHON, *gc_prefix, *entry, "serve", "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
             "--max-streams", "20000", "--log-format", "json", "--workers", str(workers)]  # fmt: skip
     with log.open("wb") as out:
@@ -142,7 +179,7 @@ def start_streamwatch(
     while workers > 1 and b'"workers":' not in log.read_bytes() and time.monotonic() < deadline:
         time.sleep(0.05)  # the parent logs streamwatch.started once every worker listens
     name = "streamwatch" if workers == 1 else f"streamwatch x{workers}"
-    return Target(name, port, proc, log)
+    return Target(name, port, proc, log, gc_file=gc_file)
 
 
 def start_nginx(upstream_port: int, tmp: Path) -> Target | None:
@@ -214,6 +251,7 @@ class Run:
     errors: int = 0
     streams: int = 0
     mismatched: int = 0
+    gc_pauses: list[tuple[int, int]] | None = None  # None: not run under gc_pauses.py
 
     def add(self, results: Results, window_s: float, cpu_s: float, mismatched: int) -> None:
         self.latencies_ns += results.latencies_ns
@@ -242,6 +280,7 @@ async def measure(target: Target, *, upstream_port: int, concurrency: int, secon
 
     def on_window(_start: bool) -> None:
         marks.append((time.monotonic(), cpu_seconds(pid) if pid else 0.0))
+        target.gc_mark()
 
     ramp = shape.tokens * shape.gap_ms / 1000
     results = await run_load("127.0.0.1", target.port, concurrency=concurrency,
@@ -253,6 +292,8 @@ async def measure(target: Target, *, upstream_port: int, concurrency: int, secon
     run.add(results, t1 - t0, c1 - c0, mismatched)
     if pid:
         run.rss_kib = max(run.rss_kib, rss_kib(pid))
+    if target.gc_file is not None:
+        run.gc_pauses = (run.gc_pauses or []) + await asyncio.to_thread(target.gc_window)
 
 
 def table(runs: dict[str, Run], offered: float) -> str:
@@ -280,7 +321,27 @@ def table(runs: dict[str, Run], offered: float) -> str:
     ratio_lines = ratios(runs)
     if ratio_lines:
         lines += ["", *ratio_lines]
+    gc_lines = gc_table(runs)
+    if gc_lines:
+        lines += ["", *gc_lines]
     return "\n".join(lines)
+
+
+def gc_table(runs: dict[str, Run]) -> list[str]:
+    """Cyclic-GC pauses inside the steady windows of the targets run under ``gc_pauses.py``."""
+    lines = ["| target | GC collections gen 0 / 1 / 2 per s | paused ms per s | pause p99 / max (ms) "
+             "| longest gen 0 / 1 / 2 (ms) |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in runs.items():
+        if r.gc_pauses is None or not r.window_s:
+            continue
+        per_gen = [[ns for gen, ns in r.gc_pauses if gen == g] for g in (0, 1, 2)]
+        counts = " / ".join(f"{len(p) / r.window_s:.1f}" for p in per_gen)
+        longest = " / ".join(f"{max(p) / 1e6:.2f}" if p else "-" for p in per_gen)
+        every = [ns for _gen, ns in r.gc_pauses] or [0]
+        total = sum(ns for _gen, ns in r.gc_pauses) / 1e6 / r.window_s
+        lines.append(f"| {name} | {counts} | {total:.2f} | {pct(every, 0.99):.2f} / "
+                     f"{pct(every, 1.0):.2f} | {longest} |")  # fmt: skip
+    return lines if len(lines) > 2 else []
 
 
 REFERENCES = ("bare aiohttp", "protocol reference", "nginx")
@@ -406,18 +467,23 @@ def processes(args: argparse.Namespace) -> Iterator[tuple[Target, list[Target]]]
         started.append(up)
         url = f"http://127.0.0.1:{up.port}"
         targets = [Target("direct", up.port)]
+        gc_dir = tmp if args.gc else None
         for name in args.targets:
             if name == "streamwatch":
-                target = start_streamwatch(url, tmp)
+                target = start_streamwatch(url, tmp, gc_dir=gc_dir)
             elif name == "bare":
                 target = start_printing_port(
-                    "bare aiohttp", [PYTHON, "bare_proxy.py", "--upstream", url], PROXY_CPU
+                    "bare aiohttp",
+                    [PYTHON, "bare_proxy.py", "--upstream", url],
+                    PROXY_CPU,
+                    gc_dir,
                 )
             elif name == "protocol":
                 target = start_printing_port(
                     "protocol reference",
                     [PYTHON, "protocol_proxy.py", "--upstream", url],
                     PROXY_CPU,
+                    gc_dir,
                 )
             elif name == "nginx":
                 found = start_nginx(up.port, tmp)
@@ -499,6 +565,8 @@ def main() -> None:
     parser.add_argument("--bulk-mb", type=int, default=None, help="MiB through one slow stream")
     parser.add_argument("--bulk-rate", type=float, default=50.0, help="slow reader MB/s")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--gc", action="store_true",
+                        help="record cyclic-GC pauses of the Python targets (gc_pauses.py)")  # fmt: skip
     args = parser.parse_args()
     quick = args.quick
     args.seconds = args.seconds or (4.0 if quick else 10.0)
