@@ -18,6 +18,7 @@ import yaml
 from yarl import URL
 
 from streamwatch.core.api import Api
+from streamwatch.core.slo import Objectives
 
 ENV_PREFIX = "STREAMWATCH_"
 _API_VALUES = frozenset(a.value for a in Api)
@@ -50,6 +51,8 @@ class Route:
     api: Api | None = None
     """The stream format of every response on this route, instead of guessing it from the path
     (a gateway that serves Ollama or Bedrock under its own paths); its media type must still match."""
+    slo: Objectives | None = None
+    """This route's goodput objectives (``slo:`` in its config entry), instead of the global ones."""
 
     def target(self, raw_target: str) -> URL:
         """The upstream URL: the configured origin and base path, then the request target as sent.
@@ -121,7 +124,16 @@ class Settings:
     log_level: str = "info"
     workers: int = 1
     metrics_dir: str | None = None
+    slo_ttft: float | None = None
+    slo_tpot: float | None = None
+    slo_no_stall: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def objectives(self, route: Route) -> Objectives:
+        """The goodput objectives streams of ``route`` are judged by (its own, else the global)."""
+        if route.slo is not None:
+            return route.slo
+        return Objectives(self.slo_ttft, self.slo_tpot, self.slo_no_stall)
 
     def upstream_urls(self) -> dict[str, str]:
         """Each route's upstream URL for the start-up line, never with credentials."""
@@ -252,6 +264,10 @@ OPTIONS: dict[str, str] = {
     "log_format": "auto (console on a TTY, else JSON), json or console.",
     "log_level": "debug, info, warning or error (info).",
     "workers": "Proxy processes sharing the port with SO_REUSEPORT (1).",
+    "slo_ttft": "Goodput objective: seconds to the first token (off). With --slo-tpot and "
+    "--slo-no-stall, streams are counted as meeting their objectives or missing one.",
+    "slo_tpot": "Goodput objective: seconds per output token after the first (off).",
+    "slo_no_stall": "true or false: a stream that stalled misses its objectives (false).",
     "metrics_dir": "Writable directory for the workers' metric files when --workers > 1 "
     "(default: the system temporary directory); under a read-only root, a tmpfs or emptyDir.",
 }
@@ -295,6 +311,10 @@ def _convert(name: str, raw: object) -> Any:
         return _non_negative(name, str(value))
     if name == "metrics_dir":
         return str(value) or None
+    if name in ("slo_ttft", "slo_tpot"):
+        return _positive(name, str(value))
+    if name == "slo_no_stall":
+        return value if isinstance(value, bool) else _bool(name, str(value))
     if name in ("upstream_ca_bundle", "upstream_client_cert", "upstream_client_key"):
         return _readable_file(name, str(value))
     if name in ("max_streams", "max_connections", "max_request_body", "capture_limit", "workers"):
@@ -311,6 +331,26 @@ def _convert(name: str, raw: object) -> Any:
     if name == "log_level":
         return _choice(name, str(value), ("debug", "info", "warning", "error"))
     raise ConfigError(name, "unknown option")
+
+
+def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
+    """A route entry's ``slo: {ttft: S, tpot: S, no_stall: BOOL}``."""
+    if raw is None:
+        return None
+    where = f"{path}: routes[{i}].slo"
+    if not isinstance(raw, dict) or set(raw) - {"ttft", "tpot", "no_stall"}:
+        raise ConfigError("config", f"{where} must be a mapping of ttft, tpot and no_stall")
+    ttft, tpot, no_stall = raw.get("ttft"), raw.get("tpot"), raw.get("no_stall", False)
+    for key, value in (("ttft", ttft), ("tpot", tpot)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise ConfigError("config", f"{where}.{key} must be a positive number of seconds")
+    if not isinstance(no_stall, bool):
+        raise ConfigError("config", f"{where}.no_stall must be true or false")
+    return Objectives(
+        None if ttft is None else float(ttft), None if tpot is None else float(tpot), no_stall
+    )
 
 
 def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
@@ -339,7 +379,8 @@ def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
                 f"{path}: routes[{i}].api must be one of {', '.join(sorted(_API_VALUES))},"
                 f" got {api!r}",
             )
-        routes.append(Route(name, upstream, prefix, strip, None if api is None else Api(api)))
+        slo = _route_objectives(path, i, entry.get("slo"))
+        routes.append(Route(name, upstream, prefix, strip, None if api is None else Api(api), slo))
     return tuple(routes)
 
 

@@ -22,6 +22,7 @@ from typing import Final, Literal
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import UPSTREAM_TIMINGS, Outcome
+from streamwatch.core.slo import MISS_REASONS
 
 Kind = Literal["counter", "gauge", "histogram"]
 #: How a gauge adds up over ``--workers`` processes (prometheus-client's multiprocess modes).
@@ -43,6 +44,7 @@ STAGE: Final = "stage"
 SOURCE: Final = "source"
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
+REASON: Final = "reason"  # the first goodput objective a stream missed
 TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
@@ -191,6 +193,7 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
     SOURCE: frozenset(OUTPUT_TOKEN_SOURCES),
+    REASON: frozenset(MISS_REASONS),
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
@@ -436,6 +439,26 @@ BUILD_INFO: Final = Family(
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
 
+# goodput: streams judged against their route's objectives (--slo-ttft, --slo-tpot, --slo-no-stall)
+SLO_MET: Final = Family(
+    "streamwatch_slo_met_total",
+    "counter",
+    "Streams that completed and met every goodput objective of their route.",
+    "{stream}",
+    STREAM_LABELS,
+    "goodput: streams that met every objective (routes with objectives only)",
+    otel="streamwatch.slo.met",
+)
+SLO_MISSED: Final = Family(
+    "streamwatch_slo_missed_total",
+    "counter",
+    "Streams judged against goodput objectives that missed one, by the first objective missed.",
+    "{stream}",
+    (*ROUTE_API, REASON),
+    "streams that missed an objective, by the first missed: `outcome`, `ttft`, `tpot`, `stall`",
+    otel="streamwatch.slo.missed",
+)
+
 # streamwatch's own health (with prometheus-client's process_* collector: CPU, RSS, open fds)
 EVENT_LOOP_LAG: Final = Family(
     "streamwatch_event_loop_lag_seconds",
@@ -516,6 +539,8 @@ FAMILIES: Final = (
     UPSTREAM_ERRORS,
     ANALYSIS_ERRORS,
     BUILD_INFO,
+    SLO_MET,
+    SLO_MISSED,
     EVENT_LOOP_LAG,
     CLIENT_CONNECTIONS,
     ROUTE_INFO,

@@ -38,6 +38,7 @@ from streamwatch import metricspec as spec
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import Outcome, StreamRecord
+from streamwatch.core.slo import MET, Objectives, verdict
 from streamwatch.export import semconv as sc
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 from streamwatch.export.observations import RequestObservations
@@ -90,6 +91,8 @@ class _Instruments:
         self.delivered = counter(spec.DELIVERED_OUTPUT_TOKENS)
         self.upstream_errors = counter(spec.UPSTREAM_ERRORS)
         self.analysis_errors = counter(spec.ANALYSIS_ERRORS)
+        self.slo_met = counter(spec.SLO_MET)
+        self.slo_missed = counter(spec.SLO_MISSED)
         self.usage = {
             kind: meter.create_counter(name, "{token}", f"GenAI usage: {kind} tokens.")
             for kind, name in spec.GENAI_USAGE.items()
@@ -111,6 +114,7 @@ class _OtlpRequest(RequestObservations):
         "_i",
         "_model_name",
         "_models",
+        "_objectives",
         "_outputs",
         "_route_api",
         "_stalled",
@@ -121,12 +125,14 @@ class _OtlpRequest(RequestObservations):
         self,
         instruments: _Instruments,
         models: ModelLabels,
+        objectives: Objectives | None,
         exchange: Exchange,
         trace_id: str | None,
     ) -> None:
         super().__init__(exchange, trace_id)
         self._i = instruments
         self._models = models
+        self._objectives = objectives
         self._stalled = False
         self._succeeded = False
         self._outputs = 0  # output events, added at the end: one SDK call per stream, not per event
@@ -227,6 +233,12 @@ class _OtlpRequest(RequestObservations):
             self.model_answered(record.model)
         per_model, genai = self._model()
         self._i.streams.add(1, {**per_model, **_attributes(outcome=record.outcome.value)})
+        if self._objectives is not None:
+            judged = verdict(record, self._objectives)
+            if judged == MET:
+                self._i.slo_met.add(1, per_model)
+            else:
+                self._i.slo_missed.add(1, {**self._route_api, **_attributes(reason=judged)})
         for reason in record.finish_reasons:
             value = normalise_finish_reason(reason, api)
             self._i.finish_reasons.add(1, {**self._route_api, **_attributes(finish_reason=value)})
@@ -271,13 +283,17 @@ class _OtlpRequest(RequestObservations):
 class OtlpMetricsSink:
     """Records every request's observations on OpenTelemetry instruments."""
 
-    def __init__(self, meter: Meter, models: ModelLabels) -> None:
+    def __init__(
+        self, meter: Meter, models: ModelLabels, objectives: Mapping[str, Objectives]
+    ) -> None:
         self._instruments = _Instruments(meter)
         self._models = models
+        self._objectives = {r: o for r, o in objectives.items() if o.active}
 
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
         """This request's hooks."""
-        return _OtlpRequest(self._instruments, self._models, exchange, trace_id).hooks()
+        objectives = self._objectives.get(exchange.route)
+        return _OtlpRequest(self._instruments, self._models, objectives, exchange, trace_id).hooks()
 
 
 def _check(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> None:
@@ -343,7 +359,7 @@ def metric_exporters(environ: Mapping[str, str]) -> list[MetricExporter]:
 
 
 def otlp_metrics_from_env(
-    environ: Mapping[str, str], models: ModelLabels
+    environ: Mapping[str, str], models: ModelLabels, objectives: Mapping[str, Objectives]
 ) -> tuple[OtlpMetricsSink | None, list[Closer]]:
     """The OTLP metrics sink and its closer (a final export, off the event loop), or nothing.
 
@@ -361,7 +377,7 @@ def otlp_metrics_from_env(
         # Cumulative streams from two processes (pods, --workers) must not share an identity.
         resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
     provider = MeterProvider(metric_readers=readers, resource=resource, exemplar_filter=exemplars)
-    sink = OtlpMetricsSink(provider.get_meter("streamwatch", __version__), models)
+    sink = OtlpMetricsSink(provider.get_meter("streamwatch", __version__), models, objectives)
 
     async def shutdown() -> None:
         await asyncio.to_thread(provider.shutdown)

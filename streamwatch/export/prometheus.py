@@ -18,6 +18,7 @@ from streamwatch import __version__
 from streamwatch import metricspec as spec
 from streamwatch.core.api import Api
 from streamwatch.core.record import StreamRecord
+from streamwatch.core.slo import MET, MISS_REASONS
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 
 
@@ -84,6 +85,8 @@ class Metrics:
         self.upstream_errors = _counter(spec.UPSTREAM_ERRORS, registry)
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
         self.build_info = _gauge(spec.BUILD_INFO, registry)
+        self.slo_met = _counter(spec.SLO_MET, registry)
+        self.slo_missed = _counter(spec.SLO_MISSED, registry)
         self.event_loop_lag = _histogram(spec.EVENT_LOOP_LAG, registry)
         self.client_connections = _gauge(spec.CLIENT_CONNECTIONS, registry)
         self.route_info = _gauge(spec.ROUTE_INFO, registry)
@@ -133,6 +136,13 @@ class Metrics:
         """The info series of each configured (route, upstream origin)."""
         for route, upstream in routes:
             self.route_info.labels(route, upstream).set(1)
+
+    def goodput(self, route: str, api: str, model: str, verdict: str) -> None:
+        """Count a stream judged against its objectives: ``met`` per model, else the reason per
+        (route, api). The met series and every reason start at zero with the first judged stream."""
+        met = self.slo_met.labels(route, api, model)
+        missed = {r: self.slo_missed.labels(route, api, r) for r in MISS_REASONS}
+        (met if verdict == MET else missed[verdict]).inc()
 
     def request_finished(self, route: str, api: str, code: int) -> None:
         """Count a proxied request by the status code returned to the client (any request)."""

@@ -13,9 +13,12 @@ response has named its own model, so an alias or an invented request name takes 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import StreamRecord
+from streamwatch.core.slo import Objectives, verdict
 from streamwatch.export.observations import RequestObservations
 from streamwatch.export.prometheus import Metrics, ModelChildren, RouteApiChildren, exemplar
 from streamwatch.sinks import Exchange, Hooks
@@ -27,6 +30,7 @@ class _PrometheusRequest(RequestObservations):
         "_metrics",
         "_model",
         "_model_name",
+        "_objectives",
         "_route_api",
         "_stalled",
         "_succeeded",
@@ -34,9 +38,16 @@ class _PrometheusRequest(RequestObservations):
 
     _route_api: RouteApiChildren
 
-    def __init__(self, metrics: Metrics, exchange: Exchange, trace_id: str | None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        objectives: Objectives | None,
+        exchange: Exchange,
+        trace_id: str | None,
+    ) -> None:
         super().__init__(exchange, trace_id)
         self._metrics = metrics
+        self._objectives = objectives
         self._exemplar = exemplar(trace_id)
         self._stalled = False
         self._succeeded = False
@@ -111,16 +122,25 @@ class _PrometheusRequest(RequestObservations):
             return
         if record.model:
             self.model_answered(record.model)
-        self._bound().record(record, self._exemplar)
+        bound = self._bound()
+        bound.record(record, self._exemplar)
         self._route_api.record(record, self._exemplar)
+        if self._objectives is not None:
+            ra = self._route_api
+            self._metrics.goodput(ra.route, ra.api, bound.model, verdict(record, self._objectives))
 
 
 class PrometheusSink:
-    """Counts every request and measures every analyzed stream, live, for ``/metrics``."""
+    """Counts every request and measures every analyzed stream, live, for ``/metrics``; streams of
+    a route with goodput ``objectives`` are also judged against them."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(
+        self, metrics: Metrics, objectives: Mapping[str, Objectives] | None = None
+    ) -> None:
         self.metrics = metrics
+        self._objectives = {r: o for r, o in (objectives or {}).items() if o.active}
 
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
         """This request's hooks."""
-        return _PrometheusRequest(self.metrics, exchange, trace_id).hooks()
+        objectives = self._objectives.get(exchange.route)
+        return _PrometheusRequest(self.metrics, objectives, exchange, trace_id).hooks()

@@ -39,6 +39,8 @@ class Config:
     alerts: dict[str, Threshold]
     #: ratio alerts stay silent on a route that ended fewer streams than this in 5 minutes
     min_streams_5m: int = 20
+    #: share of judged streams that must meet their route's goodput objectives
+    goodput_objective: float = 0.99
 
     @classmethod
     def default(cls) -> Config:
@@ -62,6 +64,7 @@ class Config:
             slo_threshold_s=float(raw["ttft_slo"]["threshold_seconds"]),
             alerts=alerts,
             min_streams_5m=int(raw.get("min_streams_5m", 20)),
+            goodput_objective=float(raw.get("goodput_slo", {}).get("objective", 0.99)),
         )
         return cfg.checked()
 
@@ -74,6 +77,8 @@ class Config:
             )
         if not 0 < self.slo_objective < 1:
             raise MixinConfigError("ttft_slo.objective must be between 0 and 1")
+        if not 0 < self.goodput_objective < 1:
+            raise MixinConfigError("goodput_slo.objective must be between 0 and 1")
         if self.min_streams_5m < 0:
             raise MixinConfigError("min_streams_5m must be >= 0")
         return self

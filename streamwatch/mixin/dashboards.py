@@ -21,6 +21,30 @@ def _share(outcome: Outcome, *labels: str) -> str:
 TARGET = 'job=~"$job", instance=~"$instance"'
 
 
+def _goodput(lay: Layout) -> None:
+    """Streams judged against their route's objectives: attainment and why they missed."""
+    lay.row("Goodput")
+    met, missed = spec.SLO_MET, spec.SLO_MISSED
+    met_rate = sum_rate(met, dashboard_selector(met), spec.ROUTE)
+    missed_rate = sum_rate(missed, dashboard_selector(missed), spec.ROUTE)
+    lay.timeseries(
+        "Goodput attainment",
+        "Share of judged streams that completed and met every objective of their route "
+        "(TTFT, time per output token, no stall).",
+        targets((f"{met_rate}\n/ ({met_rate} + {missed_rate})", legend(spec.ROUTE))),
+        unit="percentunit",
+        w=12,
+    )
+    lay.timeseries(
+        "Objectives missed",
+        "Judged streams per second that missed an objective, by the first one missed.",
+        targets(rate_by(missed, spec.REASON)),
+        unit="reqps",
+        w=12,
+        stack=True,
+    )
+
+
 def _self_health(lay: Layout) -> None:
     """streamwatch itself: CPU, memory, file descriptors, event-loop lag, connections, routes."""
     lay.row("streamwatch itself")
@@ -261,6 +285,7 @@ def overview(cfg: Config) -> Json:
         unit="reqps",
         w=12,
     )
+    _goodput(lay)
     _self_health(lay)
     return dashboard(
         OVERVIEW_UID,
@@ -302,6 +327,14 @@ def model_drilldown(cfg: Config) -> Json:
         by=by,
     )
     lay.outcomes("How this model's streams ended.", w=12)
+    met = spec.SLO_MET
+    lay.timeseries(
+        "Streams that met their objectives",
+        "Streams of this model per second that completed and met every goodput objective.",
+        targets(rate_by(met, spec.ROUTE)),
+        unit="reqps",
+        w=12,
+    )
     return dashboard(
         MODEL_UID,
         "streamwatch / Model",

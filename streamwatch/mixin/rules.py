@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamwatch import metricspec as spec
@@ -27,6 +27,14 @@ QUANTILES: dict[spec.Family, tuple[float, ...]] = {
     spec.TOKENS_PER_SECOND: (0.1, 0.5, 0.9),
     spec.DURATION: (0.5, 0.95),
 }
+
+
+def goodput_miss(window: str) -> str:
+    """Recording rule name of the goodput miss ratio (judged streams that missed) over ``window``."""
+    return f"route:{spec.SLO_MISSED.base}:ratio_rate{window}"
+
+
+GOODPUT_JUDGED = "route:streamwatch_slo_judged:rate5m"
 
 
 def slo_miss(window: str) -> str:
@@ -105,6 +113,22 @@ def recording_rules(cfg: Config) -> Json:
         }
         for w in SLO_WINDOWS
     )
+    met, missed = spec.SLO_MET, spec.SLO_MISSED
+
+    def judged(window: str) -> str:
+        return (
+            f"{sum_rate(met, s, spec.ROUTE, window=window)}\n"
+            f"+ {sum_rate(missed, s, spec.ROUTE, window=window)}"
+        )
+
+    rules.append({"record": GOODPUT_JUDGED, "expr": judged("5m")})
+    rules.extend(
+        {
+            "record": goodput_miss(w),
+            "expr": f"{sum_rate(missed, s, spec.ROUTE, window=w)}\n/ (\n{judged(w)}\n)",
+        }
+        for w in SLO_WINDOWS
+    )
     return {"groups": [{"name": "streamwatch.rules", "rules": rules}]}
 
 
@@ -149,16 +173,25 @@ def alert_rules(cfg: Config) -> Json:
         f"{pct(cfg.slo_objective)} of streams with a first token within {cfg.slo_threshold_s:g}s"
     )
 
-    def burn(pairs: Sequence[tuple[str, str, float]]) -> str:
+    def burn(
+        pairs: Sequence[tuple[str, str, float]],
+        miss: Callable[[str], str] = slo_miss,
+        error_budget: float = budget,
+        traffic: str = FIRST_TOKEN_RATE,
+    ) -> str:
         return guarded(
             "(\n"
             + "\nor\n".join(
-                f"({slo_miss(long)} > {num(rate * budget)}\n and {slo_miss(short)} > {num(rate * budget)})"
+                f"({miss(long)} > {num(rate * error_budget)}\n"
+                f" and {miss(short)} > {num(rate * error_budget)})"
                 for long, short, rate in pairs
             )
             + "\n)",
-            FIRST_TOKEN_RATE,
+            traffic,
         )
+
+    goodput_budget = 1 - cfg.goodput_objective
+    goodput = f"{pct(cfg.goodput_objective)} of judged streams meeting their route's objectives"
 
     def guarded(expr: str, traffic: str = STREAM_RATE) -> str:
         """``expr`` only for routes with enough traffic to judge a ratio by."""
@@ -196,6 +229,26 @@ def alert_rules(cfg: Config) -> Json:
             "Route {{ $labels.route }} misses the TTFT objective (" + objective + ") "
             "fast enough to spend the 30-day budget early; "
             "{{ $value | humanizePercentage }} of streams missed it.",
+        ),
+        alert(
+            cfg,
+            "StreamwatchGoodputBurn",
+            burn(PAGE_BURNS, goodput_miss, goodput_budget, GOODPUT_JUDGED),
+            Threshold(0, "2m", "critical"),
+            "Goodput is burning its error budget fast: streams miss their objectives.",
+            "Route {{ $labels.route }} misses its goodput objective (" + goodput + ") fast "
+            "enough to spend the 30-day budget in under 2 days; {{ $value | humanizePercentage }} "
+            "of judged streams missed an objective (TTFT, TPOT, stall or outcome).",
+        ),
+        alert(
+            cfg,
+            "StreamwatchGoodputBurn",
+            burn(TICKET_BURNS, goodput_miss, goodput_budget, GOODPUT_JUDGED),
+            Threshold(0, "1h", "warning"),
+            "Goodput is burning its error budget.",
+            "Route {{ $labels.route }} misses its goodput objective (" + goodput + ") fast "
+            "enough to spend the 30-day budget early; {{ $value | humanizePercentage }} of "
+            "judged streams missed an objective.",
         ),
         alert(
             cfg,

@@ -45,6 +45,13 @@ BAD = {
     "upstream-scheme": (["--upstream", "ftp://x"], {}, "", "--upstream"),
     "malformed-yaml": ([], {}, "routes: [\n  - name: a\n    prefix: /a\n", "--config"),
     "unknown-key": ([], {}, "stall_treshold: 5\n", "'stall_treshold'"),
+    "slo-not-positive": (["--slo-ttft", "-1"], {}, "", "--slo-ttft"),
+    "route-slo": (
+        [],
+        {},
+        "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', slo: {ttft: 0}}\n",
+        "routes[0].slo.ttft must be a positive number",
+    ),
     "route-api": (
         [],
         {},

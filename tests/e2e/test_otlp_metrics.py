@@ -48,7 +48,7 @@ async def push(env: Mapping[str, str]) -> Pushed:
             "OTEL_METRIC_EXPORT_INTERVAL": "600000",  # only the final export, at shutdown
             **env,
         }
-        async with serve_process("--upstream", upstream, env=environ) as serve:
+        async with serve_process("--upstream", upstream, "--slo-ttft", "5", env=environ) as serve:
             await asyncio.gather(*(raw_exchange(serve.proxy_port, c.request()) for c in mix()))
 
             async def settled() -> bool:
@@ -79,6 +79,10 @@ class TestOtlpMatchesPrometheus:
         reasons = scraped.values(spec.FINISH_REASONS_TOTAL.name, spec.FINISH_REASON)
         assert reasons
         assert received.by(spec.FINISH_REASONS_TOTAL.otel, FINISH_REASON) == reasons
+        missed = scraped.values(spec.SLO_MISSED.name, spec.REASON)
+        assert missed
+        assert received.by(spec.SLO_MISSED.otel, spec.otel_attribute(spec.REASON)) == missed
+        assert received.total(spec.SLO_MET.otel) == scraped.value(spec.SLO_MET.name) > 0
 
     @pytest.mark.parametrize("family", [spec.TTFT, spec.GAP, spec.DURATION, spec.TTFB])
     async def test_histogram_counts_and_sums(self, explicit: Pushed, family: spec.Family) -> None:

@@ -120,6 +120,23 @@ class TestStreamLine:
         assert line["output_events"] == sum(1 for piece in content_pieces(body) if piece)
         assert "completion" not in line
 
+    async def test_upstream_reported_durations(self, serving: ProxyProcess) -> None:
+        """An Ollama stream's line carries the durations its final line reported, in seconds."""
+        rid = uuid.uuid4().hex
+        payload = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-request-id": rid, "x-sim-gap-ms": "5", "x-sim-ttft-ms": "20"}
+        got, _ = await raw_exchange(
+            serving.proxy_port, request_bytes("/api/chat", payload, headers)
+        )
+        _, body, _ = got.parsed
+        final = json.loads(body.splitlines()[-1])
+        line = await one_line(serving, rid)
+        assert (line["api"], line["outcome"]) == ("ollama_chat", "completed")
+        assert line["upstream_timings_s"] == {
+            f"ollama_{name}": round(final[f"{name}_duration"] / 1e9, 6)  # ns to s, as logged
+            for name in ("total", "load", "prompt_eval", "eval")
+        }
+
     async def test_client_abort(self, serving: ProxyProcess) -> None:
         """A client that leaves after the first output event gives ``stream.client_abort``."""
         slow = {"x-sim-gap-ms": "200", "x-sim-tokens": "20"}
