@@ -1267,5 +1267,5 @@ class TestSdkLongPrompts:
             assert terminal in body
             assert elapsed > 3 * float(header_timeout), elapsed
             await until(lambda: bool(proxy.events("stream.completed")), what="stream.completed")
-            outcomes = [e["outcome"] for e in proxy.lines if "outcome" in e]
+            outcomes = [e["outcome"] for e in proxy.events() if "outcome" in e]
             assert outcomes == ["completed"], outcomes
