@@ -7,7 +7,14 @@ from streamwatch.core.record import Outcome
 from streamwatch.mixin.config import Config
 from streamwatch.mixin.panels import Json, Layout, dashboard, rate_by, targets, templating
 from streamwatch.mixin.promql import RATE_INTERVAL as RI
-from streamwatch.mixin.promql import dashboard_selector, legend, quantile, sum_rate
+from streamwatch.mixin.promql import (
+    REAL_TRAFFIC,
+    dashboard_selector,
+    legend,
+    probe_selector,
+    quantile,
+    sum_rate,
+)
 from streamwatch.mixin.rules import MODEL_UID, OVERVIEW_UID
 
 
@@ -100,10 +107,63 @@ def _self_health(lay: Layout) -> None:
         "Each route and its upstream origin, per instance (1 while configured).",
         targets(
             (
-                f'count by (route, upstream) ({info.name}{{{TARGET}, route=~"$route"}})',
+                f'count by (route, upstream) ({info.name}{{{TARGET}, route=~"$route", {REAL_TRAFFIC}}})',
                 "{{route}} → {{upstream}}",
             )
         ),
+    )
+
+
+def _synthetic_probe(lay: Layout) -> None:
+    """``streamwatch probe``'s canary streams, per target: verdicts, freshness, TTFT, results."""
+    lay.row("Synthetic probe")
+    success, last, probes, ttft = (
+        spec.PROBE_SUCCESS,
+        spec.PROBE_LAST_SUCCESS,
+        spec.PROBES,
+        spec.TTFT,
+    )
+    target_legend = legend(spec.TARGET)
+    lay.timeseries(
+        "Probe success",
+        "1 while a target's last probe passed (200, output, completed), 0 after a failed one.",
+        targets((f"max by (target) ({success.name}{{{probe_selector(success)}}})", target_legend)),
+        w=6,
+    )
+    lay.timeseries(
+        "Since the last passing probe",
+        "Seconds since each target last passed; grows by the probe interval per failed probe.",
+        targets(
+            (f"time() - max by (target) ({last.name}{{{probe_selector(last)}}})", target_legend)
+        ),
+        unit="s",
+        w=6,
+    )
+    lay.timeseries(
+        "Probe time to first token",
+        "p50 and p95 time to first token of the canary streams, per target (route = target).",
+        targets(
+            *(
+                (quantile(q, ttft, probe_selector(ttft), spec.ROUTE), f"{{{{route}}}} p{p}")
+                for q, p in ((0.5, 50), (0.95, 95))
+            ),
+            exemplar=True,
+        ),
+        unit="s",
+        w=6,
+    )
+    lay.timeseries(
+        "Probe results",
+        "Probes per second by target and verdict.",
+        targets(
+            (
+                sum_rate(probes, probe_selector(probes), spec.TARGET, spec.RESULT),
+                legend(spec.TARGET, spec.RESULT),
+            )
+        ),
+        unit="reqps",
+        w=6,
+        stack=True,
     )
 
 
@@ -286,6 +346,7 @@ def overview(cfg: Config) -> Json:
         w=12,
     )
     _goodput(lay)
+    _synthetic_probe(lay)
     _self_health(lay)
     return dashboard(
         OVERVIEW_UID,

@@ -9,6 +9,7 @@ from typing import Any
 from streamwatch import metricspec as spec
 from streamwatch.mixin.promql import (
     RATE_INTERVAL,
+    REAL_TRAFFIC,
     dashboard_selector,
     legend,
     quantile,
@@ -225,6 +226,7 @@ def variable(name: str, query: str, *, multi: bool = True) -> Json:
 def templating(*, model_multi: bool = True) -> Json:
     """datasource, job, instance, route, api and model, each narrowing the next."""
     info, streams = spec.BUILD_INFO.name, spec.STREAMS.name
+    real = f'job=~"$job", {REAL_TRAFFIC}'  # a probe's targets are not routes
     return {
         "list": [
             {
@@ -238,14 +240,11 @@ def templating(*, model_multi: bool = True) -> Json:
             },
             variable("job", f"label_values({info}, job)"),
             variable("instance", f'label_values({info}{{job=~"$job"}}, instance)'),
-            variable(spec.ROUTE, f'label_values({streams}{{job=~"$job"}}, {spec.ROUTE})'),
-            variable(
-                spec.API, f'label_values({streams}{{job=~"$job", route=~"$route"}}, {spec.API})'
-            ),
+            variable(spec.ROUTE, f"label_values({streams}{{{real}}}, {spec.ROUTE})"),
+            variable(spec.API, f'label_values({streams}{{{real}, route=~"$route"}}, {spec.API})'),
             variable(
                 spec.MODEL,
-                f'label_values({streams}{{job=~"$job", route=~"$route", api=~"$api"}}, '
-                f"{spec.MODEL})",
+                f'label_values({streams}{{{real}, route=~"$route", api=~"$api"}}, {spec.MODEL})',
                 multi=model_multi,
             ),
         ]

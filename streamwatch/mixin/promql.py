@@ -18,6 +18,12 @@ class UnknownLabelError(ValueError):
 
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = ("job", "instance")
+#: ``streamwatch probe`` adds ``source="probe"`` to every per-stream series it serves. A proxy's
+#: series have no such label (``source!="probe"`` matches them all, ``delivered_output_tokens``'
+#: ``reported``/``estimated`` included), so real-traffic panels and rules add this matcher and
+#: canary streams never count as user traffic, even when the probe shares the proxy's job.
+REAL_TRAFFIC = f'{spec.SOURCE}!="probe"'
+PROBE_TRAFFIC = f'{spec.SOURCE}="probe"'
 
 
 def _check_labels(family: spec.Family, labels: Sequence[str]) -> None:
@@ -38,16 +44,29 @@ def matchers(family: spec.Family, **equal: str) -> list[str]:
     return out
 
 
+def _real_traffic(equal: dict[str, str]) -> list[str]:
+    """:data:`REAL_TRAFFIC`, unless a ``source`` matcher already names a proxy's value."""
+    return [] if spec.SOURCE in equal else [REAL_TRAFFIC]
+
+
 def dashboard_selector(family: spec.Family, **equal: str) -> str:
     """The dashboards' selector: job and instance, then each template variable the family has."""
     parts = ['job=~"$job"', 'instance=~"$instance"']
     parts += [f'{label}=~"${label}"' for label in VARIABLE_LABELS if label in family.labels]
-    return ", ".join(parts + matchers(family, **equal))
+    return ", ".join([*parts, *_real_traffic(equal), *matchers(family, **equal)])
+
+
+def probe_selector(family: spec.Family) -> str:
+    """The probe row's selector: the chosen jobs only, since the probe is its own instance and
+    its targets are not the proxy's routes; per-stream families narrowed to canary streams."""
+    probe_only = [] if family in spec.PROBE_FAMILIES else [PROBE_TRAFFIC]
+    return ", ".join(['job=~"$job"', *probe_only])
 
 
 def rule_selector(selector: str, family: spec.Family, **equal: str) -> str:
-    """A rule's selector: the configured job selector plus checked matchers."""
-    return ", ".join([selector, *matchers(family, **equal)])
+    """A real-traffic rule's selector: the configured job selector, no canary streams, and
+    checked matchers."""
+    return ", ".join([selector, *_real_traffic(equal), *matchers(family, **equal)])
 
 
 def by(family: spec.Family, *labels: str) -> str:

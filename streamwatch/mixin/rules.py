@@ -8,7 +8,13 @@ from typing import Any
 from streamwatch import metricspec as spec
 from streamwatch.core.record import Outcome
 from streamwatch.mixin.config import Config, Threshold
-from streamwatch.mixin.promql import le_matcher, num, rule_selector, sum_rate
+from streamwatch.mixin.promql import (
+    PROBE_TRAFFIC,
+    le_matcher,
+    num,
+    rule_selector,
+    sum_rate,
+)
 
 Json = dict[str, Any]
 
@@ -27,6 +33,9 @@ QUANTILES: dict[spec.Family, tuple[float, ...]] = {
     spec.TOKENS_PER_SECOND: (0.1, 0.5, 0.9),
     spec.DURATION: (0.5, 0.95),
 }
+#: The probe TTFT alert's window: a canary probes every ``interval`` (30 s by default), so 10
+#: minutes hold about 20 first tokens per target.
+PROBE_WINDOW = "10m"
 
 
 def goodput_miss(window: str) -> str:
@@ -62,7 +71,9 @@ def recording_rules(cfg: Config) -> Json:
         rules.append(
             {
                 "record": buckets,
-                "expr": sum_rate(hist, s, *group, "le", window="5m", suffix="_bucket"),
+                "expr": sum_rate(
+                    hist, rule_selector(s, hist), *group, "le", window="5m", suffix="_bucket"
+                ),
             }
         )
         rules.extend(
@@ -81,7 +92,9 @@ def recording_rules(cfg: Config) -> Json:
     rules += [
         {
             "record": f"route_api_model_outcome:{streams.base}:rate5m",
-            "expr": sum_rate(streams, s, *spec.STREAM_LABELS, spec.OUTCOME, window="5m"),
+            "expr": sum_rate(
+                streams, rule_selector(s, streams), *spec.STREAM_LABELS, spec.OUTCOME, window="5m"
+            ),
         },
         {"record": STREAM_RATE, "expr": route_rate(streams)},
         {
@@ -96,7 +109,9 @@ def recording_rules(cfg: Config) -> Json:
         {"record": REQUEST_RATE, "expr": route_rate(spec.REQUESTS)},
         {
             "record": FIRST_TOKEN_RATE,
-            "expr": sum_rate(spec.TTFT, s, spec.ROUTE, window="5m", suffix="_count"),
+            "expr": sum_rate(
+                spec.TTFT, rule_selector(s, spec.TTFT), spec.ROUTE, window="5m", suffix="_count"
+            ),
         },
         {
             "record": UPSTREAM_RATIO,
@@ -105,11 +120,12 @@ def recording_rules(cfg: Config) -> Json:
     ]
     le = le_matcher(cfg.slo_threshold_s)
     ttft = spec.TTFT
+    real = rule_selector(s, ttft)
     rules.extend(
         {
             "record": slo_miss(w),
-            "expr": f"1 - (\n  {sum_rate(ttft, f'{s}, {le}', spec.ROUTE, window=w, suffix='_bucket')}"
-            f"\n/ {sum_rate(ttft, s, spec.ROUTE, window=w, suffix='_count')}\n)",
+            "expr": f"1 - (\n  {sum_rate(ttft, f'{real}, {le}', spec.ROUTE, window=w, suffix='_bucket')}"
+            f"\n/ {sum_rate(ttft, real, spec.ROUTE, window=w, suffix='_count')}\n)",
         }
         for w in SLO_WINDOWS
     )
@@ -117,15 +133,16 @@ def recording_rules(cfg: Config) -> Json:
 
     def judged(window: str) -> str:
         return (
-            f"{sum_rate(met, s, spec.ROUTE, window=window)}\n"
-            f"+ {sum_rate(missed, s, spec.ROUTE, window=window)}"
+            f"{sum_rate(met, rule_selector(s, met), spec.ROUTE, window=window)}\n"
+            f"+ {sum_rate(missed, rule_selector(s, missed), spec.ROUTE, window=window)}"
         )
 
     rules.append({"record": GOODPUT_JUDGED, "expr": judged("5m")})
     rules.extend(
         {
             "record": goodput_miss(w),
-            "expr": f"{sum_rate(missed, s, spec.ROUTE, window=w)}\n/ (\n{judged(w)}\n)",
+            "expr": f"{sum_rate(missed, rule_selector(s, missed), spec.ROUTE, window=w)}"
+            f"\n/ (\n{judged(w)}\n)",
         }
         for w in SLO_WINDOWS
     )
@@ -199,6 +216,10 @@ def alert_rules(cfg: Config) -> Json:
 
     per_route = "on route {{ $labels.route }}"
     analyzer = rule_selector(s, spec.ANALYSIS_ERRORS, stage=spec.STAGE_ANALYZER)
+    probe_buckets = sum_rate(
+        spec.TTFT, f"{s}, {PROBE_TRAFFIC}", "le", spec.ROUTE, window=PROBE_WINDOW, suffix="_bucket"
+    )
+    probe_ttft_p95 = f"histogram_quantile(0.95, {probe_buckets})"
     rules = [
         alert(
             cfg,
@@ -288,6 +309,28 @@ def alert_rules(cfg: Config) -> Json:
             'The analyzer raised {{ $value | printf "%.3g" }} times per second '
             + per_route
             + " over the last 5m; those streams are forwarded but missing from the metrics.",
+        ),
+        alert(
+            cfg,
+            "StreamwatchProbeFailing",
+            f"{spec.PROBE_SUCCESS.name}{{{s}}} == 0",
+            a["probe_failing"],
+            "The synthetic streaming probe fails: the gateway does not stream for the canary.",
+            "Every probe of target {{ $labels.target }} ({{ $labels.instance }}) failed for more "
+            f"than {a['probe_failing'].for_} (no 200, no output, or not completed); real users "
+            "of that route and model are likely failing too.",
+            per_route=False,
+        ),
+        alert(
+            cfg,
+            "StreamwatchProbeTTFTHigh",
+            f"{probe_ttft_p95} > {num(a['probe_ttft_p95_seconds'].threshold)}",
+            a["probe_ttft_p95_seconds"],
+            "The synthetic probe waits too long for its first token.",
+            "p95 time to first token of the probe streams to target {{ $labels.route }} was "
+            "{{ $value | humanizeDuration }} over the last "
+            f"{PROBE_WINDOW} (threshold {num(a['probe_ttft_p95_seconds'].threshold)}s).",
+            per_route=False,
         ),
         alert(
             cfg,

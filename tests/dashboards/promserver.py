@@ -29,7 +29,8 @@ def free_port() -> int:
 
 
 class PromServer:
-    """A Prometheus scraping ``target`` (host:port) every second as ``job``, with ``rule_files``.
+    """A Prometheus scraping ``target`` (host:port) and ``more_targets`` every second as ``job``,
+    with ``rule_files``.
 
     Use as a context manager; :meth:`query` evaluates PromQL through the HTTP API.
     """
@@ -41,6 +42,7 @@ class PromServer:
         *,
         job: str = "streamwatch",
         binary: str = PROMETHEUS,
+        more_targets: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -49,7 +51,9 @@ class PromServer:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(Path(p).resolve()) for p in rule_files],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [target, *more_targets]}]}
+            ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         self._log = (tmp / "prometheus.log").open("w")

@@ -2,18 +2,24 @@
 of streams; every dashboard, recording-rule and alert expression then returns data (issue #5).
 
 One module-scoped setup (about 15 s): the simulator, ``streamwatch serve`` as a subprocess with a
-second route to a closed port (connect errors), and Prometheus scraping its admin port every second
-with the mixin's rule files. Traffic comes in two waves with a scrape between them, so every series
-the mix creates has at least two samples and ``rate()`` sees the second wave's increase.
+second route to a closed port (connect errors), a ``streamwatch probe`` daemon probing the simulator
+(one passing target, one answered with error frames; issue #16), and Prometheus scraping both in
+one job every second with the mixin's rule files. Traffic comes in two waves with a scrape between
+them, so every series the mix creates has at least two samples and ``rate()`` sees the second
+wave's increase.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
 import shutil
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +46,9 @@ from tests.harness import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 JOB = 'job="streamwatch"'
+# the proxy's own series: the probe daemon is scraped in the same job, its series carry source="probe"
+PROXY = f'{JOB}, source!="probe"'
+PROBE_TARGETS = {"canary": {}, "broken": {"x-sim-scenario": "error"}}
 # api label -> (path, model the request names and the simulator answers with)
 APIS = {
     "openai_chat": (CHAT, "gpt-4o-mini"),
@@ -54,10 +63,11 @@ DEAD_PREFIX = "/dead"  # the second route: upstream is a closed port
 BASE = {"x-sim-tokens": "8", "x-sim-ttft-ms": "30", "x-sim-gap-ms": "10", "x-sim-seed": "5"}
 # Alerts whose condition the mix does not (and cannot, in a minute) meet: a TTFT SLO burn needs
 # first tokens past 10 s, an analyzer fault is a streamwatch bug, and the target is up. (The goodput
-# burn does fire: the mix's truncations, resets and error frames miss the objectives.)
+# burn does fire: the mix's truncations, resets and error frames miss the objectives.) The probe's
+# first tokens take milliseconds, far below its 10 s TTFT threshold.
 MAY_BE_EMPTY = frozenset({
     "StreamwatchTTFTSLOBurn", "StreamwatchAnalysisFailing", "StreamwatchTargetDown",
-    "StreamwatchAbsent",
+    "StreamwatchAbsent", "StreamwatchProbeTTFTHigh",
 })  # fmt: skip
 
 
@@ -158,9 +168,51 @@ class Live:
         return {s["metric"].get(label, ""): float(s["value"][1]) for s in self.query(expr)}
 
 
-def wait_for_scrapes(prom: PromServer, count: int) -> None:
-    """Block until Prometheus has scraped the target ``count`` more times."""
-    ts = f"timestamp(up{{{JOB}}})"
+@contextlib.asynccontextmanager
+async def probe_daemon(upstream: str, workdir: Path) -> AsyncIterator[str]:
+    """A ``streamwatch probe`` daemon probing each of PROBE_TARGETS on ``upstream`` every 0.3 s;
+    yields the host:port of its /metrics, read from its ``probe.started`` log line."""
+    targets = [
+        {"name": name, "url": upstream, "interval": 0.3, "headers": {**BASE, **headers}}
+        for name, headers in PROBE_TARGETS.items()
+    ]
+    config = workdir / "probes.yaml"
+    config.write_text(json.dumps({"targets": targets}))  # JSON is YAML
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamwatch", "probe", "--config", str(config),
+        "--listen", f"{LOOPBACK}:0",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    stderr = proc.stderr
+
+    async def started() -> str:
+        lines: list[bytes] = []
+        while line := await stderr.readline():
+            lines.append(line)
+            if json.loads(line).get("event") == "probe.started":
+                listen: str = json.loads(line)["listen"]
+                return listen
+        raise AssertionError(b"streamwatch probe exited:\n" + b"".join(lines))
+
+    async def drain() -> None:  # keep reading its log so it never blocks on a full pipe
+        while await stderr.readline():
+            pass
+
+    try:
+        listen = await asyncio.wait_for(started(), 30)
+        draining = asyncio.create_task(drain())
+        yield listen
+        draining.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+
+
+def wait_for_scrapes(prom: PromServer, instance: str, count: int) -> None:
+    """Block until Prometheus has scraped ``instance`` ``count`` more times."""
+    ts = f'timestamp(up{{{JOB}, instance="{instance}"}})'
     [start] = prom.wait_for(ts)
     prom.wait_for(f"{ts} >= {float(start['value'][1]) + count - 0.5}", timeout=count * 3 + 10)
 
@@ -174,6 +226,7 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     config.write_text(yaml.safe_dump({"routes": [route]}))
     async with (
         simulator() as sim,
+        probe_daemon(sim, config.parent) as probe,
         serve_process(
             "--upstream", sim, "--config", str(config),
             "--stall-threshold", "0.5", "--first-token-stall-threshold", "0.5",
@@ -183,12 +236,12 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
         ) as serve,
     ):  # fmt: skip
         instance = f"{LOOPBACK}:{serve.admin_port}"
-        prom = PromServer(instance, RULE_FILES)
+        prom = PromServer(instance, RULE_FILES, more_targets=[probe])
         try:
             await asyncio.to_thread(prom.wait_ready)
-            await asyncio.to_thread(prom.wait_for, f"up{{{JOB}}} == 1")
+            await asyncio.to_thread(prom.wait_for, f"count(up{{{JOB}}} == 1) == 2")
             await drive(serve.proxy_port, warm_up())
-            await asyncio.to_thread(prom.wait_for, f"sum({spec.STREAMS.name}{{{JOB}}}) >= 3")
+            await asyncio.to_thread(prom.wait_for, f"sum({spec.STREAMS.name}{{{PROXY}}}) >= 3")
             await drive(serve.proxy_port, mix())
 
             async def all_closed() -> bool:
@@ -200,12 +253,12 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
             requests = final.value(spec.REQUESTS.name)
             await asyncio.to_thread(
                 prom.wait_for,
-                f"sum({spec.STREAMS.name}{{{JOB}}}) == {streams}"
-                f" and sum({spec.REQUESTS.name}{{{JOB}}}) == {requests}",
+                f"sum({spec.STREAMS.name}{{{PROXY}}}) == {streams}"
+                f" and sum({spec.REQUESTS.name}{{{PROXY}}}) == {requests}",
             )
             # Series first seen in the last scrape need a second sample for rate(); the rules
             # need an evaluation over it.
-            await asyncio.to_thread(wait_for_scrapes, prom, 2)
+            await asyncio.to_thread(wait_for_scrapes, prom, instance, 2)
             yield Live(prom, instance, final)
         finally:
             await asyncio.to_thread(prom.close)
@@ -227,7 +280,7 @@ class TestScriptedMix:
 
     def test_outcomes_match_streamwatch(self, live: Live) -> None:
         """Every outcome of the mix arrived, with the counts streamwatch's /metrics shows."""
-        scraped = live.by(f"sum by (outcome) ({spec.STREAMS.name}{{{JOB}}}) > 0", "outcome")
+        scraped = live.by(f"sum by (outcome) ({spec.STREAMS.name}{{{PROXY}}}) > 0", "outcome")
         assert scraped == live.final.values(spec.STREAMS.name, "outcome")
         assert {"completed", "truncated", "error_frame", "upstream_reset", "client_abort"} <= set(
             scraped
@@ -236,18 +289,18 @@ class TestScriptedMix:
     def test_finish_reasons_stalls_tokens_and_errors(self, live: Live) -> None:
         """Budget cuts, tool calls, both stall phases, reasoning tokens and error frames counted."""
         reasons = live.by(
-            f"sum by (finish_reason) ({spec.FINISH_REASONS_TOTAL.name}{{{JOB}}})", "finish_reason"
+            f"sum by (finish_reason) ({spec.FINISH_REASONS_TOTAL.name}{{{PROXY}}})", "finish_reason"
         )
         assert {"length", "max_tokens", "tool_calls", "tool_use"} <= set(reasons), reasons
-        phases = live.by(f"sum by (phase) ({spec.STALLS.name}{{{JOB}}}) > 0", "phase")
+        phases = live.by(f"sum by (phase) ({spec.STALLS.name}{{{PROXY}}}) > 0", "phase")
         assert set(phases) == {"mid_stream", "before_first_token"}, phases
-        assert live.scalar(f'sum({spec.TOKENS.name}{{{JOB}, type="reasoning"}})') > 0
-        assert live.scalar(f"sum({spec.ERROR_FRAMES.name}{{{JOB}}})") >= len(APIS)
+        assert live.scalar(f'sum({spec.TOKENS.name}{{{PROXY}, type="reasoning"}})') > 0
+        assert live.scalar(f"sum({spec.ERROR_FRAMES.name}{{{PROXY}}})") >= len(APIS)
         assert live.scalar(f'sum({spec.ANALYSIS_ERRORS.name}{{{JOB}, stage="analyzer"}})') == 0
 
     def test_status_codes_and_connect_errors(self, live: Live) -> None:
         """429s pass through, the closed-port route answers 502 and counts connect errors."""
-        codes = live.by(f"sum by (code) ({spec.REQUESTS.name}{{{JOB}}})", "code")
+        codes = live.by(f"sum by (code) ({spec.REQUESTS.name}{{{PROXY}}})", "code")
         assert {"200", "429", "502"} <= set(codes), codes
         connect = live.scalar(f'{spec.UPSTREAM_ERRORS.name}{{{JOB}, route="dead", kind="connect"}}')
         assert connect == 21  # one in the warm-up, twenty in the mix
@@ -255,7 +308,7 @@ class TestScriptedMix:
     def test_gauges_were_seen_up(self, live: Live) -> None:
         """A scrape caught streams open and stalled (the stalls last 1-2.5 s; scrapes are 1 s apart)."""
         for gauge in (spec.STREAMS_ACTIVE.name, spec.STREAMS_STALLED.name):
-            assert live.scalar(f"max_over_time(sum({gauge}{{{JOB}}})[1m:1s])") >= 1, gauge
+            assert live.scalar(f"max_over_time(sum({gauge}{{{PROXY}}})[1m:1s])") >= 1, gauge
 
 
 class TestEveryExpression:
@@ -342,3 +395,26 @@ class TestStallAlert:
         assert {"StreamwatchStallRateHigh", "StreamwatchTruncationRateHigh"} <= {
             a["labels"]["alertname"] for a in alerts
         }
+
+
+class TestSyntheticProbe:
+    """The probe daemon, scraped in the proxy's job, feeds its row and alerts and no real-traffic rule."""
+
+    def test_canary_streams_stay_out_of_real_traffic(self, live: Live) -> None:
+        """The probe's streams are in the job, yet no recorded series or route variable names a target."""
+        probed = live.by(
+            f'sum by (route) ({spec.STREAMS.name}{{{JOB}, source="probe"}}) > 0', "route"
+        )
+        assert set(probed) == set(PROBE_TARGETS)
+        routes = {
+            s["metric"].get("route") for r in rules(RULE_FILES[0]) for s in live.query(r["record"])
+        }
+        assert "default" in routes
+        assert not routes & set(PROBE_TARGETS)
+
+    def test_probe_failing_names_the_broken_target(self, live: Live) -> None:
+        """StreamwatchProbeFailing's expression holds for the target answered with error frames only."""
+        failing = {
+            s["metric"]["target"] for s in live.query(alert_rule("StreamwatchProbeFailing")["expr"])
+        }
+        assert failing == {"broken"}

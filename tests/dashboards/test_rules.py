@@ -23,6 +23,7 @@ from tests.dashboards.mixin import (
     REPO,
     RULE_FILES,
     dashboard_exprs,
+    dashboard_variables,
     metric_names,
     rules,
     skip_unless,
@@ -35,13 +36,17 @@ PROMETHEUS_RULE = (
 )
 
 
+#: What ``streamwatch serve`` and ``streamwatch probe`` export.
+EXPORTED = {**BY_NAME, **{f.name: f for f in spec.PROBE_FAMILIES}}
+
+
 def exported(name: str) -> str | None:
     """The exported metric a referenced series name belongs to, or None."""
-    if name in BY_NAME:
+    if name in EXPORTED:
         return name
     for suffix in ("_bucket", "_sum", "_count"):
         base = name.removesuffix(suffix)
-        if base != name and base in BY_NAME and BY_NAME[base].kind == "histogram":
+        if base != name and base in EXPORTED and EXPORTED[base].kind == "histogram":
             return base
     return None
 
@@ -140,7 +145,7 @@ class TestMetricNames:
         """Each metric of the contract is queried by some overview panel."""
         overview = DASHBOARDS / "grafana" / "streamwatch-overview.json"
         used = {exported(n) for e in dashboard_exprs(overview) for n in metric_names(e)}
-        assert set(BY_NAME) - used == set()
+        assert set(EXPORTED) - used == set()
 
     def test_latency_panels_have_exemplars(self) -> None:
         """Every histogram query of a graph or heatmap panel asks Grafana for exemplars."""
@@ -188,6 +193,32 @@ class TestSpecDrivenQueries:
         """An outcome matcher with a value the core never produces fails at generation time."""
         with pytest.raises(UnknownLabelError, match="timed_out"):
             dashboard_selector(spec.STREAMS, outcome="timed_out")
+
+    def test_real_traffic_never_reads_canary_streams(self) -> None:
+        """Every selector of a proxy family outside the probe row and alerts excludes source="probe"."""
+        probe_alerts = {"StreamwatchProbeFailing", "StreamwatchProbeTTFTHigh"}
+        exprs = [e for path in DASHBOARD_FILES for e in dashboard_exprs(path)]
+        exprs += [
+            r["expr"]
+            for path in RULE_FILES
+            for r in rules(path)
+            if r.get("alert") not in probe_alerts
+        ]
+        exprs += [v["query"]["query"] for v in dashboard_variables(DASHBOARD_FILES[0])[1:]]
+        selectors = [
+            (name, matchers)
+            for expr in exprs
+            for name, matchers in re.findall(r"(streamwatch_\w+)\{([^}]*)\}", expr)
+            if exported(name) in BY_NAME and exported(name) != spec.BUILD_INFO.name
+        ]
+        assert len(selectors) > 50
+        leaks = [
+            (name, matchers)
+            for name, matchers in selectors
+            if not re.search(r'source(!="probe"|="(probe|reported|estimated)")', matchers)
+        ]
+        assert not leaks
+        assert sum('source="probe"' in m for _, m in selectors) == 2  # the probe row's TTFT
 
     def test_the_dashboard_selector_has_only_the_family_labels(self) -> None:
         """A (route, api) gauge is not filtered by $model, a stream family is."""
