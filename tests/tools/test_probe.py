@@ -261,5 +261,17 @@ class TestDaemon:
             and ("route", "good") in labels
         ]
         assert sum(ttft) >= 2
+        # delivered_output_tokens' own source (reported/estimated) does not make duplicate series
+        series = [
+            (s.name, tuple(sorted(s.labels.items())))
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        ]
+        assert len(series) == len(set(series))
+        delivered = ("streamwatch_delivered_output_tokens_total", "good")
+        assert any(
+            name == delivered[0] and ("route", delivered[1]) in labels and value > 0
+            for (name, labels), value in found.items()
+        )
         assert CANARY not in text + "".join(lines)
         assert any('"probe.failed"' in line and '"bad"' in line for line in lines)
