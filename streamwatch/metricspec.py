@@ -41,7 +41,8 @@ ERROR_TYPE: Final = "error_type"
 TOKEN_TYPE: Final = "type"
 KIND: Final = "kind"
 STAGE: Final = "stage"
-SOURCE: Final = "source"
+SOURCE: Final = "source"  # only on `streamwatch probe`'s series: source="probe" (canary traffic)
+USAGE: Final = "usage"  # where delivered output tokens came from: the stream's report or its events
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
 REASON: Final = "reason"  # why: the goodput objective a stream missed, or a refused connection
@@ -63,9 +64,10 @@ STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
 #: Where a stream's delivered output token count came from: its own usage report, or its events.
-SOURCE_REPORTED: Final = "reported"
-SOURCE_ESTIMATED: Final = "estimated"
-OUTPUT_TOKEN_SOURCES: Final = (SOURCE_REPORTED, SOURCE_ESTIMATED)
+USAGE_REPORTED: Final = "reported"
+USAGE_ESTIMATED: Final = "estimated"
+USAGE_VALUES: Final = (USAGE_REPORTED, USAGE_ESTIMATED)
+PROBE_SOURCE: Final = "probe"
 UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 REFUSED_MAX_CONNECTIONS: Final = "max_connections"
 REFUSED_NO_DESCRIPTORS: Final = "out_of_file_descriptors"
@@ -195,7 +197,8 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     PHASE: frozenset(STALL_PHASES),
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
-    SOURCE: frozenset(OUTPUT_TOKEN_SOURCES),
+    USAGE: frozenset(USAGE_VALUES),
+    SOURCE: frozenset({PROBE_SOURCE}),
     REASON: frozenset({*MISS_REASONS, *CONNECTION_REFUSAL_REASONS}),  # two families, one label
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
@@ -407,9 +410,9 @@ DELIVERED_OUTPUT_TOKENS: Final = Family(
     "streamwatch_delivered_output_tokens_total",
     "counter",
     "Output tokens delivered by every stream whatever its outcome, from its own usage report "
-    "(source=reported) or estimated from its output events (source=estimated).",
+    "(usage=reported) or estimated from its output events (usage=estimated).",
     "{token}",
-    (*ROUTE_API, SOURCE),
+    (*ROUTE_API, USAGE),
     "output tokens delivered by every stream whatever its outcome: `reported` (its own usage) "
     "or `estimated` (from its output events)",
     otel="streamwatch.delivered_output_tokens",

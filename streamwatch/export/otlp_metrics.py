@@ -242,10 +242,8 @@ class _OtlpRequest(RequestObservations):
         for reason in record.finish_reasons:
             value = normalise_finish_reason(reason, api)
             self._i.finish_reasons.add(1, {**self._route_api, **_attributes(finish_reason=value)})
-        source = spec.SOURCE_ESTIMATED if record.output_tokens_estimated else spec.SOURCE_REPORTED
-        self._i.delivered.add(
-            record.output_tokens, {**self._route_api, **_attributes(source=source)}
-        )
+        usage = spec.USAGE_ESTIMATED if record.output_tokens_estimated else spec.USAGE_REPORTED
+        self._i.delivered.add(record.output_tokens, {**self._route_api, **_attributes(usage=usage)})
         for name, ns in record.upstream_timings:
             timing = {**self._route_api, **_attributes(timing=name)}
             self._i.upstream_reported.record(ns / 1e9, timing)

@@ -193,7 +193,7 @@ class RouteApiChildren:
         }
         self.tokens = {t: metrics.tokens.labels(*labels, t) for t in spec.TOKEN_TYPES}
         self.delivered = {
-            s: metrics.delivered_output_tokens.labels(*labels, s) for s in spec.OUTPUT_TOKEN_SOURCES
+            s: metrics.delivered_output_tokens.labels(*labels, s) for s in spec.USAGE_VALUES
         }
         # Known values at zero: the first length cut or overloaded_error of a (route, api) is
         # visible to rate() (a counter that appears at 1 is invisible to it).
@@ -229,8 +229,8 @@ class RouteApiChildren:
             ):
                 if count:
                     self.tokens[kind].inc(count)
-        source = spec.SOURCE_ESTIMATED if record.output_tokens_estimated else spec.SOURCE_REPORTED
-        self.delivered[source].inc(record.output_tokens)
+        usage_from = spec.USAGE_ESTIMATED if record.output_tokens_estimated else spec.USAGE_REPORTED
+        self.delivered[usage_from].inc(record.output_tokens)
         self.duration.observe(max(0.0, record.duration_ns / 1e9), exemplar)
         for name, ns in record.upstream_timings:  # names from a fixed set: bounded series
             self.metrics.upstream_reported.labels(self.route, self.api, name).observe(ns / 1e9)

@@ -328,7 +328,7 @@ def overview(cfg: Config) -> Json:
                 sum_rate(
                     spec.DELIVERED_OUTPUT_TOKENS,
                     dashboard_selector(
-                        spec.DELIVERED_OUTPUT_TOKENS, **{spec.SOURCE: spec.SOURCE_ESTIMATED}
+                        spec.DELIVERED_OUTPUT_TOKENS, **{spec.USAGE: spec.USAGE_ESTIMATED}
                     ),
                     spec.API,
                 ),

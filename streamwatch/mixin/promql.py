@@ -22,8 +22,8 @@ TARGET_LABELS = ("job", "instance")
 #: series have no such label (``source!="probe"`` matches them all, ``delivered_output_tokens``'
 #: ``reported``/``estimated`` included), so real-traffic panels and rules add this matcher and
 #: canary streams never count as user traffic, even when the probe shares the proxy's job.
-REAL_TRAFFIC = f'{spec.SOURCE}!="probe"'
-PROBE_TRAFFIC = f'{spec.SOURCE}="probe"'
+REAL_TRAFFIC = f'{spec.SOURCE}!="{spec.PROBE_SOURCE}"'
+PROBE_TRAFFIC = f'{spec.SOURCE}="{spec.PROBE_SOURCE}"'
 
 
 def _check_labels(family: spec.Family, labels: Sequence[str]) -> None:

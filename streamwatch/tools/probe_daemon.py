@@ -26,7 +26,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from streamwatch import metricspec as spec
 from streamwatch.config import ConfigError, parse_listen
@@ -39,16 +38,11 @@ from streamwatch.tools.probe import ProbeResult, Target, probe_once
 log = structlog.get_logger("streamwatch.probe")
 
 _ERROR_KINDS = {"connect": "connect", "timeout": "timeout", "reset": "protocol"}
-SOURCE_LABEL = "source"
-SOURCE = "probe"
 
 
 class _WithSource(Collector):
-    """Another registry's families with ``source="probe"`` added to every sample.
-
-    ``streamwatch_delivered_output_tokens_total`` has a ``source`` of its own (``reported``,
-    ``estimated``); its two series would become one series twice, which Prometheus drops as
-    duplicates, so they are added up: the canary's delivered tokens, whatever their source."""
+    """Another registry's families with ``source="probe"`` added to every sample (no family of
+    the proxy has a ``source`` label of its own, so no two series can collide)."""
 
     def __init__(self, inner: CollectorRegistry) -> None:
         self._inner = inner
@@ -56,18 +50,10 @@ class _WithSource(Collector):
     def collect(self) -> Iterable[Metric]:
         for family in self._inner.collect():
             out = Metric(family.name, family.documentation, family.type, family.unit)
-            merged: dict[tuple[str, tuple[tuple[str, str], ...]], Sample] = {}
-            for s in family.samples:
-                labels = {**s.labels, SOURCE_LABEL: SOURCE}
-                key = (s.name, tuple(sorted(labels.items())))
-                seen = merged.get(key)
-                if seen is None:
-                    merged[key] = s._replace(labels=labels)
-                elif s.name.endswith("_created"):
-                    merged[key] = seen._replace(value=min(seen.value, s.value))
-                else:
-                    merged[key] = seen._replace(value=seen.value + s.value)
-            out.samples = list(merged.values())
+            out.samples = [
+                s._replace(labels={**s.labels, spec.SOURCE: spec.PROBE_SOURCE})
+                for s in family.samples
+            ]
             yield out
 
 

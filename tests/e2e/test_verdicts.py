@@ -265,7 +265,7 @@ class TestAnthropicPlaceholderUsage:
         assert line["output_tokens_estimated"] is True
         assert line["tokens_per_second"] is not None
         assert delta[0].value("streamwatch_tokens_total", type="output") == 0
-        assert delta[0].values("streamwatch_delivered_output_tokens_total", "source") == {
+        assert delta[0].values("streamwatch_delivered_output_tokens_total", "usage") == {
             "estimated": 4.0
         }
 
@@ -331,7 +331,7 @@ class TestUsageOutOfRange:
         assert d.value("streamwatch_analysis_errors_total", stage="malformed_frame") == 1
         assert d.value("streamwatch_tokens_total") == 0
         assert d.value("streamwatch_output_tokens_per_second_count") == 1
-        assert d.values("streamwatch_delivered_output_tokens_total", "source") == {"estimated": 3.0}
+        assert d.values("streamwatch_delivered_output_tokens_total", "usage") == {"estimated": 3.0}
 
 
 def models_labelled(scrape_: Scrape, prefix: str) -> set[str]:
@@ -398,7 +398,7 @@ class TestDeliveredOutput:
         assert line["output_tokens_estimated"] is (case.source == "estimated")
         d = delta[0]
         assert d.value("streamwatch_output_events_total") == case.events
-        delivered = d.values("streamwatch_delivered_output_tokens_total", "source")
+        delivered = d.values("streamwatch_delivered_output_tokens_total", "usage")
         assert delivered == ({case.source: float(case.tokens)} if case.tokens else {})
 
     async def test_client_abort_mid_stream(self, scripted_stack: Stack) -> None:
@@ -416,5 +416,5 @@ class TestDeliveredOutput:
         assert line["output_events"] >= 2
         assert line["output_tokens"] == line["output_events"]
         assert line["output_tokens_estimated"] is True
-        delivered = delta[0].value("streamwatch_delivered_output_tokens_total", source="estimated")
+        delivered = delta[0].value("streamwatch_delivered_output_tokens_total", usage="estimated")
         assert delivered == line["output_tokens"]

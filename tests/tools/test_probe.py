@@ -261,7 +261,7 @@ class TestDaemon:
             and ("route", "good") in labels
         ]
         assert sum(ttft) >= 2
-        # delivered_output_tokens' own source (reported/estimated) does not make duplicate series
+        # every series stays distinct once source="probe" is added (Prometheus drops duplicates)
         series = [
             (s.name, tuple(sorted(s.labels.items())))
             for f in text_string_to_metric_families(text)
