@@ -985,8 +985,11 @@ class TestUpstreamCredentials:
         """``http://user:s3cret@host`` exits 2 with --upstream named and the password not echoed."""
         secret = "CANARYPW" + uuid.uuid4().hex
         proxy = ProxyProcess(f"http://user:{secret}@127.0.0.1:9")
-        with pytest.raises(RuntimeError):
-            proxy.start(timeout=10)
+        try:
+            with pytest.raises(RuntimeError):
+                proxy.start(timeout=10)
+        finally:
+            proxy.stop()  # a proxy that did start must not outlive the test
         assert proxy.proc is not None
         assert proxy.proc.returncode == 2
         output = "".join(proxy.lines)

@@ -97,10 +97,11 @@ class TestTransport:
                 await response.read()
 
     async def test_events_are_separate_writes(self, base_url: str) -> None:
-        """Each token event is written at its own time, the gap after the one before.
+        """Each token event is rendered and written on its own, at its own time.
 
-        Read from the send times the server stamps into the events, not from the client's reads,
-        which a busy client may coalesce.
+        Read from the send times the server stamps into the events as it writes them, not from the
+        client's reads, which a busy client may coalesce. (The server keeps to the scenario's
+        timeline, so a late write is followed by a shorter wait: only the order is certain.)
         """
         headers = {
             "x-sim-tokens": "4",
@@ -112,8 +113,7 @@ class TestTransport:
         body = await _post(base_url, CHAT, {"model": "m", "stream": True}, headers)
         stamps = [p[TIMESTAMP_FIELD] for p in _sse_payloads(body) if TIMESTAMP_FIELD in p]
         assert len(stamps) == 4
-        # asyncio may wake a timer up to a clock tick early: 15 ms for a 20 ms gap.
-        assert all(b - a >= 15_000_000 for a, b in itertools.pairwise(stamps)), stamps
+        assert all(a < b for a, b in itertools.pairwise(stamps)), stamps
 
     async def test_client_disconnect_stops_generation(self) -> None:
         runner, port = await start_simulator("127.0.0.1", 0, FAST)
