@@ -67,7 +67,6 @@ class Request:
     version: str
     headers: Headers
     keep_alive: bool
-    upgrade: bool
     t_ns: int
     body: list[bytes] = field(default_factory=list)
     complete: bool = False
@@ -81,7 +80,6 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.phase = Phase.HEADERS
         self.exchange: Exchange | None = None
-        self.write_paused = False
         self._loop = asyncio.get_running_loop()
         self._timer = StateTimer(self._loop, self._expired)
         self._parser = httptools.HttpRequestParser(self)
@@ -178,12 +176,10 @@ class ClientConnection(asyncio.Protocol):
             exchange.client_lost()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
         if self.exchange is not None:
             self.exchange.client_flow(True)
 
     def resume_writing(self) -> None:
-        self.write_paused = False
         if self.exchange is not None:
             self.exchange.client_flow(False)
 
@@ -195,7 +191,7 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._headers_done = False
-        self._reading = Request("", b"", "", [], False, False, 0)
+        self._reading = Request("", b"", "", [], False, 0)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -216,7 +212,6 @@ class ClientConnection(asyncio.Protocol):
         request.version = parser.get_http_version()
         request.headers = self._headers
         request.keep_alive = parser.should_keep_alive()
-        request.upgrade = parser.should_upgrade()
         request.t_ns = time.monotonic_ns()
         self._headers_done = True
         self._head_bytes = 0

@@ -69,7 +69,6 @@ class ProxyState:
         self.streams: dict[int, LiveStream] = {}
         self.inflight = 0  # requests holding a max_streams slot
         self.draining = False
-        self.shutting_down = False
         self.idle = asyncio.Event()  # set while no exchange is open (the drain waits on it)
         self.idle.set()
 
@@ -133,7 +132,6 @@ class ProxyState:
 
     def abort_all(self) -> int:
         """The drain deadline passed: abort what is still open (recorded as ``shutdown``)."""
-        self.shutting_down = True
         open_now = len(self.exchanges)
         for exchange in tuple(self.exchanges):
             exchange.shutdown()
