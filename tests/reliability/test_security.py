@@ -304,10 +304,12 @@ def _smuggle_check(
     raw = raw.replace(b"Host: a\r\n", b"Host: a\r\nx-h1-scenario: " + key.encode() + b"\r\n", 1)
     raw = raw.replace(b"Host: a\n", b"Host: a\nx-h1-scenario: " + key.encode() + b"\n", 1)
     client = RawClient(proxy.port, timeout=5)
-    client.expect()
-    client.send(raw)
-    r = client.read(deadline=3)
-    client.close()
+    try:  # a refusal may reset the connection mid-send: the socket is closed whatever happens
+        client.expect()
+        client.send(raw)
+        r = client.read(deadline=3)
+    finally:
+        client.close()
     upstream.wait(lambda: bool(upstream.requests_for(key)), 0.3)
     forwarded = upstream.requests_for(key)
     if r.status is not None and 400 <= r.status < 500:

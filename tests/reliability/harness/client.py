@@ -78,7 +78,11 @@ class RawClient:
         if rcvbuf is not None:  # before connect, so the window is small from the handshake on
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
+        try:
+            self.sock.connect(("127.0.0.1", port))
+        except BaseException:
+            self.sock.close()  # never leave a socket for the GC to report in a later test
+            raise
         self._parser = h11.Connection(h11.CLIENT)
         self.response = Response()
 
