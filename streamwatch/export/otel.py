@@ -398,37 +398,42 @@ class TracingSink:
 _TRUE = ("true", "1", "yes", "on")
 
 
-def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+def otlp_exporter(environ: Mapping[str, str], signal: str, module: str, name: str) -> Any:
+    """The OTLP exporter class ``name`` of one signal (``traces``, ``metrics``), configured as the
+    ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_{PROTOCOL,ENDPOINT}`` variables say; ``module`` is the
+    exporter module's last part (``trace_exporter``, ``metric_exporter``)."""
+    upper = signal.upper()
     protocol = (
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        environ.get(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL")
         or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
     ).strip()
-    traces_endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    signal_endpoint = environ.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT")
     base_endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
-
+        http = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module}")
         # The signal endpoint is used as given; the base endpoint gets the signal path (spec).
-        endpoint = traces_endpoint or (
-            base_endpoint.rstrip("/") + "/v1/traces" if base_endpoint else None
+        endpoint = signal_endpoint or (
+            base_endpoint.rstrip("/") + f"/v1/{signal}" if base_endpoint else None
         )
-        return OTLPSpanExporter(endpoint=endpoint)
+        return getattr(http, name)(endpoint=endpoint)
     if protocol == "grpc":
         try:  # optional: streamwatch does not depend on grpcio
-            grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+            grpc = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{module}")
         except ImportError:
             raise TracingConfigError(
                 "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the opentelemetry-exporter-otlp-proto-grpc "
                 "package; install it or use http/protobuf"
             ) from None
-        exporter: SpanExporter = grpc.OTLPSpanExporter(endpoint=traces_endpoint or base_endpoint)
-        return exporter
+        return getattr(grpc, name)(endpoint=signal_endpoint or base_endpoint)
     raise TracingConfigError(
         f"OTEL_EXPORTER_OTLP_PROTOCOL: expected http/protobuf or grpc, got {protocol!r}"
     )
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    exporter: SpanExporter = otlp_exporter(environ, "traces", "trace_exporter", "OTLPSpanExporter")
+    return exporter
 
 
 def span_exporters(environ: Mapping[str, str]) -> list[SpanExporter]:

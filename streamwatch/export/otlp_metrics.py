@@ -19,7 +19,6 @@ count the same streams the same way.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -42,7 +41,7 @@ from streamwatch.core.slo import MET, Objectives, verdict
 from streamwatch.export import semconv as sc
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 from streamwatch.export.observations import RequestObservations
-from streamwatch.export.otel import TracingConfigError, otel_resource
+from streamwatch.export.otel import TracingConfigError, otel_resource, otlp_exporter
 from streamwatch.sinks import Exchange, Hooks
 
 Closer = Callable[[], Awaitable[None]]
@@ -301,38 +300,10 @@ def _check(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> N
 
 
 def _otlp_exporter(environ: Mapping[str, str]) -> MetricExporter:
-    protocol = (
-        environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    metrics_endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    base_endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
-            OTLPMetricExporter,
-        )
-
-        # The signal endpoint is used as given; the base endpoint gets the signal path (spec).
-        endpoint = metrics_endpoint or (
-            base_endpoint.rstrip("/") + "/v1/metrics" if base_endpoint else None
-        )
-        return OTLPMetricExporter(endpoint=endpoint)
-    if protocol == "grpc":
-        try:  # optional: streamwatch does not depend on grpcio
-            grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.metric_exporter")
-        except ImportError:
-            raise TracingConfigError(
-                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the opentelemetry-exporter-otlp-proto-grpc "
-                "package; install it or use http/protobuf"
-            ) from None
-        exporter: MetricExporter = grpc.OTLPMetricExporter(
-            endpoint=metrics_endpoint or base_endpoint
-        )
-        return exporter
-    raise TracingConfigError(
-        f"OTEL_EXPORTER_OTLP_PROTOCOL: expected http/protobuf or grpc, got {protocol!r}"
+    exporter: MetricExporter = otlp_exporter(
+        environ, "metrics", "metric_exporter", "OTLPMetricExporter"
     )
+    return exporter
 
 
 def metric_exporters(environ: Mapping[str, str]) -> list[MetricExporter]:
