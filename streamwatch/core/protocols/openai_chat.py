@@ -45,24 +45,45 @@ def usage_of(usage: dict[str, Any]) -> Usage | None:
     )
 
 
+def open_chunk(
+    message: MessageDispatched, index: int, reading: Reading
+) -> Verdict | dict[str, Any]:
+    """The envelope every OpenAI-family chunk shares: ``[DONE]``, JSON, an error frame, the model
+    and id. Returns the chunk to read further, or the verdict when the envelope already decides."""
+    data = message.data
+    if data == DONE:
+        reading.terminal_frame = DONE
+        return Frame.TERMINAL
+    chunk = load_object(data)
+    if type(chunk) is Facts:
+        return chunk
+    error = chunk.get("error")
+    if error or message.event == "error":
+        error_type, text = error_fields(error if error else chunk)
+        return error_frame(index, error_type, text)
+    if reading.model is None:
+        reading.model = as_str(chunk.get("model"))
+        reading.response_id = as_str(chunk.get("id"))
+    return chunk
+
+
+def close_chunk(frame: Frame, usage: object, reading: Reading) -> Verdict:
+    """A chunk's usage, if it carries one, range-checked: out of range is malformed, not believed."""
+    if type(usage) is dict:
+        checked = usage_of(usage)
+        if checked is None:
+            return Facts(frame, malformed=USAGE_OUT_OF_RANGE)
+        reading.usage = checked
+    return frame
+
+
 class OpenAIChat:
     """Interpreter for Chat Completions chunks; every choice counts, text length is choice 0's."""
 
     def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
-        data = message.data
-        if data == DONE:
-            reading.terminal_frame = DONE
-            return Frame.TERMINAL
-        chunk = load_object(data)
-        if type(chunk) is Facts:
+        chunk = open_chunk(message, index, reading)
+        if not isinstance(chunk, dict):
             return chunk
-        error = chunk.get("error")
-        if error or message.event == "error":
-            error_type, text = error_fields(error if error else chunk)
-            return error_frame(index, error_type, text)
-        if reading.model is None:
-            reading.model = as_str(chunk.get("model"))
-            reading.response_id = as_str(chunk.get("id"))
         frame = Frame.NONE
         choices = chunk.get("choices")
         if type(choices) is list:
@@ -72,12 +93,7 @@ class OpenAIChat:
         usage = chunk.get("usage")
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")
-        if type(usage) is dict:
-            checked = usage_of(usage)
-            if checked is None:
-                return Facts(frame, malformed=USAGE_OUT_OF_RANGE)
-            reading.usage = checked
-        return frame
+        return close_chunk(frame, usage, reading)
 
     def _read_choice(self, choice: dict[str, Any], reading: Reading) -> bool:
         """Record one choice's delta and finish reason; True if the delta carried output."""

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
-    DONE,
-    USAGE_OUT_OF_RANGE,
-    Facts,
     Frame,
     Reading,
     Verdict,
     as_int,
-    as_str,
-    error_fields,
-    error_frame,
-    load_object,
 )
-from streamwatch.core.protocols.openai_chat import usage_of
+from streamwatch.core.protocols.openai_chat import close_chunk, open_chunk
 from streamwatch.core.sse import MessageDispatched
 
 
@@ -29,19 +22,9 @@ class OpenAICompletions:
     """Interpreter for legacy completion chunks; every choice counts, text length is choice 0's."""
 
     def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
-        data = message.data
-        if data == DONE:
-            reading.terminal_frame = DONE
-            return Frame.TERMINAL
-        chunk = load_object(data)
-        if type(chunk) is Facts:
+        chunk = open_chunk(message, index, reading)
+        if not isinstance(chunk, dict):
             return chunk
-        error = chunk.get("error")
-        if error or message.event == "error":
-            return error_frame(index, *error_fields(error if error else chunk))
-        if reading.model is None:
-            reading.model = as_str(chunk.get("model"))
-            reading.response_id = as_str(chunk.get("id"))
         frame = Frame.NONE
         choices = chunk.get("choices")
         if type(choices) is list:
@@ -57,10 +40,4 @@ class OpenAICompletions:
                     frame = Frame.OUTPUT
                     if n == 0:
                         reading.add_text(text)
-        usage = chunk.get("usage")
-        if type(usage) is dict:
-            checked = usage_of(usage)
-            if checked is None:
-                return Facts(frame, malformed=USAGE_OUT_OF_RANGE)
-            reading.usage = checked
-        return frame
+        return close_chunk(frame, chunk.get("usage"), reading)
