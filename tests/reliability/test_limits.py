@@ -328,8 +328,8 @@ class TestSlowloris:
         head = build_request(headers=[("x-h1-scenario", key)], body=b"x" * 100)[:-100]
         client = RawClient(proxy.port)
         client.expect()
+        t0 = time.monotonic()  # before the send: the proxy's timer starts when the bytes land
         client.send(head + b"{")
-        t0 = time.monotonic()
         r = client.read(deadline=2.0 + LATE)
         client.close()
         assert r.status == 408
