@@ -89,6 +89,7 @@ class _Instruments:
         self.output_events = counter(spec.OUTPUT_EVENTS)
         self.delivered = counter(spec.DELIVERED_OUTPUT_TOKENS)
         self.upstream_errors = counter(spec.UPSTREAM_ERRORS)
+        self.upstream_retries = counter(spec.UPSTREAM_RETRIES)
         self.analysis_errors = counter(spec.ANALYSIS_ERRORS)
         self.slo_met = counter(spec.SLO_MET)
         self.slo_missed = counter(spec.SLO_MISSED)
@@ -213,6 +214,9 @@ class _OtlpRequest(RequestObservations):
     def upstream_error(self, kind: str) -> None:
         value = kind if kind in spec.UPSTREAM_ERROR_KINDS else spec.OTHER
         self._i.upstream_errors.add(1, _attributes(route=self.exchange.route, kind=value))
+
+    def upstream_retried(self) -> None:
+        self._i.upstream_retries.add(1, _attributes(route=self.exchange.route))
 
     def request_finished(self, api: str, code: int) -> None:
         self._i.requests.add(

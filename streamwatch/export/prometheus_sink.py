@@ -112,6 +112,9 @@ class _PrometheusRequest(RequestObservations):
     def upstream_error(self, kind: str) -> None:
         self._metrics.upstream_error(self.exchange.route, kind)
 
+    def upstream_retried(self) -> None:
+        self._metrics.upstream_retries.labels(self.exchange.route).inc()
+
     def request_finished(self, api: str, code: int) -> None:
         self._metrics.request_finished(self.exchange.route, api, code)
 
