@@ -22,6 +22,7 @@ from typing import Final, Literal
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import UPSTREAM_TIMINGS, Outcome
+from streamwatch.core.side import Side
 from streamwatch.core.slo import MISS_REASONS
 
 Kind = Literal["counter", "gauge", "histogram"]
@@ -31,6 +32,7 @@ MultiprocessMode = Literal["all", "livesum", "max"]
 # --- label names ----------------------------------------------------------------------------------
 
 ROUTE: Final = "route"  # the configured upstream's name
+SIDE: Final = "side"  # which side of the gateway the route watches (core Side); fixed per route
 API: Final = "api"  # the protocol interpreter (Api), or ``other`` on requests to non-LLM paths
 MODEL: Final = "model"  # bounded: allowlist or the first --max-models names, else ``other``
 CODE: Final = "code"
@@ -48,9 +50,11 @@ UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://h
 REASON: Final = "reason"  # why: the goodput objective a stream missed, or a refused connection
 TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
 
-STREAM_LABELS: Final = (ROUTE, API, MODEL)
+#: ``side`` follows from ``route`` (configuration), so it adds no series; it keeps a client-side
+#: and a provider-side sidecar of one gateway apart when their routes share a name.
+STREAM_LABELS: Final = (ROUTE, SIDE, API, MODEL)
 #: Families people do not slice by model carry only these (the series budget in the README).
-ROUTE_API: Final = (ROUTE, API)
+ROUTE_API: Final = (ROUTE, SIDE, API)
 
 # --- bounded label values -------------------------------------------------------------------------
 
@@ -60,6 +64,7 @@ NON_LLM_API: Final = "other"  # api label of requests to paths that are not an L
 DEFAULT_ROUTE: Final = "default"
 
 OUTCOMES: Final = tuple(o.value for o in Outcome)
+SIDES: Final = tuple(s.value for s in Side)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
@@ -194,6 +199,7 @@ EXPECTED_ERROR_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
 #: bounded by configuration instead). The dashboard generator refuses a matcher outside these.
 LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     OUTCOME: frozenset(OUTCOMES),
+    SIDE: frozenset(SIDES),
     PHASE: frozenset(STALL_PHASES),
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
@@ -422,7 +428,7 @@ UPSTREAM_ERRORS: Final = Family(
     "counter",
     "Upstream requests that failed before a response, by failure kind.",
     "{request}",
-    (ROUTE, KIND),
+    (ROUTE, SIDE, KIND),
     "upstream failed before a response: `connect`, `tls` (certificate or handshake), `timeout`, `protocol`",
     otel="streamwatch.upstream_errors",
 )
@@ -497,10 +503,10 @@ CLIENT_CONNECTIONS: Final = Family(
 ROUTE_INFO: Final = Family(
     "streamwatch_route_info",
     "gauge",
-    "Always 1 per configured route; the upstream label carries its upstream origin.",
+    "Always 1 per configured route; the labels carry its side and upstream origin.",
     "",
-    (ROUTE, UPSTREAM),
-    "1 per configured route, with its upstream origin",
+    (ROUTE, SIDE, UPSTREAM),
+    "1 per configured route, with its side and upstream origin",
     multiprocess_mode="max",
 )
 

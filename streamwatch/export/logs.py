@@ -113,6 +113,7 @@ class _LogLine:
         common = {
             "request_id": ex.request_id,
             "route": ex.route,
+            "side": ex.side.value,
             "method": ex.method,
             "path": ex.path,
             "status": ex.status,

@@ -136,6 +136,7 @@ def _start_attributes(exchange: Exchange) -> dict[str, Any]:
         sc.HTTP_REQUEST_METHOD: exchange.method,
         sc.URL_PATH: exchange.path,
         sc.SW_ROUTE: exchange.route,
+        sc.SW_SIDE: exchange.side.value,
         sc.SW_REQUEST_ID: exchange.request_id,
     }
     if exchange.server_address:

@@ -76,6 +76,7 @@ SERVER_PORT: Final = "server.port"
 
 # -- streamwatch ---------------------------------------------------------------------------------
 SW_ROUTE: Final = "streamwatch.route"
+SW_SIDE: Final = "streamwatch.side"
 SW_REQUEST_ID: Final = "streamwatch.request_id"
 SW_API: Final = "streamwatch.api"
 SW_OUTCOME: Final = "streamwatch.outcome"

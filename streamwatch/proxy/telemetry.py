@@ -20,6 +20,7 @@ from streamwatch.core.api import Api
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import RequestFacts, api_for_path, complete_facts, select_api
+from streamwatch.core.side import Side
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
@@ -61,6 +62,7 @@ class Telemetry:
         method: str,
         path: str,
         route: str | None,
+        side: Side,
         headers: Headers,
         t_request_ns: int,
         server: tuple[str, int | None],
@@ -77,6 +79,7 @@ class Telemetry:
             headers=CIMultiDictProxy(_as_text(headers)),
             server_address=server[0],
             server_port=server[1],
+            side=side,
         )
         self.tap: Tap | None = None
         self.watchers = sinks.open(self.exchange)
