@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from streamwatch.core.announced import HEADER_TIMINGS
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import UPSTREAM_TIMINGS, Outcome
@@ -48,7 +49,7 @@ USAGE: Final = "usage"  # where delivered output tokens came from: the stream's 
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
 REASON: Final = "reason"  # why: the goodput objective a stream missed, or a refused connection
-TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
+TIMING: Final = "timing"  # an upstream-reported duration's fixed name (TIMINGS below)
 
 #: ``side`` follows from ``route`` (configuration), so it adds no series; it keeps a client-side
 #: and a provider-side sidecar of one gateway apart when their routes share a name.
@@ -64,6 +65,9 @@ NON_LLM_API: Final = "other"  # api label of requests to paths that are not an L
 DEFAULT_ROUTE: Final = "default"
 
 OUTCOMES: Final = tuple(o.value for o in Outcome)
+#: Durations upstreams report in their frames (core UPSTREAM_TIMINGS) or announce in their
+#: response headers (core HEADER_TIMINGS): the ``timing`` label's values.
+TIMINGS: Final = (*UPSTREAM_TIMINGS, *HEADER_TIMINGS.values())
 SIDES: Final = tuple(s.value for s in Side)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
@@ -210,7 +214,7 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
     ERROR_TYPE: frozenset({*ERROR_TYPES, OTHER}),
-    TIMING: frozenset(UPSTREAM_TIMINGS),
+    TIMING: frozenset(TIMINGS),
 }
 
 # --- buckets --------------------------------------------------------------------------------------
@@ -367,13 +371,16 @@ UPSTREAM_REPORTED: Final = Family(
     "streamwatch_upstream_reported_seconds",
     "histogram",
     "Durations the upstream reported in its own stream (Bedrock latencyMs and invocation"
-    " metrics, Ollama's durations), by name; set beside TTFT and duration they say how much of"
-    " the time the provider accounts for.",
+    " metrics, Ollama's durations) or announced in its response headers (Envoy, OpenAI,"
+    " LiteLLM), by name; set beside TTFT and duration they say how much of the time the provider"
+    " or the gateway accounts for.",
     "s",
     (*ROUTE_API, TIMING),
-    "durations the upstream reported in its frames: `bedrock_latency`, "
+    "durations the upstream reported in its frames (`bedrock_latency`, "
     "`bedrock_invocation_latency`, `bedrock_first_byte_latency`, `ollama_total`, `ollama_load`, "
-    "`ollama_prompt_eval`, `ollama_eval`",
+    "`ollama_prompt_eval`, `ollama_eval`) or announced in its headers (`envoy_upstream_service`, "
+    "`openai_processing`, `litellm_response`, `litellm_overhead`, `litellm_callback`; "
+    "[docs/provider-side.md](docs/provider-side.md))",
     LATENCY_BUCKETS,
     otel="streamwatch.upstream_reported",
 )

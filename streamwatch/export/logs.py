@@ -107,7 +107,7 @@ def stream_fields(record: StreamRecord) -> dict[str, Any]:
         "tool_calls": len(record.tool_calls),
         "analysis_failed": record.analysis_failed,
     }
-    if record.upstream_timings:  # only where the upstream reported any (Bedrock, Ollama)
+    if record.upstream_timings:  # only where the upstream reported any (frames or headers)
         fields["upstream_timings_s"] = {name: _s(ns) for name, ns in record.upstream_timings}
     if record.captured_text is not None:
         fields["completion"] = record.captured_text

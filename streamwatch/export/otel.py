@@ -198,6 +198,8 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
     _set(attributes, sc.SW_TOKENS_PER_SECOND, record.tokens_per_second)
     if record.analysis_failed:
         attributes[sc.SW_ANALYSIS_FAILED] = True
+    for name, ns in record.upstream_timings:  # fixed names: a bounded attribute set
+        attributes[sc.SW_UPSTREAM_TIMING_PREFIX + name] = ns / _NS
     return attributes
 
 

@@ -18,6 +18,7 @@ import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.announced import header_timings
 from streamwatch.core.api import Api
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
@@ -116,12 +117,15 @@ class Telemetry:
     def response(
         self,
         status: int,
+        headers: Headers,
+        *,
         content_type: str | None,
         content_encoding: str | None,
         config: AnalyzerConfig,
         override: Api | None,
     ) -> Tap | None:
-        """Upstream answered: tell the sinks, start analysis of an uncompressed event stream."""
+        """Upstream answered: tell the sinks, start analysis of an uncompressed event stream
+        (with the durations its headers announced)."""
         exchange = self.exchange
         exchange.status = status
         api: Api | None = None
@@ -131,7 +135,11 @@ class Telemetry:
         if api is not None:
             try:
                 analyzer = StreamAnalyzer(
-                    api, exchange.t_request_ns, request_model=exchange.request_model, config=config
+                    api,
+                    exchange.t_request_ns,
+                    request_model=exchange.request_model,
+                    config=config,
+                    announced=header_timings(headers),
                 )
             except Exception:  # called from the upstream parser: raising would cut the stream
                 log.warning("telemetry.failed", stage="response", exc_info=True)

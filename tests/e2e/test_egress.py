@@ -21,10 +21,12 @@ from tests.harness import (
     CHAT,
     FAST,
     LOOPBACK,
+    chat_stream,
     raw_exchange,
     request_bytes,
     run_cli,
     scrape,
+    scripted,
     serve_process,
     until,
 )
@@ -145,3 +147,45 @@ class TestHttpsEgressRoutes:
         add_arguments(parser)
         with pytest.raises(ConfigError, match="routes 'a' and 'b' reach"):
             load_settings(parser.parse_args(["--config", str(config)]), {})
+
+
+ANNOUNCING = (
+    b"openai-processing-ms: 120\r\n"
+    b"X-Envoy-Upstream-Service-Time: 35\r\n"
+    b"x-litellm-overhead-duration-ms: -3\r\n"  # not a duration: dropped
+    b"x-litellm-response-duration-ms: 1e3\r\n"  # exponent: dropped
+    b"x-upstream-time-ms: 5\r\n"  # not a known header: ignored
+)
+
+
+class TestAnnouncedTimings:
+    """Durations an upstream announces in known response headers are recorded under fixed names
+    (span attributes: tests/export/test_otel.py); doubtful values and unknown headers are not."""
+
+    async def test_headers_to_histogram_and_log_line(self) -> None:
+        """Two valid known headers reach the histogram and the log line; the rest do not."""
+        async with (
+            scripted(chat_stream(["a", "b"]), head=ANNOUNCING) as upstream,
+            serve_process("--upstream", upstream.url) as serving,
+        ):
+            request = request_bytes(CHAT, {"model": "m", "stream": True})
+            got, _ = await raw_exchange(serving.proxy_port, request)
+            assert got.status == 200
+
+            async def recorded() -> bool:
+                m = await scrape(serving.admin_port)
+                return m.value("streamwatch_streams_total") == 1
+
+            await until(recorded, what="the stream recorded")
+            m = await scrape(serving.admin_port)
+            (line,) = [e for e in serving.events() if e.get("event") == "stream.completed"]
+        reported = "streamwatch_upstream_reported_seconds"
+        assert m.values(reported + "_count", "timing") == {
+            "openai_processing": 1.0,
+            "envoy_upstream_service": 1.0,
+        }
+        assert m.value(reported + "_sum", timing="openai_processing") == pytest.approx(0.12)
+        assert line["upstream_timings_s"] == {
+            "openai_processing": 0.12,
+            "envoy_upstream_service": 0.035,
+        }
