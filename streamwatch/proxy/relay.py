@@ -119,6 +119,7 @@ class Exchange:
             route=route.name if route is not None else None,
             side=settings.side_of(route) if route is not None else settings.side,
             headers=request.headers,
+            api=route.api if route is not None else None,
             t_request_ns=request.t_ns,
             server=(origin[1], origin[2]) if origin is not None else ("", None),
         )

@@ -69,6 +69,7 @@ class Telemetry:
         route: str | None,
         side: Side,
         headers: Headers,
+        api: Api | None = None,
         t_request_ns: int,
         server: tuple[str, int | None],
     ) -> None:
@@ -77,7 +78,8 @@ class Telemetry:
             route=route or UNMATCHED_ROUTE,
             method=cap(method),
             path=cap(path, MAX_PATH_CHARS),
-            api=api_for_path(path) if route is not None else None,
+            # the route's api: override, else the path's: a custom path still has its facts read
+            api=(api or api_for_path(path)) if route is not None else None,
             request_model=None,
             stream_requested=None,
             t_request_ns=t_request_ns,
