@@ -115,7 +115,11 @@ class Telemetry:
         self.watchers.response(status, api)
         if api is not None:
             analyzer = StreamAnalyzer(
-                api, exchange.t_request_ns, request_model=exchange.request_model, config=config
+                api,
+                exchange.t_request_ns,
+                request_model=exchange.request_model,
+                config=config,
+                report_outputs=self.watchers.wants_outputs,
             )
             self.tap = Tap(analyzer, self.watchers)
         return self.tap
