@@ -167,6 +167,7 @@ class RouteApiChildren:
         "active",
         "analysis",
         "api",
+        "count_outputs",
         "delivered",
         "duration",
         "error_frames",
@@ -187,6 +188,9 @@ class RouteApiChildren:
         self.ttfb = metrics.ttfb.labels(*labels)
         self.duration = metrics.duration.labels(*labels)
         self.output_events = metrics.output_events.labels(*labels)
+        # Once per read: the child's value itself, past the per-call checks of ``Counter.inc``
+        # (observable, non-negative, exemplar) that a count of output events never needs.
+        self.count_outputs = self.output_events._value.inc
         self.active = metrics.streams_active.labels(*labels)
         self.stalled = metrics.streams_stalled.labels(*labels)
         self.stalls = {p: metrics.stalls.labels(*labels, p) for p in spec.STALL_PHASES}

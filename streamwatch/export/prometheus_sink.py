@@ -88,7 +88,7 @@ class _PrometheusRequest(RequestObservations):
         self._bound().ttft.observe(seconds, self._exemplar)
 
     def outputs(self, count: int, gaps_ns: Sequence[int]) -> None:
-        self._route_api.output_events.inc(count)
+        self._route_api.count_outputs(count)
         if gaps_ns:
             children = self._model or self._bound()
             if self._exemplar is None:
