@@ -77,6 +77,7 @@ class StreamAnalyzer:
     NDJSON). Never raises on remote input; any chunking gives the same result."""
 
     __slots__ = (
+        "_announced",
         "_closed",
         "_config",
         "_decoder",
@@ -113,11 +114,15 @@ class StreamAnalyzer:
         *,
         request_model: str | None = None,
         config: AnalyzerConfig | None = None,
+        announced: tuple[tuple[str, int], ...] = (),
         report_outputs: bool = True,
     ) -> None:
-        """``report_outputs=False``: no :class:`OutputReceived` per output event (nobody listens;
-        the first output still gives :class:`FirstTokenReceived`, and the record counts them all)."""
+        """``announced``: durations the response headers announced (:mod:`.announced`), kept in
+        the record beside those the stream's own frames report. ``report_outputs=False``: no
+        :class:`OutputReceived` per output event (nobody listens; the first output still gives
+        :class:`FirstTokenReceived`, and the record counts them all)."""
         self._config = config or AnalyzerConfig()
+        self._announced = announced
         self._report_outputs = report_outputs
         form = FORMATS[api]
         self._decoder = form.decoder(self._config.max_event_bytes)
@@ -381,7 +386,7 @@ class StreamAnalyzer:
             refusal_chars=reading.refusal_chars,
             tool_calls=reading.tool_calls(),
             captured_text=reading.captured_text(),
-            upstream_timings=tuple(reading.upstream_timings.items()),
+            upstream_timings=(*self._announced, *reading.upstream_timings.items()),
         )
 
     def _tokens_per_second(self, output_tokens: int) -> float | None:
