@@ -118,7 +118,7 @@ class StreamAnalyzer:
         self._decoder = form.decoder(self._config.max_event_bytes)
         self._frame_type = FRAME_TYPE[form.framing]
         self._interpreter = form.interpreter()
-        self._note = getattr(self._interpreter, "note", None)
+        self._note = form.note
         config = self._config
         self._reading = Reading(
             capture_content=config.capture_content,
@@ -251,7 +251,7 @@ class StreamAnalyzer:
         elif isinstance(item, _IGNORED_ITEMS):
             return
         elif self._note is not None:
-            verdict = self._note(item, self.sse_events, self._reading)
+            verdict = self._note(self._interpreter, item, self.sse_events, self._reading)
             if verdict:
                 self._apply(verdict, self.sse_events, at_ns, events)
 

@@ -6,6 +6,7 @@ model and stream flag, once it is complete), ``response`` (upstream answered; bu
 tap for event streams), ``feed`` (each relayed read), ``finish`` (exactly once, whatever happened).
 Headers cross this seam as ``latin-1`` strings, which maps every byte to one character and back,
 so trace headers added by a sink and the client's own header bytes reach the upstream unaltered.
+Nothing here raises into the relay: telemetry that fails is logged and left out, the bytes go on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
@@ -23,6 +25,8 @@ from streamwatch.core.request import RequestFacts, api_for_path, complete_facts,
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
+
+log = structlog.get_logger("streamwatch.telemetry")
 
 UNMATCHED_ROUTE = "unmatched"  # route label of requests no configured route accepts
 
@@ -85,7 +89,11 @@ class Telemetry:
         """The upstream request headers after every sink added its own (trace context)."""
         text = _as_text(headers)
         self.watchers.upstream_request(text)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
+        try:
+            return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
+        except UnicodeEncodeError:  # a sink added a header no HTTP/1.1 message can carry
+            log.warning("telemetry.failed", stage="upstream_request", exc_info=True)
+            return headers
 
     def facts(self, facts: RequestFacts, body: bytes, capture_limit: int | None) -> None:
         """The request body is complete: what it (or the path) said, and its prompt when content
@@ -93,7 +101,11 @@ class Telemetry:
         facts."""
         if self.exchange.api is None:
             return
-        facts = complete_facts(facts, body, self.exchange.path, capture_limit)
+        try:
+            facts = complete_facts(facts, body, self.exchange.path, capture_limit)
+        except Exception:  # the facts are telemetry: the request goes on without them
+            log.warning("telemetry.failed", stage="facts", exc_info=True)
+            return
         self.exchange.request_model = facts.model
         self.exchange.stream_requested = facts.stream
         self.exchange.prompt = facts.prompt
@@ -114,9 +126,13 @@ class Telemetry:
             api = select_api(exchange.path, content_type, override)
         self.watchers.response(status, api)
         if api is not None:
-            analyzer = StreamAnalyzer(
-                api, exchange.t_request_ns, request_model=exchange.request_model, config=config
-            )
+            try:
+                analyzer = StreamAnalyzer(
+                    api, exchange.t_request_ns, request_model=exchange.request_model, config=config
+                )
+            except Exception:  # called from the upstream parser: raising would cut the stream
+                log.warning("telemetry.failed", stage="response", exc_info=True)
+                return None
             self.tap = Tap(analyzer, self.watchers)
         return self.tap
 

@@ -138,6 +138,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def enter_pool(self, pool: Pool, origin: Origin, idle_seconds: float) -> None:
         self._pool, self._origin = pool, origin
+        # An idle connection must read, so a stray byte or the upstream's close is seen at once;
+        # the exchange that used it last may have paused it (its client stopped reading just as
+        # the response ended), and a paused one would starve the next request of its response.
+        if self.transport is not None:
+            self.transport.resume_reading()
         loop = asyncio.get_running_loop()
         self._idle_timer = loop.call_later(idle_seconds, self._idle_expired)
 
