@@ -18,10 +18,12 @@ import yaml
 from yarl import URL
 
 from streamwatch.core.api import Api
+from streamwatch.core.side import Side
 from streamwatch.core.slo import Goodput, Objectives
 
 ENV_PREFIX = "STREAMWATCH_"
 _API_VALUES = frozenset(a.value for a in Api)
+_SIDE_VALUES = tuple(s.value for s in Side)
 
 
 class ConfigError(ValueError):
@@ -53,6 +55,11 @@ class Route:
     (a gateway that serves Ollama or Bedrock under its own paths); its media type must still match."""
     slo: Objectives | None = None
     """This route's goodput objectives (``slo:`` in its config entry), instead of the global ones."""
+    side: Side | None = None
+    """Which side of the gateway this route watches (``side:``); None: the global ``--side``."""
+    ca_bundle: str | None = None
+    """PEM CA certificates trusted for this route's https upstream (``ca_bundle:``), instead of
+    ``--upstream-ca-bundle`` or the system store: a provider reached through a private CA."""
 
     def target(self, raw_target: str) -> URL:
         """The upstream URL: the configured origin and base path, then the request target as sent.
@@ -129,6 +136,7 @@ class Settings:
     slo_no_stall: bool = False
     #: models with goodput objectives of their own (``slo_by_model:`` in the config file)
     slo_by_model: Mapping[str, Objectives] = field(default_factory=dict)
+    side: Side = Side.CLIENT
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def objectives(self, route: Route) -> Objectives:
@@ -144,6 +152,10 @@ class Settings:
         if not routes and not self.slo_by_model:
             return None
         return Goodput(routes, self.slo_by_model)
+
+    def side_of(self, route: Route) -> Side:
+        """The side ``route`` watches (its own, else the global ``--side``)."""
+        return route.side or self.side
 
     def upstream_urls(self) -> dict[str, str]:
         """Each route's upstream URL for the start-up line, never with credentials."""
@@ -207,13 +219,20 @@ def _readable_file(option: str, value: str) -> str:
     return str(path)
 
 
-def upstream_tls(settings: Settings) -> ssl.SSLContext:
-    """The TLS context for ``https://`` upstreams: the system store or ``upstream_ca_bundle``,
-    plus the client certificate when one is configured. Built at start-up so a bad file stops
-    the process with an error naming the option instead of failing every request."""
+def upstream_tls(settings: Settings, route: Route | None = None) -> ssl.SSLContext:
+    """The TLS context for ``route``'s ``https://`` upstream: its own ``ca_bundle``, else
+    ``upstream_ca_bundle``, else the system store, plus the client certificate when one is
+    configured. Verification is Python's default (``CERT_REQUIRED``, host name checked). Built at
+    start-up so a bad file stops the process with an error naming the option instead of failing
+    every request."""
+    own = route.ca_bundle if route is not None else None
     try:
-        context = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
+        context = ssl.create_default_context(cafile=own or settings.upstream_ca_bundle)
     except (OSError, ssl.SSLError) as exc:
+        if own is not None and route is not None:
+            raise ConfigError(
+                "config", f"route {route.name!r}: ca_bundle: cannot load CA bundle: {exc}"
+            ) from None
         raise ConfigError("upstream_ca_bundle", f"cannot load CA bundle: {exc}") from None
     if settings.upstream_client_key and not settings.upstream_client_cert:
         raise ConfigError("upstream_client_key", "needs --upstream-client-cert")
@@ -278,6 +297,9 @@ OPTIONS: dict[str, str] = {
     "--slo-no-stall, streams are counted as meeting their objectives or missing one.",
     "slo_tpot": "Goodput objective: seconds per output token after the first (off).",
     "slo_no_stall": "true or false: a stream that stalled misses its objectives (false).",
+    "side": "client or provider: which side of the gateway routes without their own side: watch "
+    "(the side label): client in front of the gateway, provider between it and the providers "
+    "(client).",
     "metrics_dir": "Writable directory for the workers' metric files when --workers > 1 "
     "(default: the system temporary directory); under a read-only root, a tmpfs or emptyDir.",
 }
@@ -340,6 +362,8 @@ def _convert(name: str, raw: object) -> Any:
         return _choice(name, str(value), ("auto", "json", "console"))
     if name == "log_level":
         return _choice(name, str(value), ("debug", "info", "warning", "error"))
+    if name == "side":
+        return Side(_choice(name, str(value), _SIDE_VALUES))
     raise ConfigError(name, "unknown option")
 
 
@@ -409,8 +433,51 @@ def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
                 f" got {api!r}",
             )
         slo = _route_objectives(path, i, entry.get("slo"))
-        routes.append(Route(name, upstream, prefix, strip, None if api is None else Api(api), slo))
+        side = entry.get("side")
+        if side is not None and side not in _SIDE_VALUES:
+            raise ConfigError(
+                "config", f"{path}: routes[{i}].side must be one of {', '.join(_SIDE_VALUES)}"
+            )
+        ca_bundle = entry.get("ca_bundle")
+        if ca_bundle is not None:
+            if upstream.scheme != "https":
+                raise ConfigError(
+                    "config", f"{path}: routes[{i}].ca_bundle needs an https upstream"
+                )
+            if not Path(str(ca_bundle)).is_file():
+                problem = f"routes[{i}].ca_bundle: no such file: {str(ca_bundle)!r}"
+                raise ConfigError("config", f"{path}: {problem}")
+        routes.append(
+            Route(
+                name,
+                upstream,
+                prefix,
+                strip,
+                api=None if api is None else Api(api),
+                slo=slo,
+                side=None if side is None else Side(side),
+                ca_bundle=None if ca_bundle is None else str(ca_bundle),
+            )
+        )
+    _one_trust_per_origin(path, routes)
     return tuple(routes)
+
+
+def _one_trust_per_origin(path: Path, routes: Sequence[Route]) -> None:
+    """Routes to one https origin must trust the same CAs: upstream connections are pooled by
+    origin, so a connection verified against one route's bundle must be good for the other's."""
+    trust: dict[URL, tuple[str, str | None]] = {}
+    for route in routes:
+        if route.upstream.scheme != "https":
+            continue
+        origin = route.upstream.origin()
+        first = trust.setdefault(origin, (route.name, route.ca_bundle))
+        if first[1] != route.ca_bundle:
+            raise ConfigError(
+                "config",
+                f"{path}: routes {first[0]!r} and {route.name!r} reach {origin} with different "
+                "ca_bundle values; give them the same one",
+            )
 
 
 GENAI_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -484,6 +551,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         settings.upstream_client_cert,
         settings.upstream_client_key,
     )
-    if any(r.upstream.scheme == "https" for r in routes) or any(tls_files):
+    if any(tls_files):
         upstream_tls(settings)  # fail at start-up, naming the option, on an unusable file
+    for route in routes:
+        if route.upstream.scheme == "https":
+            upstream_tls(settings, route)
     return settings

@@ -186,9 +186,11 @@ async def start(
         registry,
         model_allowlist=settings.model_allowlist,
         max_models=settings.max_models,
-        routes=[r.name for r in settings.routes],
+        routes={r.name: settings.side_of(r).value for r in settings.routes},
     )
-    metrics.describe_routes((r.name, str(r.upstream.origin())) for r in settings.routes)
+    metrics.describe_routes(
+        (r.name, settings.side_of(r).value, str(r.upstream.origin())) for r in settings.routes
+    )
     sinks, closers = build_sinks(settings, environ or {}, metrics)
     proxy = ProxyState(settings, sinks)
     _raise_fd_limit()

@@ -107,7 +107,7 @@ def stream_fields(record: StreamRecord) -> dict[str, Any]:
         "tool_calls": len(record.tool_calls),
         "analysis_failed": record.analysis_failed,
     }
-    if record.upstream_timings:  # only where the upstream reported any (Bedrock, Ollama)
+    if record.upstream_timings:  # only where the upstream reported any (frames or headers)
         fields["upstream_timings_s"] = {name: _s(ns) for name, ns in record.upstream_timings}
     if record.captured_text is not None:
         fields["completion"] = record.captured_text
@@ -129,6 +129,7 @@ class _LogLine:
         common = {
             "request_id": ex.request_id,
             "route": ex.route,
+            "side": ex.side.value,
             "method": ex.method,
             "path": ex.path,
             "status": ex.status,

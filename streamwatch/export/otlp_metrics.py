@@ -165,7 +165,7 @@ class _OtlpRequest(RequestObservations):
 
     def stream_opened(self, api: str, model: str | None) -> None:
         self._api = api
-        self._route_api = _attributes(route=self.exchange.route, api=api)
+        self._route_api = _attributes(route=self.exchange.route, side=self.exchange.side, api=api)
         self._model_name = model
         self._i.active.add(1, self._route_api)
 
@@ -212,12 +212,16 @@ class _OtlpRequest(RequestObservations):
 
     def upstream_error(self, kind: str) -> None:
         value = kind if kind in spec.UPSTREAM_ERROR_KINDS else spec.OTHER
-        self._i.upstream_errors.add(1, _attributes(route=self.exchange.route, kind=value))
+        route, side = self.exchange.route, self.exchange.side
+        self._i.upstream_errors.add(1, _attributes(route=route, side=side, kind=value))
 
     def request_finished(self, api: str, code: int) -> None:
         self._i.requests.add(
             1,
-            {**_attributes(route=self.exchange.route, api=api), sc.HTTP_RESPONSE_STATUS_CODE: code},
+            {
+                **_attributes(route=self.exchange.route, side=self.exchange.side, api=api),
+                sc.HTTP_RESPONSE_STATUS_CODE: code,
+            },
         )
 
     def stream_closed(self, record: StreamRecord | None) -> None:

@@ -57,11 +57,11 @@ class _PrometheusRequest(RequestObservations):
         super().response(status, api)
 
     def stream_opened(self, api: str, model: str | None) -> None:
-        route = self.exchange.route
-        self._route_api = self._metrics.route_api(route, api)
+        route, side = self.exchange.route, self.exchange.side
+        self._route_api = self._metrics.route_api(route, side, api)
         self._model_name = model
         if self._metrics.models.admits(model):
-            self._model = self._metrics.per_model(route, api, model)
+            self._model = self._metrics.per_model(route, side, api, model)
         self._route_api.active.inc()
 
     def model_answered(self, model: str) -> None:
@@ -75,7 +75,7 @@ class _PrometheusRequest(RequestObservations):
         if children is None:
             ra = self._route_api
             children = self._model = self._metrics.per_model(
-                ra.route, ra.api, self._model_name, claim=self._succeeded
+                ra.route, ra.side, ra.api, self._model_name, claim=self._succeeded
             )
         return children
 
@@ -108,10 +108,10 @@ class _PrometheusRequest(RequestObservations):
         self._route_api.analysis[stage].inc()
 
     def upstream_error(self, kind: str) -> None:
-        self._metrics.upstream_error(self.exchange.route, kind)
+        self._metrics.upstream_error(self.exchange.route, self.exchange.side, kind)
 
     def request_finished(self, api: str, code: int) -> None:
-        self._metrics.request_finished(self.exchange.route, api, code)
+        self._metrics.request_finished(self.exchange.route, self.exchange.side, api, code)
 
     def stream_closed(self, record: StreamRecord | None) -> None:
         self.stall_ended()
@@ -126,8 +126,7 @@ class _PrometheusRequest(RequestObservations):
         goodput = self._goodput
         objectives = None if goodput is None else goodput.objectives(self.exchange.route, record)
         if objectives is not None:
-            ra = self._route_api
-            self._metrics.goodput(ra.route, ra.api, bound.model, verdict(record, objectives))
+            self._metrics.goodput(bound, verdict(record, objectives))
 
 
 class PrometheusSink:

@@ -34,7 +34,7 @@ from streamwatch.core.request import RequestFactsReader, has_dot_segment
 from streamwatch.proxy import responses
 from streamwatch.proxy.failures import failure_reason
 from streamwatch.proxy.headers import client_response_headers, tokens, upstream_request_headers
-from streamwatch.proxy.pool import Origin
+from streamwatch.proxy.pool import Origin, origin_of
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.tap import Tap
 from streamwatch.proxy.telemetry import Telemetry
@@ -51,11 +51,6 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the 
 _PENDING_LIMIT = 64 << 10  # body bytes held while the upstream connects; then the client waits
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUSES = (204, 304)
-
-
-def _origin(route: Route) -> Origin:
-    url = route.upstream
-    return (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
 
 
 class Exchange:
@@ -116,13 +111,15 @@ class Exchange:
             elif self._content_length() > settings.max_request_body:
                 refusal = responses.BODY_TOO_LARGE
         self._route = route
-        origin = _origin(route) if route is not None else None
+        origin = origin_of(route) if route is not None else None
         self.telemetry = Telemetry(
             self.state.sinks,
             method=request.method,
             path=path,
             route=route.name if route is not None else None,
+            side=settings.side_of(route) if route is not None else settings.side,
             headers=request.headers,
+            api=route.api if route is not None else None,
             t_request_ns=request.t_ns,
             server=(origin[1], origin[2]) if origin is not None else ("", None),
         )
@@ -170,7 +167,7 @@ class Exchange:
     async def _connect(self, origin: Origin) -> None:
         settings = self.state.settings
         try:
-            conn = await connect(origin, self.state.tls, settings.connect_timeout)
+            conn = await connect(origin, self.state.tls.get(origin), settings.connect_timeout)
         except UpstreamError as exc:
             self._connecting = None
             if not self._ended:
@@ -293,7 +290,12 @@ class Exchange:
                 content_encoding = value.decode("latin-1")
         override = self._route.api if self._route is not None else None
         self._tap = self.telemetry.response(
-            status, content_type, content_encoding, self.state.analyzer_config, override
+            status,
+            headers,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            config=self.state.analyzer_config,
+            override=override,
         )
         if self._tap is not None and self.telemetry is not None:
             from streamwatch.proxy.state import LiveStream  # noqa: PLC0415 (import cycle)

@@ -18,10 +18,12 @@ import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.announced import header_timings
 from streamwatch.core.api import Api
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import RequestFacts, api_for_path, complete_facts, select_api
+from streamwatch.core.side import Side
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
@@ -65,7 +67,9 @@ class Telemetry:
         method: str,
         path: str,
         route: str | None,
+        side: Side,
         headers: Headers,
+        api: Api | None = None,
         t_request_ns: int,
         server: tuple[str, int | None],
     ) -> None:
@@ -74,13 +78,15 @@ class Telemetry:
             route=route or UNMATCHED_ROUTE,
             method=cap(method),
             path=cap(path, MAX_PATH_CHARS),
-            api=api_for_path(path) if route is not None else None,
+            # the route's api: override, else the path's: a custom path still has its facts read
+            api=(api or api_for_path(path)) if route is not None else None,
             request_model=None,
             stream_requested=None,
             t_request_ns=t_request_ns,
             headers=CIMultiDictProxy(_as_text(headers)),
             server_address=server[0],
             server_port=server[1],
+            side=side,
         )
         self.tap: Tap | None = None
         self.watchers = sinks.open(self.exchange)
@@ -113,12 +119,15 @@ class Telemetry:
     def response(
         self,
         status: int,
+        headers: Headers,
+        *,
         content_type: str | None,
         content_encoding: str | None,
         config: AnalyzerConfig,
         override: Api | None,
     ) -> Tap | None:
-        """Upstream answered: tell the sinks, start analysis of an uncompressed event stream."""
+        """Upstream answered: tell the sinks, start analysis of an uncompressed event stream
+        (with the durations its headers announced)."""
         exchange = self.exchange
         exchange.status = status
         api: Api | None = None
@@ -128,7 +137,11 @@ class Telemetry:
         if api is not None:
             try:
                 analyzer = StreamAnalyzer(
-                    api, exchange.t_request_ns, request_model=exchange.request_model, config=config
+                    api,
+                    exchange.t_request_ns,
+                    request_model=exchange.request_model,
+                    config=config,
+                    announced=header_timings(headers),
                 )
             except Exception:  # called from the upstream parser: raising would cut the stream
                 log.warning("telemetry.failed", stage="response", exc_info=True)

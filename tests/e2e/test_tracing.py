@@ -262,9 +262,10 @@ class TestStreamSpans:
         ((_, started_at, started),) = span.events_named(sc.EVENT_STALL_STARTED)
         ((_, ended_at, ended),) = span.events_named(sc.EVENT_STALL_ENDED)
         assert started[sc.SW_STALL_PHASE] == ended[sc.SW_STALL_PHASE] == "mid_stream"
-        assert STALL_THRESHOLD <= started[sc.SW_STALL_SILENCE] < 0.45
         assert ended[sc.SW_STALL_DURATION] >= 0.45
-        assert ended_at - started_at >= 0.2e9  # noticed while the stream was still silent
+        # Noticed while the stream was still silent: after the threshold, before the silence ended.
+        assert STALL_THRESHOLD <= started[sc.SW_STALL_SILENCE] < ended[sc.SW_STALL_DURATION]
+        assert started_at < ended_at
         assert span.attributes[sc.SW_STALLS] == 1
         assert span.attributes[sc.SW_MAX_GAP] >= 0.45
         assert span.status_code == STATUS_UNSET
