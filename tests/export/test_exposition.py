@@ -44,7 +44,9 @@ def saturated() -> CollectorRegistry:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     saturate(metrics)
-    metrics.ttft.labels("default", "client", "openai_chat", "other").observe(0.3, {"trace_id": TRACE})
+    metrics.ttft.labels("default", "client", "openai_chat", "other").observe(
+        0.3, {"trace_id": TRACE}
+    )
     metrics.requests.labels("default", "client", "openai_chat", "200").inc()
     metrics.client_connections.set_function(lambda: 3)
     odd = Counter("odd_total", "Help with \\ and\nnewline.", ["v"], registry=registry)
