@@ -89,6 +89,7 @@ class _Instruments:
         self.output_events = counter(spec.OUTPUT_EVENTS)
         self.delivered = counter(spec.DELIVERED_OUTPUT_TOKENS)
         self.upstream_errors = counter(spec.UPSTREAM_ERRORS)
+        self.upstream_retries = counter(spec.UPSTREAM_RETRIES)
         self.analysis_errors = counter(spec.ANALYSIS_ERRORS)
         self.slo_met = counter(spec.SLO_MET)
         self.slo_missed = counter(spec.SLO_MISSED)
@@ -214,6 +215,10 @@ class _OtlpRequest(RequestObservations):
         value = kind if kind in spec.UPSTREAM_ERROR_KINDS else spec.OTHER
         route, side = self.exchange.route, self.exchange.side
         self._i.upstream_errors.add(1, _attributes(route=route, side=side, kind=value))
+
+    def upstream_retried(self) -> None:
+        route, side = self.exchange.route, self.exchange.side
+        self._i.upstream_retries.add(1, _attributes(route=route, side=side))
 
     def request_finished(self, api: str, code: int) -> None:
         self._i.requests.add(

@@ -110,6 +110,9 @@ class _PrometheusRequest(RequestObservations):
     def upstream_error(self, kind: str) -> None:
         self._metrics.upstream_error(self.exchange.route, self.exchange.side, kind)
 
+    def upstream_retried(self) -> None:
+        self._metrics.upstream_retries.labels(self.exchange.route, self.exchange.side).inc()
+
     def request_finished(self, api: str, code: int) -> None:
         self._metrics.request_finished(self.exchange.route, self.exchange.side, api, code)
 
