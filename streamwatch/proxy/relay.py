@@ -391,7 +391,8 @@ class Exchange:
             if isinstance(exc, ssl.SSLError):  # e.g. a TLS alert after the handshake
                 self._refuse(responses.UPSTREAM_TLS, "tls", failure_reason(exc, "tls"))
             else:
-                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", "invalid_response")
+                reason = "closed" if exc is None else failure_reason(exc, "protocol")
+                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", reason)
         elif self._close_delimited_in and exc is None:
             self._response_complete()  # the close is the end of this body
         else:

@@ -145,7 +145,7 @@ class TestStaleConnectionNotRetried:
         prompt: int,
         idempotency_key: bool,
     ) -> None:
-        """502 with streamwatch's JSON body, kind="protocol", no retry counted, one attempt seen."""
+        """A 502 with the JSON body, kind="protocol" (reason closed), no retry, one attempt seen."""
         key = upstream.add(answered(case.encode(), Stale(prefix=prefix)))
         client = RawClient(proxy.port)
         try:
@@ -155,6 +155,12 @@ class TestStaleConnectionNotRetried:
             second = send(client, data, "POST")
         finally:
             client.close()
+        rid = request_id(data)
+        line = proxy.wait_log(
+            lambda e: e.get("request_id") == rid and e.get("event") == "upstream.failed"
+        )
+        assert line is not None, proxy.lines_for(rid)
+        assert (line["kind"], line["reason"]) == ("protocol", "closed")
         assert_clean_end(second)
         assert second.status == 502, (second.status, bytes(second.body))
         assert json.loads(bytes(second.body))["error"]["type"]
