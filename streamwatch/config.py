@@ -19,7 +19,7 @@ from yarl import URL
 
 from streamwatch.core.api import Api
 from streamwatch.core.side import Side
-from streamwatch.core.slo import Objectives
+from streamwatch.core.slo import Goodput, Objectives
 
 ENV_PREFIX = "STREAMWATCH_"
 _API_VALUES = frozenset(a.value for a in Api)
@@ -135,6 +135,8 @@ class Settings:
     slo_ttft: float | None = None
     slo_tpot: float | None = None
     slo_no_stall: bool = False
+    #: models with goodput objectives of their own (``slo_by_model:`` in the config file)
+    slo_by_model: Mapping[str, Objectives] = field(default_factory=dict)
     side: Side = Side.CLIENT
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -143,6 +145,14 @@ class Settings:
         if route.slo is not None:
             return route.slo
         return Objectives(self.slo_ttft, self.slo_tpot, self.slo_no_stall)
+
+    def goodput(self) -> Goodput | None:
+        """Every objective streams are judged by: a model's own, else its route's; ``None`` when
+        no route and no model has any."""
+        routes = {r.name: o for r in self.routes if (o := self.objectives(r)).active}
+        if not routes and not self.slo_by_model:
+            return None
+        return Goodput(routes, self.slo_by_model)
 
     def side_of(self, route: Route) -> Side:
         """The side ``route`` watches (its own, else the global ``--side``)."""
@@ -362,11 +372,8 @@ def _convert(name: str, raw: object) -> Any:
     raise ConfigError(name, "unknown option")
 
 
-def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
-    """A route entry's ``slo: {ttft: S, tpot: S, no_stall: BOOL}``."""
-    if raw is None:
-        return None
-    where = f"{path}: routes[{i}].slo"
+def _objectives(where: str, raw: object) -> Objectives:
+    """``{ttft: S, tpot: S, no_stall: BOOL}`` at ``where`` in the config file."""
     if not isinstance(raw, dict) or set(raw) - {"ttft", "tpot", "no_stall"}:
         raise ConfigError("config", f"{where} must be a mapping of ttft, tpot and no_stall")
     ttft, tpot, no_stall = raw.get("ttft"), raw.get("tpot"), raw.get("no_stall", False)
@@ -380,6 +387,28 @@ def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
     return Objectives(
         None if ttft is None else float(ttft), None if tpot is None else float(tpot), no_stall
     )
+
+
+def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
+    """A route entry's ``slo: {ttft: S, tpot: S, no_stall: BOOL}``."""
+    return None if raw is None else _objectives(f"{path}: routes[{i}].slo", raw)
+
+
+def _model_objectives(path: Path, raw: object) -> dict[str, Objectives]:
+    """``slo_by_model: {MODEL: {ttft: S, tpot: S, no_stall: BOOL}, ...}``: the model names as
+    streams report them (the response's model, or the request's)."""
+    where = f"{path}: slo_by_model"
+    if not isinstance(raw, dict):
+        raise ConfigError("config", f"{where} must map model names to their objectives")
+    models: dict[str, Objectives] = {}
+    for name, entry in raw.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > 256:
+            raise ConfigError("config", f"{where}: {name!r} is not a model name (1-256 chars)")
+        objectives = _objectives(f"{where}.{name}", entry)
+        if not objectives.active:
+            raise ConfigError("config", f"{where}.{name} sets no objective (ttft, tpot, no_stall)")
+        models[name] = objectives
+    return models
 
 
 def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
@@ -480,6 +509,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     raw: dict[str, object] = {}
     config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
     routes: tuple[Route, ...] = ()
+    slo_by_model: dict[str, Objectives] = {}
     if config_path:
         path = Path(config_path)
         try:
@@ -491,6 +521,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         for key, value in document.items():
             if key == "routes":
                 routes = _routes_from_file(path, value)
+            elif key == "slo_by_model":
+                slo_by_model = _model_objectives(path, value)
             elif key in OPTIONS and key not in ("config", "upstream"):
                 raw[key] = value
             elif key != "upstream":
@@ -518,7 +550,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         )
     known = {f.name for f in fields(Settings)}
     values = {name: _convert(name, value) for name, value in raw.items() if name in known}
-    settings = Settings(routes=routes, **values)
+    settings = Settings(routes=routes, slo_by_model=slo_by_model, **values)
     tls_files = (
         settings.upstream_ca_bundle,
         settings.upstream_client_cert,
