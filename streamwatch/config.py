@@ -123,6 +123,7 @@ class Settings:
     upstream_client_cert: str | None = None
     upstream_client_key: str | None = None
     max_request_body: int = 64 << 20
+    upstream_retry_non_idempotent: bool = False
     model_allowlist: tuple[str, ...] = ()
     max_models: int = 50
     capture_content: bool = False
@@ -284,6 +285,9 @@ OPTIONS: dict[str, str] = {
     "upstream_client_cert": "PEM client certificate presented to https:// upstreams (mTLS).",
     "upstream_client_key": "PEM private key of --upstream-client-cert (if not in that file).",
     "max_request_body": "Largest request body in bytes; larger get 413 (67108864).",
+    "upstream_retry_non_idempotent": "true or false: also resend a POST or PATCH without "
+    "Idempotency-Key when the reused upstream connection it went out on closes before answering, "
+    "as nginx's proxy_next_upstream non_idempotent; the upstream may run it twice (false).",
     "model_allowlist": "Comma-separated models that keep their own metric label; others are "
     "'other'. Empty: the first --max-models seen.",
     "max_models": "Distinct model label values when no allowlist is set (50).",
@@ -306,7 +310,8 @@ OPTIONS: dict[str, str] = {
 
 
 _METAVARS = {"upstream": "URL", "config": "FILE", "listen": "HOST:PORT",
-             "admin_listen": "HOST:PORT", "capture_content": "{true,false}"}  # fmt: skip
+             "admin_listen": "HOST:PORT", "capture_content": "{true,false}",
+             "upstream_retry_non_idempotent": "{true,false}"}  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -345,7 +350,7 @@ def _convert(name: str, raw: object) -> Any:
         return str(value) or None
     if name in ("slo_ttft", "slo_tpot"):
         return _positive(name, str(value))
-    if name == "slo_no_stall":
+    if name in ("slo_no_stall", "upstream_retry_non_idempotent"):
         return value if isinstance(value, bool) else _bool(name, str(value))
     if name in ("upstream_ca_bundle", "upstream_client_cert", "upstream_client_key"):
         return _readable_file(name, str(value))
