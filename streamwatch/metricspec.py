@@ -480,14 +480,15 @@ BUILD_INFO: Final = Family(
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
 
-# goodput: streams judged against their route's objectives (--slo-ttft, --slo-tpot, --slo-no-stall)
+# goodput: streams judged against their model's (slo_by_model:) or their route's objectives
+# (--slo-ttft, --slo-tpot, --slo-no-stall, a route's slo:)
 SLO_MET: Final = Family(
     "streamwatch_slo_met_total",
     "counter",
-    "Streams that completed and met every goodput objective of their route.",
+    "Streams that completed and met every goodput objective of their model or route.",
     "{stream}",
     STREAM_LABELS,
-    "goodput: streams that met every objective (routes with objectives only)",
+    "goodput: streams that met every objective (streams with objectives only)",
     otel="streamwatch.slo.met",
 )
 SLO_MISSED: Final = Family(

@@ -13,12 +13,12 @@ response has named its own model, so an alias or an invented request name takes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import StreamRecord
-from streamwatch.core.slo import Objectives, verdict
+from streamwatch.core.slo import Goodput, verdict
 from streamwatch.export.observations import RequestObservations
 from streamwatch.export.prometheus import Metrics, ModelChildren, RouteApiChildren, exemplar
 from streamwatch.sinks import Exchange, Hooks
@@ -27,10 +27,10 @@ from streamwatch.sinks import Exchange, Hooks
 class _PrometheusRequest(RequestObservations):
     __slots__ = (
         "_exemplar",
+        "_goodput",
         "_metrics",
         "_model",
         "_model_name",
-        "_objectives",
         "_route_api",
         "_stalled",
         "_succeeded",
@@ -41,13 +41,13 @@ class _PrometheusRequest(RequestObservations):
     def __init__(
         self,
         metrics: Metrics,
-        objectives: Objectives | None,
+        goodput: Goodput | None,
         exchange: Exchange,
         trace_id: str | None,
     ) -> None:
         super().__init__(exchange, trace_id)
         self._metrics = metrics
-        self._objectives = objectives
+        self._goodput = goodput
         self._exemplar = exemplar(trace_id)
         self._stalled = False
         self._succeeded = False
@@ -87,10 +87,15 @@ class _PrometheusRequest(RequestObservations):
     def first_token(self, seconds: float) -> None:
         self._bound().ttft.observe(seconds, self._exemplar)
 
-    def output(self, gap_s: float | None) -> None:
-        self._route_api.output_events.inc()
-        if gap_s is not None:
-            (self._model or self._bound()).gap.observe(gap_s, self._exemplar)
+    def outputs(self, count: int, gaps_ns: Sequence[int]) -> None:
+        self._route_api.count_outputs(count)
+        if gaps_ns:
+            children = self._model or self._bound()
+            if self._exemplar is None:
+                children.gaps.observe_ns(gaps_ns)
+            else:  # a sampled trace: each observation may become its bucket's exemplar
+                for gap in gaps_ns:
+                    children.gap.observe(gap / 1e9, self._exemplar)
 
     def error_frame(self, error_type: str) -> None:
         self._route_api.error_frame(error_type)
@@ -128,19 +133,19 @@ class _PrometheusRequest(RequestObservations):
         bound = self._bound()
         bound.record(record, self._exemplar)
         self._route_api.record(record, self._exemplar)
-        if self._objectives is not None:
-            self._metrics.goodput(bound, verdict(record, self._objectives))
+        goodput = self._goodput
+        objectives = None if goodput is None else goodput.objectives(self.exchange.route, record)
+        if objectives is not None:
+            self._metrics.goodput(bound, verdict(record, objectives))
 
 
 class PrometheusSink:
-    """Counts every request and measures every analyzed stream, live, for ``/metrics``; streams of
-    a route with goodput ``objectives`` are also judged against them."""
+    """Counts every request and measures every analyzed stream, live, for ``/metrics``; streams
+    with goodput objectives (their model's or their route's) are also judged against them."""
 
-    def __init__(
-        self, metrics: Metrics, objectives: Mapping[str, Objectives] | None = None
-    ) -> None:
+    def __init__(self, metrics: Metrics, goodput: Goodput | None = None) -> None:
         self.metrics = metrics
-        self._objectives = {r: o for r, o in (objectives or {}).items() if o.active}
+        self._goodput = goodput
 
     def connection_refused(self, reason: str) -> None:
         """A client connection refused before a request was read (``reason`` from the spec)."""
@@ -148,5 +153,4 @@ class PrometheusSink:
 
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
         """This request's hooks."""
-        objectives = self._objectives.get(exchange.route)
-        return _PrometheusRequest(self.metrics, objectives, exchange, trace_id).hooks()
+        return _PrometheusRequest(self.metrics, self._goodput, exchange, trace_id).hooks()

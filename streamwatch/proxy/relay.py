@@ -18,8 +18,9 @@ close-delimited body, a TCP RST -- never as a clean end. Nothing is added: no ``
 Stale keep-alive connections: a request sent on a pooled connection that the upstream closes or
 resets before any response byte (its keep-alive timer fired as the request arrived) is sent once
 more on a new connection, when it may be (:meth:`Exchange._may_retry`): the request is replayable
-(RFC 9112 section 9.3.1: an idempotent method, or an ``Idempotency-Key``) and every byte sent so
-far is still held (at most :data:`REPLAY_LIMIT`, dropped at the first response byte).
+(RFC 9112 section 9.3.1: an idempotent method, or an ``Idempotency-Key``; any request with
+``--upstream-retry-non-idempotent``) and every byte sent so far is still held (at most
+:data:`REPLAY_LIMIT`, dropped at the first response byte).
 
 Per upstream read: take the arrival time, write to the client, then feed the tap. The end of an
 exchange (:meth:`Exchange._end`) is recorded exactly once, whatever ended it.
@@ -160,9 +161,10 @@ class Exchange:
             self._connecting = asyncio.get_running_loop().create_task(self._connect(origin))
 
     def _replayable(self) -> bool:
-        """Whether the request may be sent twice (RFC 9112 section 9.3.1)."""
+        """Whether the request may be sent twice (RFC 9112 section 9.3.1), or the operator said
+        any may (``--upstream-retry-non-idempotent``)."""
         request = self.request
-        if request.method in _IDEMPOTENT:
+        if request.method in _IDEMPOTENT or self.state.settings.upstream_retry_non_idempotent:
             return True
         return any(name.lower() in _IDEMPOTENCY_KEYS for name, _ in request.headers)
 
@@ -391,7 +393,8 @@ class Exchange:
             if isinstance(exc, ssl.SSLError):  # e.g. a TLS alert after the handshake
                 self._refuse(responses.UPSTREAM_TLS, "tls", failure_reason(exc, "tls"))
             else:
-                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", "invalid_response")
+                reason = "closed" if exc is None else failure_reason(exc, "protocol")
+                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", reason)
         elif self._close_delimited_in and exc is None:
             self._response_complete()  # the close is the end of this body
         else:

@@ -11,6 +11,7 @@ proxy to retry anything else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -37,12 +38,20 @@ REPLAY_LIMIT = 64 << 10  # streamwatch.proxy.relay.REPLAY_LIMIT
 JSON = [("Content-Type", "application/json")]
 
 
-@pytest.fixture
-def proxy(upstream: FakeUpstream) -> Iterator[ProxyProcess]:
+@contextlib.contextmanager
+def serving(upstream: FakeUpstream, **options: str) -> Iterator[ProxyProcess]:
     """A streamwatch of this test's own, so its pool holds only this test's connections."""
-    with ProxyProcess(upstream.url, *proxy_args(**DEFAULT_OPTIONS)) as process:
+    args = proxy_args(**{**DEFAULT_OPTIONS, **options})
+    with ProxyProcess(upstream.url, *args) as process:
         yield process
         assert not process.leaks(), process.leaks()
+
+
+@pytest.fixture
+def proxy(upstream: FakeUpstream) -> Iterator[ProxyProcess]:
+    """A streamwatch of this test's own, with the defaults."""
+    with serving(upstream) as process:
+        yield process
 
 
 def answered(body: bytes, *steps: Any) -> Scenario:
@@ -80,45 +89,64 @@ class TestStaleConnectionRetried:
     """A replayable request on a reused connection closed before any response byte is sent again."""
 
     @pytest.mark.parametrize(
-        ("method", "close"),
-        [("POST", "fin"), ("POST", "rst"), ("GET", "rst")],
-        ids=["idempotency-key-fin", "idempotency-key-rst", "get-rst"],
+        ("method", "idempotency_key", "close", "options"),
+        [
+            pytest.param("POST", True, "fin", {}, id="idempotency-key-fin"),
+            pytest.param("POST", True, "rst", {}, id="idempotency-key-rst"),
+            pytest.param("GET", False, "rst", {}, id="get-rst"),
+            pytest.param(
+                "POST",
+                False,
+                "fin",
+                {"upstream_retry_non_idempotent": "true"},
+                id="post-with-upstream-retry-non-idempotent",
+            ),
+        ],
     )
     def test_retried_once_on_a_new_connection(
-        self, proxy: ProxyProcess, upstream: FakeUpstream, method: str, close: str
+        self,
+        upstream: FakeUpstream,
+        *,
+        method: str,
+        idempotency_key: bool,
+        close: str,
+        options: dict[str, str],
     ) -> None:
         """The client gets the upstream's answer; the upstream saw the request twice, identical."""
         body = f"answer-{method}-{close}".encode()
         key = upstream.add(answered(body, Stale(rst=close == "rst")))
-        client = RawClient(proxy.port)
-        try:
-            first = send(client, request(key, method, idempotency_key=True), method)
-            assert_clean_end(first)
-            second_request = request(key, method, idempotency_key=True)
-            second = send(client, second_request, method)
-        finally:
-            client.close()
-        assert_clean_end(second)
-        assert (second.status, bytes(second.body)) == (200, body)
-        reused, fresh = upstream.connections_for(key)
-        assert len(reused.requests) == 2, "the second request was not sent on the pooled connection"
-        assert len(fresh.requests) == 1
-        stale, again = reused.requests[1], fresh.requests[0]
-        assert (again.method, again.target, again.headers, again.body) == (
-            stale.method,
-            stale.target,
-            stale.headers,
-            stale.body,
-        )
-        assert proxy.total(RETRIES_TOTAL) == 1
-        assert proxy.total(UPSTREAM_ERRORS_TOTAL) == 0
-        rid = request_id(second_request)
-        line = proxy.wait_log(
-            lambda e: e.get("request_id") == rid and e.get("event") == "request.completed"
-        )
-        assert line is not None, proxy.lines_for(rid)
-        assert line["upstream_retried"] is True
-        assert line["status"] == 200
+        with serving(upstream, **options) as proxy:
+            client = RawClient(proxy.port)
+            try:
+                first = send(client, request(key, method, idempotency_key=idempotency_key), method)
+                assert_clean_end(first)
+                second_request = request(key, method, idempotency_key=idempotency_key)
+                second = send(client, second_request, method)
+            finally:
+                client.close()
+            assert_clean_end(second)
+            assert (second.status, bytes(second.body)) == (200, body)
+            reused, fresh = upstream.connections_for(key)
+            assert len(reused.requests) == 2, (
+                "the second request was not sent on the pooled connection"
+            )
+            assert len(fresh.requests) == 1
+            stale, again = reused.requests[1], fresh.requests[0]
+            assert (again.method, again.target, again.headers, again.body) == (
+                stale.method,
+                stale.target,
+                stale.headers,
+                stale.body,
+            )
+            assert proxy.total(RETRIES_TOTAL) == 1
+            assert proxy.total(UPSTREAM_ERRORS_TOTAL) == 0
+            rid = request_id(second_request)
+            line = proxy.wait_log(
+                lambda e: e.get("request_id") == rid and e.get("event") == "request.completed"
+            )
+            assert line is not None, proxy.lines_for(rid)
+            assert line["upstream_retried"] is True
+            assert line["status"] == 200
 
 
 class TestStaleConnectionNotRetried:
@@ -145,7 +173,7 @@ class TestStaleConnectionNotRetried:
         prompt: int,
         idempotency_key: bool,
     ) -> None:
-        """502 with streamwatch's JSON body, kind="protocol", no retry counted, one attempt seen."""
+        """A 502 with the JSON body, kind="protocol" (reason closed), no retry, one attempt seen."""
         key = upstream.add(answered(case.encode(), Stale(prefix=prefix)))
         client = RawClient(proxy.port)
         try:
@@ -155,6 +183,12 @@ class TestStaleConnectionNotRetried:
             second = send(client, data, "POST")
         finally:
             client.close()
+        rid = request_id(data)
+        line = proxy.wait_log(
+            lambda e: e.get("request_id") == rid and e.get("event") == "upstream.failed"
+        )
+        assert line is not None, proxy.lines_for(rid)
+        assert (line["kind"], line["reason"]) == ("protocol", "closed")
         assert_clean_end(second)
         assert second.status == 502, (second.status, bytes(second.body))
         assert json.loads(bytes(second.body))["error"]["type"]
@@ -179,6 +213,11 @@ class TestIdlePooledConnectionClosed:
             [idle] = upstream.connections_for(key)
             # IDLE_SECONDS is 10: a proxy that kept the connection would close it only then.
             assert upstream.wait(lambda: idle.closed_ns is not None, 5.0), "still pooled"
+            assert idle.closed_ns is not None
+            last_write_ns = idle.requests[0].writes[-1][0]  # the FIN follows this write
+            print(
+                f"idle FIN -> streamwatch closed: {(idle.closed_ns - last_write_ns) / 1e6:.2f} ms"
+            )
             nxt = upstream.add(answered(b"second"))
             second = send(client, request(nxt, "POST"), "POST")
         finally:
