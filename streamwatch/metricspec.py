@@ -46,6 +46,7 @@ USAGE: Final = "usage"  # where delivered output tokens came from: the stream's 
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
 REASON: Final = "reason"  # why: the goodput objective a stream missed, or a refused connection
+RESULT: Final = "result"  # how a probe or a capture ended
 TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
 
 STREAM_LABELS: Final = (ROUTE, API, MODEL)
@@ -494,6 +495,33 @@ CLIENT_CONNECTIONS: Final = Family(
     "open client connections on the proxy port",
     multiprocess_mode="livesum",
 )
+#: How a ``serve --capture-dir`` capture ended: kept; deleted because the stream completed cleanly
+#: (``--capture-keep problems``); dropped because it passed ``--capture-max-stream-bytes``, because
+#: the writer fell behind the byte path, because open captures alone filled
+#: ``--capture-max-bytes``, or because the disk refused a write.
+CAPTURE_SAVED: Final = "saved"
+CAPTURE_SKIPPED: Final = "skipped"
+CAPTURE_TOO_LARGE: Final = "too_large"
+CAPTURE_BACKLOG: Final = "backlog"
+CAPTURE_NO_ROOM: Final = "no_room"
+CAPTURE_FAILED: Final = "failed"
+CAPTURE_RESULTS: Final = (
+    CAPTURE_SAVED,
+    CAPTURE_SKIPPED,
+    CAPTURE_TOO_LARGE,
+    CAPTURE_BACKLOG,
+    CAPTURE_NO_ROOM,
+    CAPTURE_FAILED,
+)
+CAPTURES: Final = Family(
+    "streamwatch_captures_total",
+    "counter",
+    "Stream captures of serve --capture-dir, by how each ended (saved, skipped or dropped).",
+    "{capture}",
+    (RESULT,),
+    "`--capture-dir` captures by `result`: `saved`, `skipped` (completed cleanly), dropped "
+    "(`too_large`, `backlog`, `no_room`, `failed`)",
+)
 ROUTE_INFO: Final = Family(
     "streamwatch_route_info",
     "gauge",
@@ -560,6 +588,7 @@ FAMILIES: Final = (
     SLO_MISSED,
     EVENT_LOOP_LAG,
     CLIENT_CONNECTIONS,
+    CAPTURES,
     ROUTE_INFO,
 )
 BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}
@@ -567,7 +596,6 @@ BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}
 # --- streamwatch probe only (its own /metrics; the per-stream families above carry source="probe") --
 
 TARGET: Final = "target"  # a probe target's configured name
-RESULT: Final = "result"
 PROBE_PASSED: Final = "passed"
 PROBE_FAILED: Final = "failed"
 PROBE_RESULTS: Final = (PROBE_PASSED, PROBE_FAILED)

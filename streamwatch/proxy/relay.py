@@ -293,7 +293,12 @@ class Exchange:
                 content_encoding = value.decode("latin-1")
         override = self._route.api if self._route is not None else None
         self._tap = self.telemetry.response(
-            status, content_type, content_encoding, self.state.analyzer_config, override
+            status,
+            content_type,
+            content_encoding,
+            self.state.analyzer_config,
+            override,
+            recorder=self.state.recorder,
         )
         if self._tap is not None and self.telemetry is not None:
             from streamwatch.proxy.state import LiveStream  # noqa: PLC0415 (import cycle)
