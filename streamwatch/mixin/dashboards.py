@@ -108,6 +108,13 @@ def _self_health(lay: Layout) -> None:
         targets(rate_by(spec.CONNECTIONS_REFUSED, spec.REASON)),
         unit="cps",
     )
+    lay.timeseries(
+        "Stream captures",
+        "serve --capture-dir captures by result: saved, skipped (completed cleanly), or dropped "
+        "(too large, writer behind, no room, disk error). Empty unless --capture-dir is set.",
+        targets(rate_by(spec.CAPTURES, spec.RESULT)),
+        unit="ops",
+    )
     info = spec.ROUTE_INFO
     lay.timeseries(
         "Configured routes",
