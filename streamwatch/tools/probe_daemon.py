@@ -23,7 +23,6 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -32,6 +31,7 @@ from streamwatch.config import ConfigError, parse_listen
 from streamwatch.export.logs import LogSink, configure_logging
 from streamwatch.export.prometheus import Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
+from streamwatch.export.scrape import metrics_handler
 from streamwatch.sinks import Exchange, Sinks
 from streamwatch.tools.probe import ProbeResult, Target, probe_once
 
@@ -94,6 +94,14 @@ class ProbeMetrics:
             self.last_success.labels(name).set(time.time())
 
 
+def metrics_app(metrics: ProbeMetrics) -> web.Application:
+    """The probe's ``/metrics``, rendered off the event loop as the proxy's is (the probes' timers
+    and stream reads share this loop: a render on it would skew the TTFT and gaps they measure)."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(metrics.exposed))
+    return app
+
+
 def _exchange(target: Target, t_request_ns: int) -> Exchange:
     return Exchange(
         request_id="probe-" + uuid.uuid4().hex[:16],
@@ -148,9 +156,7 @@ async def _serve(
 ) -> int:
     metrics = ProbeMetrics(targets)
     sinks = Sinks(sinks=(PrometheusSink(metrics.metrics), LogSink()))
-    app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.exposed))
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(metrics_app(metrics), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, *listen)
     try:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from aiohttp import web
 
+from streamwatch.tools.probe import target_from
+from streamwatch.tools.probe_daemon import ProbeMetrics, metrics_app
 from streamwatch.tools.probe_main import main as probe_main
+from tests.e2e.test_scrape import ThreadProbe
 from tests.harness import simulator
 from tests.reliability.harness.proxy import ProxyProcess
 
@@ -275,3 +281,26 @@ class TestDaemon:
         )
         assert CANARY not in text + "".join(lines)
         assert any('"probe.failed"' in line and '"bad"' in line for line in lines)
+
+
+class TestDaemonScrape:
+    """The daemon's /metrics renders in a worker thread, not on the loop that times the probes."""
+
+    async def test_render_runs_off_the_loop_thread(self) -> None:
+        metrics = ProbeMetrics([target_from({"name": "t", "url": "http://127.0.0.1:9"}, 0)])
+        probe = ThreadProbe()
+        metrics.exposed.register(probe)  # type: ignore[arg-type]
+        runner = web.AppRunner(metrics_app(metrics), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = runner.addresses[0][1]
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        finally:
+            await runner.cleanup()
+        assert response.status_code == 200
+        assert "probe_thread 1.0" in response.text
+        assert 'streamwatch_probe_success{target="t"} 0.0' in response.text
+        assert probe.threads
+        assert threading.get_ident() not in probe.threads
