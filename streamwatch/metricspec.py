@@ -73,6 +73,22 @@ UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 REFUSED_MAX_CONNECTIONS: Final = "max_connections"
 REFUSED_NO_DESCRIPTORS: Final = "out_of_file_descriptors"
 CONNECTION_REFUSAL_REASONS: Final = (REFUSED_MAX_CONNECTIONS, REFUSED_NO_DESCRIPTORS)
+#: Why a probe failed, one bounded value per failed probe, in the order it is decided: before any
+#: response, the proxy's upstream error kinds (``connect``, ``tls``, ``timeout``, ``protocol``),
+#: as blackbox_exporter reports ``probe_success 0`` with the phase that failed; then a response
+#: that was not a 200, a 200 that was not an event stream, a stream whose outcome was not
+#: ``completed`` (the outcome; ``protocol`` if a transport error left none), and a completed stream
+#: without output.
+PROBE_HTTP_STATUS: Final = "http_status"
+PROBE_NOT_A_STREAM: Final = "not_a_stream"
+PROBE_NO_OUTPUT: Final = "no_output"
+PROBE_FAILURE_REASONS: Final = (
+    *UPSTREAM_ERROR_KINDS,
+    PROBE_HTTP_STATUS,
+    PROBE_NOT_A_STREAM,
+    *(o.value for o in Outcome if o is not Outcome.COMPLETED),
+    PROBE_NO_OUTPUT,
+)
 STAGE_ANALYZER: Final = "analyzer"
 STAGE_MALFORMED: Final = "malformed_frame"
 STAGE_OVERSIZE: Final = "oversize_event"
@@ -200,7 +216,8 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
     USAGE: frozenset(USAGE_VALUES),
     SOURCE: frozenset({PROBE_SOURCE}),
-    REASON: frozenset({*MISS_REASONS, *CONNECTION_REFUSAL_REASONS}),  # two families, one label
+    # three families, one label
+    REASON: frozenset({*MISS_REASONS, *CONNECTION_REFUSAL_REASONS, *PROBE_FAILURE_REASONS}),
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
@@ -623,7 +640,16 @@ PROBES: Final = Family(
     (TARGET, RESULT),
     "`streamwatch probe` only: probes by `result` (`passed`, `failed`)",
 )
-PROBE_FAMILIES: Final = (PROBE_SUCCESS, PROBE_LAST_SUCCESS, PROBES)
+PROBE_FAILURES: Final = Family(
+    "streamwatch_probe_failures_total",
+    "counter",
+    "Failed probes of a target, by reason: a failure before any response, a status, or a stream.",
+    "{probe}",
+    (TARGET, REASON),
+    "`streamwatch probe` only: failed probes by `reason`: before a response `connect`, `tls`, "
+    "`timeout`, `protocol`; then `http_status`, `not_a_stream`, the stream's outcome, `no_output`",
+)
+PROBE_FAMILIES: Final = (PROBE_SUCCESS, PROBE_LAST_SUCCESS, PROBES, PROBE_FAILURES)
 
 
 def _seconds(bound: float) -> str:

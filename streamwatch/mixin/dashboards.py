@@ -11,6 +11,7 @@ from streamwatch.mixin.promql import (
     REAL_TRAFFIC,
     dashboard_selector,
     legend,
+    matchers,
     probe_selector,
     quantile,
     sum_rate,
@@ -166,14 +167,19 @@ def _synthetic_probe(lay: Layout) -> None:
         unit="s",
         w=6,
     )
+    failures = spec.PROBE_FAILURES
+    passed = ", ".join([probe_selector(probes), *matchers(probes, result=spec.PROBE_PASSED)])
     lay.timeseries(
         "Probe results",
-        "Probes per second by target and verdict.",
+        "Passing probes per second by target, and failing ones by why: before any response "
+        "connect, tls, timeout or protocol; then http_status, not_a_stream, the stream's outcome "
+        "or no_output.",
         targets(
+            (sum_rate(probes, passed, spec.TARGET), legend(spec.TARGET) + " passed"),
             (
-                sum_rate(probes, probe_selector(probes), spec.TARGET, spec.RESULT),
-                legend(spec.TARGET, spec.RESULT),
-            )
+                sum_rate(failures, probe_selector(failures), spec.TARGET, spec.REASON),
+                legend(spec.TARGET, spec.REASON),
+            ),
         ),
         unit="reqps",
         w=6,

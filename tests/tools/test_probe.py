@@ -101,6 +101,7 @@ class TestVerdicts:
         status, doc, _ = await once("--url", "http://127.0.0.1:9", "--timeout", "2")
         assert status == 1
         assert doc["probes"][0]["reason"] == "connect"
+        assert doc["probes"][0]["failure"] == "connect"
 
 
 class TestThroughTheProxy:
@@ -181,6 +182,7 @@ class TestDaemon:
                         "interval": 0.2,
                         "headers": {"x-sim-scenario": "error"},
                     },
+                    {"name": "down", "url": "http://127.0.0.1:9", "interval": 0.2},
                 ]
             }
             path = tmp_path / "probes.yaml"
@@ -227,7 +229,14 @@ class TestDaemon:
                     failed = found.get(
                         ("streamwatch_probes_total", (("result", "failed"), ("target", "bad"))), 0
                     )
-                    if passed >= 2 and failed >= 2:
+                    down = found.get(
+                        (
+                            "streamwatch_probe_failures_total",
+                            (("reason", "connect"), ("target", "down")),
+                        ),
+                        0,
+                    )
+                    if passed >= 2 and failed >= 2 and down >= 2:
                         break
                     assert time.monotonic() < deadline, found
                     await asyncio.sleep(0.1)
@@ -241,6 +250,29 @@ class TestDaemon:
                 lines.append((await proc.stderr.read()).decode())
         assert found[("streamwatch_probe_success", (("target", "good"),))] == 1
         assert found[("streamwatch_probe_success", (("target", "bad"),))] == 0
+        assert found[("streamwatch_probe_success", (("target", "down"),))] == 0
+        failures = {
+            (dict(labels)["target"], dict(labels)["reason"]): v
+            for (name, labels), v in found.items()
+            if name == "streamwatch_probe_failures_total"
+        }
+        assert set(failures) == {("bad", "error_frame"), ("down", "connect")}
+        # a probe that got no response has no status: counted as an upstream failure of its
+        # kind, never as requests_total{code="0"}
+        codes = {
+            dict(labels)["code"]
+            for (name, labels), v in found.items()
+            if name == "streamwatch_requests_total" and v
+        }
+        assert codes == {"200"}
+        down_errors = [
+            v
+            for (name, labels), v in found.items()
+            if name == "streamwatch_upstream_errors_total"
+            and ("route", "down") in labels
+            and ("kind", "connect") in labels
+        ]
+        assert sum(down_errors) >= 2
         stream_samples = [k for k in found if k[0] == "streamwatch_streams_total"]
         assert stream_samples
         assert all(("source", "probe") in labels for _, labels in stream_samples)
