@@ -19,10 +19,12 @@ import yaml
 from yarl import URL
 
 from streamwatch.core.api import Api
-from streamwatch.core.slo import Objectives
+from streamwatch.core.side import Side
+from streamwatch.core.slo import Goodput, Objectives
 
 ENV_PREFIX = "STREAMWATCH_"
 _API_VALUES = frozenset(a.value for a in Api)
+_SIDE_VALUES = tuple(s.value for s in Side)
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,11 @@ class Route:
     (a gateway that serves Ollama or Bedrock under its own paths); its media type must still match."""
     slo: Objectives | None = None
     """This route's goodput objectives (``slo:`` in its config entry), instead of the global ones."""
+    side: Side | None = None
+    """Which side of the gateway this route watches (``side:``); None: the global ``--side``."""
+    ca_bundle: str | None = None
+    """PEM CA certificates trusted for this route's https upstream (``ca_bundle:``), instead of
+    ``--upstream-ca-bundle`` or the system store: a provider reached through a private CA."""
 
     def target(self, raw_target: str) -> URL:
         """The upstream URL: the configured origin and base path, then the request target as sent.
@@ -117,6 +124,7 @@ class Settings:
     upstream_client_cert: str | None = None
     upstream_client_key: str | None = None
     max_request_body: int = 64 << 20
+    upstream_retry_non_idempotent: bool = False
     model_allowlist: tuple[str, ...] = ()
     max_models: int = 50
     capture_content: bool = False
@@ -132,6 +140,9 @@ class Settings:
     slo_ttft: float | None = None
     slo_tpot: float | None = None
     slo_no_stall: bool = False
+    #: models with goodput objectives of their own (``slo_by_model:`` in the config file)
+    slo_by_model: Mapping[str, Objectives] = field(default_factory=dict)
+    side: Side = Side.CLIENT
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def objectives(self, route: Route) -> Objectives:
@@ -139,6 +150,18 @@ class Settings:
         if route.slo is not None:
             return route.slo
         return Objectives(self.slo_ttft, self.slo_tpot, self.slo_no_stall)
+
+    def goodput(self) -> Goodput | None:
+        """Every objective streams are judged by: a model's own, else its route's; ``None`` when
+        no route and no model has any."""
+        routes = {r.name: o for r in self.routes if (o := self.objectives(r)).active}
+        if not routes and not self.slo_by_model:
+            return None
+        return Goodput(routes, self.slo_by_model)
+
+    def side_of(self, route: Route) -> Side:
+        """The side ``route`` watches (its own, else the global ``--side``)."""
+        return route.side or self.side
 
     def upstream_urls(self) -> dict[str, str]:
         """Each route's upstream URL for the start-up line, never with credentials."""
@@ -202,13 +225,20 @@ def _readable_file(option: str, value: str) -> str:
     return str(path)
 
 
-def upstream_tls(settings: Settings) -> ssl.SSLContext:
-    """The TLS context for ``https://`` upstreams: the system store or ``upstream_ca_bundle``,
-    plus the client certificate when one is configured. Built at start-up so a bad file stops
-    the process with an error naming the option instead of failing every request."""
+def upstream_tls(settings: Settings, route: Route | None = None) -> ssl.SSLContext:
+    """The TLS context for ``route``'s ``https://`` upstream: its own ``ca_bundle``, else
+    ``upstream_ca_bundle``, else the system store, plus the client certificate when one is
+    configured. Verification is Python's default (``CERT_REQUIRED``, host name checked). Built at
+    start-up so a bad file stops the process with an error naming the option instead of failing
+    every request."""
+    own = route.ca_bundle if route is not None else None
     try:
-        context = ssl.create_default_context(cafile=settings.upstream_ca_bundle)
+        context = ssl.create_default_context(cafile=own or settings.upstream_ca_bundle)
     except (OSError, ssl.SSLError) as exc:
+        if own is not None and route is not None:
+            raise ConfigError(
+                "config", f"route {route.name!r}: ca_bundle: cannot load CA bundle: {exc}"
+            ) from None
         raise ConfigError("upstream_ca_bundle", f"cannot load CA bundle: {exc}") from None
     if settings.upstream_client_key and not settings.upstream_client_cert:
         raise ConfigError("upstream_client_key", "needs --upstream-client-cert")
@@ -275,6 +305,9 @@ OPTIONS: dict[str, str] = {
     "upstream_client_cert": "PEM client certificate presented to https:// upstreams (mTLS).",
     "upstream_client_key": "PEM private key of --upstream-client-cert (if not in that file).",
     "max_request_body": "Largest request body in bytes; larger get 413 (67108864).",
+    "upstream_retry_non_idempotent": "true or false: also resend a POST or PATCH without "
+    "Idempotency-Key when the reused upstream connection it went out on closes before answering, "
+    "as nginx's proxy_next_upstream non_idempotent; the upstream may run it twice (false).",
     "model_allowlist": "Comma-separated models that keep their own metric label; others are "
     "'other'. Empty: the first --max-models seen.",
     "max_models": "Distinct model label values when no allowlist is set (50).",
@@ -288,6 +321,9 @@ OPTIONS: dict[str, str] = {
     "--slo-no-stall, streams are counted as meeting their objectives or missing one.",
     "slo_tpot": "Goodput objective: seconds per output token after the first (off).",
     "slo_no_stall": "true or false: a stream that stalled misses its objectives (false).",
+    "side": "client or provider: which side of the gateway routes without their own side: watch "
+    "(the side label): client in front of the gateway, provider between it and the providers "
+    "(client).",
     "metrics_dir": "Writable directory for the workers' metric files when --workers > 1 "
     "(default: the system temporary directory); under a read-only root, a tmpfs or emptyDir.",
     "capture_dir": "Directory to write stream captures to, for `streamwatch analyze` (off). "
@@ -303,7 +339,8 @@ OPTIONS: dict[str, str] = {
 
 
 _METAVARS = {"upstream": "URL", "config": "FILE", "listen": "HOST:PORT",
-             "admin_listen": "HOST:PORT", "capture_content": "{true,false}"}  # fmt: skip
+             "admin_listen": "HOST:PORT", "capture_content": "{true,false}",
+             "upstream_retry_non_idempotent": "{true,false}"}  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,7 +383,7 @@ def _convert(name: str, raw: object) -> Any:
         return _choice(name, str(value), ("problems", "all"))
     if name in ("slo_ttft", "slo_tpot"):
         return _positive(name, str(value))
-    if name == "slo_no_stall":
+    if name in ("slo_no_stall", "upstream_retry_non_idempotent"):
         return value if isinstance(value, bool) else _bool(name, str(value))
     if name in ("upstream_ca_bundle", "upstream_client_cert", "upstream_client_key"):
         return _readable_file(name, str(value))
@@ -371,14 +408,13 @@ def _convert(name: str, raw: object) -> Any:
         return _choice(name, str(value), ("auto", "json", "console"))
     if name == "log_level":
         return _choice(name, str(value), ("debug", "info", "warning", "error"))
+    if name == "side":
+        return Side(_choice(name, str(value), _SIDE_VALUES))
     raise ConfigError(name, "unknown option")
 
 
-def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
-    """A route entry's ``slo: {ttft: S, tpot: S, no_stall: BOOL}``."""
-    if raw is None:
-        return None
-    where = f"{path}: routes[{i}].slo"
+def _objectives(where: str, raw: object) -> Objectives:
+    """``{ttft: S, tpot: S, no_stall: BOOL}`` at ``where`` in the config file."""
     if not isinstance(raw, dict) or set(raw) - {"ttft", "tpot", "no_stall"}:
         raise ConfigError("config", f"{where} must be a mapping of ttft, tpot and no_stall")
     ttft, tpot, no_stall = raw.get("ttft"), raw.get("tpot"), raw.get("no_stall", False)
@@ -392,6 +428,28 @@ def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
     return Objectives(
         None if ttft is None else float(ttft), None if tpot is None else float(tpot), no_stall
     )
+
+
+def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
+    """A route entry's ``slo: {ttft: S, tpot: S, no_stall: BOOL}``."""
+    return None if raw is None else _objectives(f"{path}: routes[{i}].slo", raw)
+
+
+def _model_objectives(path: Path, raw: object) -> dict[str, Objectives]:
+    """``slo_by_model: {MODEL: {ttft: S, tpot: S, no_stall: BOOL}, ...}``: the model names as
+    streams report them (the response's model, or the request's)."""
+    where = f"{path}: slo_by_model"
+    if not isinstance(raw, dict):
+        raise ConfigError("config", f"{where} must map model names to their objectives")
+    models: dict[str, Objectives] = {}
+    for name, entry in raw.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > 256:
+            raise ConfigError("config", f"{where}: {name!r} is not a model name (1-256 chars)")
+        objectives = _objectives(f"{where}.{name}", entry)
+        if not objectives.active:
+            raise ConfigError("config", f"{where}.{name} sets no objective (ttft, tpot, no_stall)")
+        models[name] = objectives
+    return models
 
 
 def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
@@ -421,8 +479,51 @@ def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
                 f" got {api!r}",
             )
         slo = _route_objectives(path, i, entry.get("slo"))
-        routes.append(Route(name, upstream, prefix, strip, None if api is None else Api(api), slo))
+        side = entry.get("side")
+        if side is not None and side not in _SIDE_VALUES:
+            raise ConfigError(
+                "config", f"{path}: routes[{i}].side must be one of {', '.join(_SIDE_VALUES)}"
+            )
+        ca_bundle = entry.get("ca_bundle")
+        if ca_bundle is not None:
+            if upstream.scheme != "https":
+                raise ConfigError(
+                    "config", f"{path}: routes[{i}].ca_bundle needs an https upstream"
+                )
+            if not Path(str(ca_bundle)).is_file():
+                problem = f"routes[{i}].ca_bundle: no such file: {str(ca_bundle)!r}"
+                raise ConfigError("config", f"{path}: {problem}")
+        routes.append(
+            Route(
+                name,
+                upstream,
+                prefix,
+                strip,
+                api=None if api is None else Api(api),
+                slo=slo,
+                side=None if side is None else Side(side),
+                ca_bundle=None if ca_bundle is None else str(ca_bundle),
+            )
+        )
+    _one_trust_per_origin(path, routes)
     return tuple(routes)
+
+
+def _one_trust_per_origin(path: Path, routes: Sequence[Route]) -> None:
+    """Routes to one https origin must trust the same CAs: upstream connections are pooled by
+    origin, so a connection verified against one route's bundle must be good for the other's."""
+    trust: dict[URL, tuple[str, str | None]] = {}
+    for route in routes:
+        if route.upstream.scheme != "https":
+            continue
+        origin = route.upstream.origin()
+        first = trust.setdefault(origin, (route.name, route.ca_bundle))
+        if first[1] != route.ca_bundle:
+            raise ConfigError(
+                "config",
+                f"{path}: routes {first[0]!r} and {route.name!r} reach {origin} with different "
+                "ca_bundle values; give them the same one",
+            )
 
 
 GENAI_CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -449,6 +550,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     raw: dict[str, object] = {}
     config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
     routes: tuple[Route, ...] = ()
+    slo_by_model: dict[str, Objectives] = {}
     if config_path:
         path = Path(config_path)
         try:
@@ -460,6 +562,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         for key, value in document.items():
             if key == "routes":
                 routes = _routes_from_file(path, value)
+            elif key == "slo_by_model":
+                slo_by_model = _model_objectives(path, value)
             elif key in OPTIONS and key not in ("config", "upstream"):
                 raw[key] = value
             elif key != "upstream":
@@ -487,12 +591,15 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         )
     known = {f.name for f in fields(Settings)}
     values = {name: _convert(name, value) for name, value in raw.items() if name in known}
-    settings = Settings(routes=routes, **values)
+    settings = Settings(routes=routes, slo_by_model=slo_by_model, **values)
     tls_files = (
         settings.upstream_ca_bundle,
         settings.upstream_client_cert,
         settings.upstream_client_key,
     )
-    if any(r.upstream.scheme == "https" for r in routes) or any(tls_files):
+    if any(tls_files):
         upstream_tls(settings)  # fail at start-up, naming the option, on an unusable file
+    for route in routes:
+        if route.upstream.scheme == "https":
+            upstream_tls(settings, route)
     return settings

@@ -19,9 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from streamwatch.core.announced import HEADER_TIMINGS
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import UPSTREAM_TIMINGS, Outcome
+from streamwatch.core.side import Side
 from streamwatch.core.slo import MISS_REASONS
 
 Kind = Literal["counter", "gauge", "histogram"]
@@ -31,6 +33,7 @@ MultiprocessMode = Literal["all", "livesum", "max"]
 # --- label names ----------------------------------------------------------------------------------
 
 ROUTE: Final = "route"  # the configured upstream's name
+SIDE: Final = "side"  # which side of the gateway the route watches (core Side); fixed per route
 API: Final = "api"  # the protocol interpreter (Api), or ``other`` on requests to non-LLM paths
 MODEL: Final = "model"  # bounded: allowlist or the first --max-models names, else ``other``
 CODE: Final = "code"
@@ -47,11 +50,13 @@ VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
 REASON: Final = "reason"  # why: the goodput objective a stream missed, or a refused connection
 RESULT: Final = "result"  # how a probe or a capture ended
-TIMING: Final = "timing"  # an upstream-reported duration's fixed name (core UPSTREAM_TIMINGS)
+TIMING: Final = "timing"  # an upstream-reported duration's fixed name (TIMINGS below)
 
-STREAM_LABELS: Final = (ROUTE, API, MODEL)
+#: ``side`` follows from ``route`` (configuration), so it adds no series; it keeps a client-side
+#: and a provider-side sidecar of one gateway apart when their routes share a name.
+STREAM_LABELS: Final = (ROUTE, SIDE, API, MODEL)
 #: Families people do not slice by model carry only these (the series budget in the README).
-ROUTE_API: Final = (ROUTE, API)
+ROUTE_API: Final = (ROUTE, SIDE, API)
 
 # --- bounded label values -------------------------------------------------------------------------
 
@@ -61,6 +66,10 @@ NON_LLM_API: Final = "other"  # api label of requests to paths that are not an L
 DEFAULT_ROUTE: Final = "default"
 
 OUTCOMES: Final = tuple(o.value for o in Outcome)
+#: Durations upstreams report in their frames (core UPSTREAM_TIMINGS) or announce in their
+#: response headers (core HEADER_TIMINGS): the ``timing`` label's values.
+TIMINGS: Final = (*UPSTREAM_TIMINGS, *HEADER_TIMINGS.values())
+SIDES: Final = tuple(s.value for s in Side)
 STALL_PHASES: Final = tuple(p.value for p in StallPhase)
 APIS: Final = tuple(a.value for a in Api)
 TOKEN_TYPES: Final = ("input", "output", "reasoning", "cached_input")
@@ -211,6 +220,7 @@ EXPECTED_ERROR_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
 #: bounded by configuration instead). The dashboard generator refuses a matcher outside these.
 LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     OUTCOME: frozenset(OUTCOMES),
+    SIDE: frozenset(SIDES),
     PHASE: frozenset(STALL_PHASES),
     API: frozenset({*APIS, NON_LLM_API}),
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
@@ -222,7 +232,7 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
     ERROR_TYPE: frozenset({*ERROR_TYPES, OTHER}),
-    TIMING: frozenset(UPSTREAM_TIMINGS),
+    TIMING: frozenset(TIMINGS),
 }
 
 # --- buckets --------------------------------------------------------------------------------------
@@ -379,13 +389,16 @@ UPSTREAM_REPORTED: Final = Family(
     "streamwatch_upstream_reported_seconds",
     "histogram",
     "Durations the upstream reported in its own stream (Bedrock latencyMs and invocation"
-    " metrics, Ollama's durations), by name; set beside TTFT and duration they say how much of"
-    " the time the provider accounts for.",
+    " metrics, Ollama's durations) or announced in its response headers (Envoy, OpenAI,"
+    " LiteLLM), by name; set beside TTFT and duration they say how much of the time the provider"
+    " or the gateway accounts for.",
     "s",
     (*ROUTE_API, TIMING),
-    "durations the upstream reported in its frames: `bedrock_latency`, "
+    "durations the upstream reported in its frames (`bedrock_latency`, "
     "`bedrock_invocation_latency`, `bedrock_first_byte_latency`, `ollama_total`, `ollama_load`, "
-    "`ollama_prompt_eval`, `ollama_eval`",
+    "`ollama_prompt_eval`, `ollama_eval`) or announced in its headers (`envoy_upstream_service`, "
+    "`openai_processing`, `litellm_response`, `litellm_overhead`, `litellm_callback`; "
+    "[docs/provider-side.md](docs/provider-side.md))",
     LATENCY_BUCKETS,
     otel="streamwatch.upstream_reported",
 )
@@ -440,9 +453,21 @@ UPSTREAM_ERRORS: Final = Family(
     "counter",
     "Upstream requests that failed before a response, by failure kind.",
     "{request}",
-    (ROUTE, KIND),
+    (ROUTE, SIDE, KIND),
     "upstream failed before a response: `connect`, `tls` (certificate or handshake), `timeout`, `protocol`",
     otel="streamwatch.upstream_errors",
+)
+UPSTREAM_RETRIES: Final = Family(
+    "streamwatch_upstream_retries_total",
+    "counter",
+    "Requests sent once more on a new upstream connection because the reused keep-alive "
+    "connection they were sent on closed before any response byte (the upstream's idle timeout "
+    "fired as the request arrived).",
+    "{request}",
+    (ROUTE, SIDE),
+    "requests sent again after a reused keep-alive connection closed before answering "
+    "(replayable requests only; a steady rate means the upstream's keep-alive timeout is short)",
+    otel="streamwatch.upstream_retries",
 )
 CONNECTIONS_REFUSED: Final = Family(
     "streamwatch_connections_refused_total",
@@ -473,14 +498,15 @@ BUILD_INFO: Final = Family(
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
 
-# goodput: streams judged against their route's objectives (--slo-ttft, --slo-tpot, --slo-no-stall)
+# goodput: streams judged against their model's (slo_by_model:) or their route's objectives
+# (--slo-ttft, --slo-tpot, --slo-no-stall, a route's slo:)
 SLO_MET: Final = Family(
     "streamwatch_slo_met_total",
     "counter",
-    "Streams that completed and met every goodput objective of their route.",
+    "Streams that completed and met every goodput objective of their model or route.",
     "{stream}",
     STREAM_LABELS,
-    "goodput: streams that met every objective (routes with objectives only)",
+    "goodput: streams that met every objective (streams with objectives only)",
     otel="streamwatch.slo.met",
 )
 SLO_MISSED: Final = Family(
@@ -542,10 +568,10 @@ CAPTURES: Final = Family(
 ROUTE_INFO: Final = Family(
     "streamwatch_route_info",
     "gauge",
-    "Always 1 per configured route; the upstream label carries its upstream origin.",
+    "Always 1 per configured route; the labels carry its side and upstream origin.",
     "",
-    (ROUTE, UPSTREAM),
-    "1 per configured route, with its upstream origin",
+    (ROUTE, SIDE, UPSTREAM),
+    "1 per configured route, with its side and upstream origin",
     multiprocess_mode="max",
 )
 
@@ -598,6 +624,7 @@ FAMILIES: Final = (
     OUTPUT_EVENTS,
     DELIVERED_OUTPUT_TOKENS,
     UPSTREAM_ERRORS,
+    UPSTREAM_RETRIES,
     CONNECTIONS_REFUSED,
     ANALYSIS_ERRORS,
     BUILD_INFO,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, ListenError, Settings
@@ -97,16 +97,21 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _watchdog(proxy: ProxyState, interval: float, lag: Histogram) -> None:
+async def _watchdog(proxy: ProxyState, interval: float, metrics: Metrics) -> None:
     """Live stall detection: poll every open stream so stalls are counted while they hang; end
     relays whose upstream went silent (``upstream_idle_timeout``) or whose client stopped reading
     (``downstream_write_timeout``). How late each tick wakes is the event loop's lag: time it spent
-    on something else while every stream waited."""
+    on something else while every stream waited.
+
+    Each tick also sets the open client connections gauge: a value set (not a function read at
+    scrape time) is what ``--workers``' multiprocess files hold, so the parent sums every worker's.
+    """
     while True:
         due = time.monotonic_ns() + int(interval * 1e9)
         await asyncio.sleep(interval)
         now = time.monotonic_ns()
-        lag.observe(max(0, now - due) / 1e9)
+        metrics.event_loop_lag.observe(max(0, now - due) / 1e9)
+        metrics.client_connections.set(len(proxy.connections))
         for stream in tuple(proxy.streams.values()):
             stream.tap.poll(now)
         proxy.expire(now)
@@ -177,9 +182,9 @@ def build_sinks(
     :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
     """
     tracer, closers = tracing_from_env(environ, settings)
-    objectives = {route.name: settings.objectives(route) for route in settings.routes}
-    otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models, objectives)
-    sinks: list[Sink] = [PrometheusSink(metrics, objectives), LogSink()]
+    goodput = settings.goodput()
+    otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models, goodput)
+    sinks: list[Sink] = [PrometheusSink(metrics, goodput), LogSink()]
     if otlp is not None:
         sinks.insert(1, otlp)
     return Sinks(sinks=tuple(sinks), tracer=tracer), [*closers, *otlp_closers]
@@ -221,17 +226,17 @@ async def start(
         registry,
         model_allowlist=settings.model_allowlist,
         max_models=settings.max_models,
-        routes=[r.name for r in settings.routes],
+        routes={r.name: settings.side_of(r).value for r in settings.routes},
     )
-    metrics.describe_routes((r.name, str(r.upstream.origin())) for r in settings.routes)
+    metrics.describe_routes(
+        (r.name, settings.side_of(r).value, str(r.upstream.origin())) for r in settings.routes
+    )
     sinks, closers = build_sinks(settings, environ or {}, metrics)
     recorder = build_recorder(settings, metrics)
     if recorder is not None:
         closers.append(_closer(recorder.close))
     proxy = ProxyState(settings, sinks, recorder)
     _raise_fd_limit()
-    # Read at scrape time (single process; under --workers each worker's count is not summed).
-    metrics.client_connections.set_function(lambda: len(proxy.connections))
     readiness = Readiness()
     admin_runner = web.AppRunner(_admin_app(proxy, registry, readiness), access_log=None)
     host, port = settings.listen
@@ -260,7 +265,7 @@ async def start(
         raise
     listener.start()
     watchdog = asyncio.get_running_loop().create_task(
-        _watchdog(proxy, settings.watchdog_interval, metrics.event_loop_lag),
+        _watchdog(proxy, settings.watchdog_interval, metrics),
         name="streamwatch-watchdog",
     )
     running = Running(

@@ -39,6 +39,7 @@ from streamwatch.core.api import Api
 from streamwatch.core.events import StreamEvent
 from streamwatch.core.prompt import Prompt
 from streamwatch.core.record import StreamRecord
+from streamwatch.core.side import Side
 
 log = structlog.get_logger("streamwatch.sinks")
 
@@ -86,6 +87,8 @@ class Exchange:
     server_port: int | None = None
     status: int | None = None
     failure_reason: str | None = None  # why the upstream was not reached (proxy/failures.py)
+    upstream_retried: bool = False  # sent again: a reused connection closed before answering
+    side: Side = Side.CLIENT  # which side of the gateway the route watches (config)
 
 
 @dataclass(frozen=True, slots=True)

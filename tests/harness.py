@@ -201,6 +201,7 @@ class Scripted:
     variants: Mapping[str, tuple[Steps, bool]] = field(default_factory=dict)
     """Other scripts ``(steps, finish)``, chosen by the request's ``x-request-id``, so one upstream
     (and one streamwatch in front of it) can serve many scripted cases."""
+    head: bytes = b""  # more response header lines, each ending in CRLF
 
     @property
     def url(self) -> str:
@@ -230,7 +231,8 @@ class Scripted:
             await asyncio.sleep(self.head_delay)
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                + self.head
+                + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             )
             for delay, data in steps:
                 await asyncio.sleep(delay)
@@ -254,9 +256,10 @@ async def scripted(
     finish: bool = True,
     head_delay: float = 0.0,
     variants: Mapping[str, tuple[Steps, bool]] | None = None,
+    head: bytes = b"",
 ) -> AsyncIterator[Scripted]:
     """Serve a :class:`Scripted` upstream on an ephemeral port for the block."""
-    upstream = Scripted(steps, finish, head_delay, variants=variants or {})
+    upstream = Scripted(steps, finish, head_delay, variants=variants or {}, head=head)
     async with _connections(upstream.handle, "scripted") as port:
         upstream.port = port
         yield upstream

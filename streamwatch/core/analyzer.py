@@ -77,6 +77,7 @@ class StreamAnalyzer:
     NDJSON). Never raises on remote input; any chunking gives the same result."""
 
     __slots__ = (
+        "_announced",
         "_closed",
         "_config",
         "_decoder",
@@ -112,13 +113,17 @@ class StreamAnalyzer:
         *,
         request_model: str | None = None,
         config: AnalyzerConfig | None = None,
+        announced: tuple[tuple[str, int], ...] = (),
     ) -> None:
+        """``announced``: durations the response headers announced (:mod:`.announced`), kept in
+        the record beside those the stream's own frames report."""
         self._config = config or AnalyzerConfig()
+        self._announced = announced
         form = FORMATS[api]
         self._decoder = form.decoder(self._config.max_event_bytes)
         self._frame_type = FRAME_TYPE[form.framing]
         self._interpreter = form.interpreter()
-        self._note = getattr(self._interpreter, "note", None)
+        self._note = form.note
         config = self._config
         self._reading = Reading(
             capture_content=config.capture_content,
@@ -251,7 +256,7 @@ class StreamAnalyzer:
         elif isinstance(item, _IGNORED_ITEMS):
             return
         elif self._note is not None:
-            verdict = self._note(item, self.sse_events, self._reading)
+            verdict = self._note(self._interpreter, item, self.sse_events, self._reading)
             if verdict:
                 self._apply(verdict, self.sse_events, at_ns, events)
 
@@ -374,7 +379,7 @@ class StreamAnalyzer:
             refusal_chars=reading.refusal_chars,
             tool_calls=reading.tool_calls(),
             captured_text=reading.captured_text(),
-            upstream_timings=tuple(reading.upstream_timings.items()),
+            upstream_timings=(*self._announced, *reading.upstream_timings.items()),
         )
 
     def _tokens_per_second(self, output_tokens: int) -> float | None:

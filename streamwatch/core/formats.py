@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from streamwatch.core.api import Api
 from streamwatch.core.eventstream import EventStreamDecoder, EventStreamMessage
 from streamwatch.core.json_array import ElementReceived, JSONArrayDecoder
 from streamwatch.core.ndjson import LineReceived, NDJSONDecoder
 from streamwatch.core.protocols.anthropic import AnthropicMessages
-from streamwatch.core.protocols.base import GenericSSE, Interpreter
+from streamwatch.core.protocols.base import GenericSSE, Interpreter, Reading, Verdict
 from streamwatch.core.protocols.bedrock import BedrockConverse, BedrockInvoke
 from streamwatch.core.protocols.cohere import CohereV2
 from streamwatch.core.protocols.gemini import GeminiJSONArray, GeminiSSE
@@ -63,13 +63,20 @@ MEDIA_TYPE: Final[Mapping[Framing, str]] = {
 }
 
 
+InterpreterT = TypeVar("InterpreterT", bound=Interpreter[Any])
+
+
 @dataclass(frozen=True, slots=True)
-class Format:
+class Format(Generic[InterpreterT]):
     """One API over one framing: how to build a stream's decoder and its interpreter."""
 
     framing: Framing
-    interpreter: Callable[[], Interpreter[Any]]
+    interpreter: Callable[[], InterpreterT]
     """A fresh interpreter per stream (some keep per-stream state, e.g. Bedrock's messageStop)."""
+    note: Callable[[InterpreterT, object, int, Reading], Verdict] | None = None
+    """The interpreter's reader of decoder items that are not frames (ignored SSE fields, the JSON
+    array's closing bracket), called with the stream's interpreter and the number of frames before
+    the item; None where the format has no such facts."""
     report_ignored_fields: bool = False
     """SSE only: hand lines WHATWG ignores to the interpreter (Gemini's bare error objects)."""
 
@@ -86,13 +93,13 @@ class Format:
         return NDJSONDecoder(max_event_bytes=max_event_bytes)
 
 
-FORMATS: Final[Mapping[Api, Format]] = {
+FORMATS: Final[Mapping[Api, Format[Any]]] = {
     Api.OPENAI_CHAT: Format(Framing.SSE, OpenAIChat),
     Api.OPENAI_RESPONSES: Format(Framing.SSE, OpenAIResponses),
     Api.ANTHROPIC_MESSAGES: Format(Framing.SSE, AnthropicMessages),
     Api.OPENAI_COMPLETIONS: Format(Framing.SSE, OpenAICompletions),
-    Api.GEMINI: Format(Framing.SSE, GeminiSSE, report_ignored_fields=True),
-    Api.GEMINI_JSON: Format(Framing.JSON_ARRAY, GeminiJSONArray),
+    Api.GEMINI: Format(Framing.SSE, GeminiSSE, note=GeminiSSE.note, report_ignored_fields=True),
+    Api.GEMINI_JSON: Format(Framing.JSON_ARRAY, GeminiJSONArray, note=GeminiJSONArray.note),
     Api.BEDROCK_CONVERSE: Format(Framing.AWS_EVENTSTREAM, BedrockConverse),
     Api.BEDROCK_INVOKE: Format(Framing.AWS_EVENTSTREAM, BedrockInvoke),
     Api.OLLAMA_CHAT: Format(Framing.NDJSON, Ollama),

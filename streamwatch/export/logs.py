@@ -6,6 +6,7 @@ headers, no bodies, no URLs with queries, no completion text unless content capt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -22,6 +23,21 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
+
+
+class _DroppingWriteLogger(structlog.WriteLogger):
+    """structlog's one-write-per-line logger, except that a line that cannot be written is dropped.
+
+    Logging is telemetry and must fail open: a log pipe whose reader went away (EPIPE) or a closed
+    stream must not raise into the byte path and end the request being logged, or any other.
+    """
+
+    def msg(self, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: write to a closed file
+            super().msg(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
@@ -44,7 +60,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
         # One write per line (print() writes the newline apart): with --workers every process
         # shares stderr, and separate writes interleave two lines into one unparseable line.
-        logger_factory=structlog.WriteLoggerFactory(out),
+        logger_factory=lambda *_: _DroppingWriteLogger(out),
         cache_logger_on_first_use=True,
     )
 
@@ -91,7 +107,7 @@ def stream_fields(record: StreamRecord) -> dict[str, Any]:
         "tool_calls": len(record.tool_calls),
         "analysis_failed": record.analysis_failed,
     }
-    if record.upstream_timings:  # only where the upstream reported any (Bedrock, Ollama)
+    if record.upstream_timings:  # only where the upstream reported any (frames or headers)
         fields["upstream_timings_s"] = {name: _s(ns) for name, ns in record.upstream_timings}
     if record.captured_text is not None:
         fields["completion"] = record.captured_text
@@ -113,11 +129,14 @@ class _LogLine:
         common = {
             "request_id": ex.request_id,
             "route": ex.route,
+            "side": ex.side.value,
             "method": ex.method,
             "path": ex.path,
             "status": ex.status,
             "trace_id": self._trace_id,
         }
+        if ex.upstream_retried:
+            common["upstream_retried"] = True
         if record is not None:
             self._log.info(f"stream.{record.outcome.value}", **common, **stream_fields(record))
         elif error_kind is not None:

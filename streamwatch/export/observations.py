@@ -89,6 +89,8 @@ class RequestObservations(ABC):
         the proxy always answers one (its own 502/504/499 at worst), so only a probe that failed
         before a response has none (``streamwatch_probe_failures_total`` says why)."""
         ex = self.exchange
+        if ex.upstream_retried:
+            self.upstream_retried()
         if error_kind is not None:
             self.upstream_error(error_kind)
         api = record.api.value if record else (ex.api.value if ex.api else NON_LLM_API)
@@ -132,6 +134,10 @@ class RequestObservations(ABC):
 
     @abstractmethod
     def upstream_error(self, kind: str) -> None: ...
+
+    @abstractmethod
+    def upstream_retried(self) -> None:
+        """The request was sent again after a reused upstream connection closed unanswered."""
 
     @abstractmethod
     def request_finished(self, api: str, code: int) -> None: ...

@@ -136,6 +136,7 @@ def _start_attributes(exchange: Exchange) -> dict[str, Any]:
         sc.HTTP_REQUEST_METHOD: exchange.method,
         sc.URL_PATH: exchange.path,
         sc.SW_ROUTE: exchange.route,
+        sc.SW_SIDE: exchange.side.value,
         sc.SW_REQUEST_ID: exchange.request_id,
     }
     if exchange.server_address:
@@ -197,6 +198,8 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
     _set(attributes, sc.SW_TOKENS_PER_SECOND, record.tokens_per_second)
     if record.analysis_failed:
         attributes[sc.SW_ANALYSIS_FAILED] = True
+    for name, ns in record.upstream_timings:  # fixed names: a bounded attribute set
+        attributes[sc.SW_UPSTREAM_TIMING_PREFIX + name] = ns / _NS
     return attributes
 
 

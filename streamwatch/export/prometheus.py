@@ -10,7 +10,7 @@ The per-request side is :mod:`streamwatch.export.prometheus_sink`.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -53,7 +53,8 @@ def exemplar(trace_id: str | None) -> dict[str, str] | None:
 class Metrics:
     """Every streamwatch metric, registered on ``registry``; one instance per process.
 
-    ``routes`` lists the configured upstream names so per-route counters start at zero.
+    ``routes`` maps the configured route names to their sides, so per-route counters start at
+    zero.
     """
 
     def __init__(
@@ -62,7 +63,7 @@ class Metrics:
         *,
         model_allowlist: Collection[str] = (),
         max_models: int = 50,
-        routes: Iterable[str] = (spec.DEFAULT_ROUTE,),
+        routes: Mapping[str, str] | None = None,
         version: str = __version__,
     ) -> None:
         self.models = ModelLabels(model_allowlist, max_models)
@@ -83,6 +84,7 @@ class Metrics:
         self.output_events = _counter(spec.OUTPUT_EVENTS, registry)
         self.delivered_output_tokens = _counter(spec.DELIVERED_OUTPUT_TOKENS, registry)
         self.upstream_errors = _counter(spec.UPSTREAM_ERRORS, registry)
+        self.upstream_retries = _counter(spec.UPSTREAM_RETRIES, registry)
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
         self.connections_refused = _counter(spec.CONNECTIONS_REFUSED, registry)
         for reason in spec.CONNECTION_REFUSAL_REASONS:
@@ -98,37 +100,38 @@ class Metrics:
             registry=registry
         )  # process_cpu_seconds_total, _resident_memory_bytes, fds
         self.build_info.labels(version).set(1)
-        self._per_model: dict[tuple[str, str, str], ModelChildren] = {}
-        self._per_route_api: dict[tuple[str, str], RouteApiChildren] = {}
-        for route in routes:
-            self.prepare_route(route)
+        self._per_model: dict[tuple[str, str, str, str], ModelChildren] = {}
+        self._per_route_api: dict[tuple[str, str, str], RouteApiChildren] = {}
+        for route, side in (routes or {spec.DEFAULT_ROUTE: spec.SIDES[0]}).items():
+            self.prepare_route(route, side)
 
-    def prepare_route(self, route: str) -> None:
+    def prepare_route(self, route: str, side: str) -> None:
         """Pre-initialise a route's per-route series at zero so ``rate()`` sees them."""
         for kind in spec.UPSTREAM_ERROR_KINDS:
-            self.upstream_errors.labels(route, kind)
+            self.upstream_errors.labels(route, side, kind)
+        self.upstream_retries.labels(route, side)
         for api in Api:
-            self.streams_active.labels(route, api.value)
-            self.streams_stalled.labels(route, api.value)
+            self.streams_active.labels(route, side, api.value)
+            self.streams_stalled.labels(route, side, api.value)
             for stage in spec.ANALYSIS_STAGES:
-                self.analysis_errors.labels(route, api.value, stage)
+                self.analysis_errors.labels(route, side, api.value, stage)
 
-    def route_api(self, route: str, api: str) -> RouteApiChildren:
-        """The cached label children of one (route, api); created on first use."""
-        key = (route, str(api))
+    def route_api(self, route: str, side: str, api: str) -> RouteApiChildren:
+        """The cached label children of one (route, side, api); created on first use."""
+        key = (route, str(side), str(api))
         found = self._per_route_api.get(key)
         if found is None:
             found = self._per_route_api[key] = RouteApiChildren(self, *key)
         return found
 
     def per_model(
-        self, route: str, api: str, model: str | None, *, claim: bool = True
+        self, route: str, side: str, api: str, model: str | None, *, claim: bool = True
     ) -> ModelChildren:
-        """The cached label children of one (route, api, model); created on first use.
+        """The cached label children of one (route, side, api, model); created on first use.
 
         ``claim``: a model name not yet known may take a free ``model`` label slot.
         """
-        key = (route, str(api), self.models(model, claim=claim))
+        key = (route, str(side), str(api), self.models(model, claim=claim))
         found = self._per_model.get(key)
         if found is None:
             found = self._per_model[key] = ModelChildren(self, *key)
@@ -136,31 +139,33 @@ class Metrics:
 
     # -- per-request and per-route counters (not tied to a stream) --
 
-    def describe_routes(self, routes: Iterable[tuple[str, str]]) -> None:
-        """The info series of each configured (route, upstream origin)."""
-        for route, upstream in routes:
-            self.route_info.labels(route, upstream).set(1)
+    def describe_routes(self, routes: Iterable[tuple[str, str, str]]) -> None:
+        """The info series of each configured (route, side, upstream origin)."""
+        for route, side, upstream in routes:
+            self.route_info.labels(route, side, upstream).set(1)
 
-    def goodput(self, route: str, api: str, model: str, verdict: str) -> None:
+    def goodput(self, children: ModelChildren, verdict: str) -> None:
         """Count a stream judged against its objectives: ``met`` per model, else the reason per
-        (route, api). The met series and every reason start at zero with the first judged stream."""
-        met = self.slo_met.labels(route, api, model)
-        missed = {r: self.slo_missed.labels(route, api, r) for r in MISS_REASONS}
+        (route, side, api). The met series and every reason start at zero with the first judged
+        stream."""
+        c = children
+        met = self.slo_met.labels(c.route, c.side, c.api, c.model)
+        missed = {r: self.slo_missed.labels(c.route, c.side, c.api, r) for r in MISS_REASONS}
         (met if verdict == MET else missed[verdict]).inc()
 
-    def request_finished(self, route: str, api: str, code: int) -> None:
+    def request_finished(self, route: str, side: str, api: str, code: int) -> None:
         """Count a proxied request by the status code returned to the client (any request)."""
-        self.requests.labels(route, str(api), str(code)).inc()
+        self.requests.labels(route, side, str(api), str(code)).inc()
 
-    def upstream_error(self, route: str, kind: str) -> None:
+    def upstream_error(self, route: str, side: str, kind: str) -> None:
         """Count an upstream failure before a response (connect, tls, timeout or protocol)."""
         self.upstream_errors.labels(
-            route, kind if kind in spec.UPSTREAM_ERROR_KINDS else spec.OTHER
+            route, side, kind if kind in spec.UPSTREAM_ERROR_KINDS else spec.OTHER
         ).inc()
 
 
 class RouteApiChildren:
-    """Label children of one (route, api): the families not sliced by model."""
+    """Label children of one (route, side, api): the families not sliced by model."""
 
     __slots__ = (
         "active",
@@ -173,16 +178,17 @@ class RouteApiChildren:
         "metrics",
         "output_events",
         "route",
+        "side",
         "stalled",
         "stalls",
         "tokens",
         "ttfb",
     )
 
-    def __init__(self, metrics: Metrics, route: str, api: str) -> None:
-        labels = (route, api)
+    def __init__(self, metrics: Metrics, route: str, side: str, api: str) -> None:
+        labels = (route, side, api)
         self.metrics = metrics
-        self.route, self.api = labels
+        self.route, self.side, self.api = labels
         self.ttfb = metrics.ttfb.labels(*labels)
         self.duration = metrics.duration.labels(*labels)
         self.output_events = metrics.output_events.labels(*labels)
@@ -212,7 +218,7 @@ class RouteApiChildren:
         child = self.finish.get(label)
         if child is None:
             child = self.finish[label] = self.metrics.finish_reasons.labels(
-                self.route, self.api, label
+                self.route, self.side, self.api, label
             )
         child.inc()
 
@@ -234,26 +240,28 @@ class RouteApiChildren:
         self.delivered[usage_from].inc(record.output_tokens)
         self.duration.observe(max(0.0, record.duration_ns / 1e9), exemplar)
         for name, ns in record.upstream_timings:  # names from a fixed set: bounded series
-            self.metrics.upstream_reported.labels(self.route, self.api, name).observe(ns / 1e9)
+            reported = self.metrics.upstream_reported.labels(self.route, self.side, self.api, name)
+            reported.observe(ns / 1e9)
 
     def error_frame(self, error_type: str) -> None:
         label = normalise_error_type(error_type)
         child = self.error_frames.get(label)
         if child is None:
             child = self.error_frames[label] = self.metrics.error_frames.labels(
-                self.route, self.api, label
+                self.route, self.side, self.api, label
             )
         child.inc()
 
 
 class ModelChildren:
-    """Label children of one (route, api, model), so hot-path observations skip ``labels()``."""
+    """Label children of one (route, side, api, model), so hot-path observations skip
+    ``labels()``."""
 
-    __slots__ = ("api", "gap", "model", "outcomes", "route", "tps", "ttft")
+    __slots__ = ("api", "gap", "model", "outcomes", "route", "side", "tps", "ttft")
 
-    def __init__(self, metrics: Metrics, route: str, api: str, model: str) -> None:
-        labels = (route, api, model)
-        self.route, self.api, self.model = labels
+    def __init__(self, metrics: Metrics, route: str, side: str, api: str, model: str) -> None:
+        labels = (route, side, api, model)
+        self.route, self.side, self.api, self.model = labels
         self.ttft = metrics.ttft.labels(*labels)
         self.gap = metrics.gap.labels(*labels)
         self.tps = metrics.tokens_per_second.labels(*labels)

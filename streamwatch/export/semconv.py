@@ -76,6 +76,7 @@ SERVER_PORT: Final = "server.port"
 
 # -- streamwatch ---------------------------------------------------------------------------------
 SW_ROUTE: Final = "streamwatch.route"
+SW_SIDE: Final = "streamwatch.side"
 SW_REQUEST_ID: Final = "streamwatch.request_id"
 SW_API: Final = "streamwatch.api"
 SW_OUTCOME: Final = "streamwatch.outcome"
@@ -88,6 +89,9 @@ SW_OUTPUT_TOKENS: Final = "streamwatch.output_tokens"
 SW_OUTPUT_TOKENS_ESTIMATED: Final = "streamwatch.output_tokens_estimated"
 SW_BODY_BYTES: Final = "streamwatch.body_bytes"
 SW_ANALYSIS_FAILED: Final = "streamwatch.analysis_failed"
+#: ``streamwatch.upstream_timing.<name>``: a duration the upstream announced (headers) or reported
+#: (frames), in seconds, by its fixed timing name.
+SW_UPSTREAM_TIMING_PREFIX: Final = "streamwatch.upstream_timing."
 # event attributes
 SW_TTFT: Final = "streamwatch.ttft"
 SW_STALL_PHASE: Final = "streamwatch.stall.phase"

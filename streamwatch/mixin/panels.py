@@ -224,7 +224,7 @@ def variable(name: str, query: str, *, multi: bool = True) -> Json:
 
 
 def templating(*, model_multi: bool = True) -> Json:
-    """datasource, job, instance, route, api and model, each narrowing the next."""
+    """datasource, job, instance, route, side, api and model, each narrowing the next."""
     info, streams = spec.BUILD_INFO.name, spec.STREAMS.name
     real = f'job=~"$job", {REAL_TRAFFIC}'  # a probe's targets are not routes
     return {
@@ -241,10 +241,15 @@ def templating(*, model_multi: bool = True) -> Json:
             variable("job", f"label_values({info}, job)"),
             variable("instance", f'label_values({info}{{job=~"$job"}}, instance)'),
             variable(spec.ROUTE, f"label_values({streams}{{{real}}}, {spec.ROUTE})"),
-            variable(spec.API, f'label_values({streams}{{{real}, route=~"$route"}}, {spec.API})'),
+            variable(spec.SIDE, f'label_values({streams}{{{real}, route=~"$route"}}, {spec.SIDE})'),
+            variable(
+                spec.API,
+                f'label_values({streams}{{{real}, route=~"$route", side=~"$side"}}, {spec.API})',
+            ),
             variable(
                 spec.MODEL,
-                f'label_values({streams}{{{real}, route=~"$route", api=~"$api"}}, {spec.MODEL})',
+                f'label_values({streams}{{{real}, route=~"$route", side=~"$side", api=~"$api"}},'
+                f" {spec.MODEL})",
                 multi=model_multi,
             ),
         ]

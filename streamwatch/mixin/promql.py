@@ -9,7 +9,7 @@ from streamwatch import metricspec as spec
 #: Grafana's rate window; dashboards use it, rules use fixed windows.
 RATE_INTERVAL = "$__rate_interval"
 #: The dashboards' template variables that are also labels, in selector order.
-VARIABLE_LABELS = (spec.ROUTE, spec.API, spec.MODEL)
+VARIABLE_LABELS = (spec.ROUTE, spec.SIDE, spec.API, spec.MODEL)
 
 
 class UnknownLabelError(ValueError):

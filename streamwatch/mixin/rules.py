@@ -91,7 +91,7 @@ def recording_rules(cfg: Config) -> Json:
 
     rules += [
         {
-            "record": f"route_api_model_outcome:{streams.base}:rate5m",
+            "record": f"route_side_api_model_outcome:{streams.base}:rate5m",
             "expr": sum_rate(
                 streams, rule_selector(s, streams), *spec.STREAM_LABELS, spec.OUTCOME, window="5m"
             ),

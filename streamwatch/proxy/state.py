@@ -25,7 +25,7 @@ from streamwatch.config import Settings, upstream_tls
 from streamwatch.core.analyzer import AnalyzerConfig
 from streamwatch.core.record import CloseCause
 from streamwatch.metricspec import REFUSED_MAX_CONNECTIONS
-from streamwatch.proxy.pool import Pool
+from streamwatch.proxy.pool import Origin, Pool, origin_of
 from streamwatch.proxy.recorder import Recorder
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.tap import Tap
@@ -63,8 +63,16 @@ class ProxyState:
             capture_content=settings.capture_content,
             capture_limit_chars=settings.capture_limit,
         )
-        needs_tls = any(r.upstream.scheme == "https" for r in settings.routes)
-        self.tls: ssl.SSLContext | None = upstream_tls(settings) if needs_tls else None
+        # One context per https origin (config.py allows one CA bundle per origin, as the pool
+        # shares connections by origin), shared by routes with the same bundle.
+        contexts: dict[str | None, ssl.SSLContext] = {}
+        self.tls: dict[Origin, ssl.SSLContext] = {}
+        for route in settings.routes:
+            if route.upstream.scheme == "https":
+                context = contexts.get(route.ca_bundle)
+                if context is None:
+                    context = contexts[route.ca_bundle] = upstream_tls(settings, route)
+                self.tls[origin_of(route)] = context
         self.pool = Pool()
         self.connections: set[ClientConnection] = set()
         self.exchanges: set[Exchange] = set()
@@ -93,7 +101,7 @@ class ProxyState:
         """A malformed request answered before it could be read whole: counted and logged like
         any request (no method, path or route: nothing of it is trusted)."""
         telemetry = Telemetry(
-            self.sinks, method="", path="", route=None, headers=[],
+            self.sinks, method="", path="", route=None, side=self.settings.side, headers=[],
             t_request_ns=time.monotonic_ns(), server=("", None),
         )  # fmt: skip
         telemetry.finish(refusal.status, CloseCause.UPSTREAM_EOF, None)

@@ -6,6 +6,7 @@ model and stream flag, once it is complete), ``response`` (upstream answered; bu
 tap for event streams), ``feed`` (each relayed read), ``finish`` (exactly once, whatever happened).
 Headers cross this seam as ``latin-1`` strings, which maps every byte to one character and back,
 so trace headers added by a sink and the client's own header bytes reach the upstream unaltered.
+Nothing here raises into the relay: telemetry that fails is logged and left out, the bytes go on.
 """
 
 from __future__ import annotations
@@ -13,18 +14,23 @@ from __future__ import annotations
 import time
 import uuid
 
+import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
+from streamwatch.core.announced import header_timings
 from streamwatch.core.api import Api
 from streamwatch.core.capture import CaptureHeader
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import RequestFacts, api_for_path, complete_facts, select_api
+from streamwatch.core.side import Side
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.recorder import Recorder
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
+
+log = structlog.get_logger("streamwatch.telemetry")
 
 UNMATCHED_ROUTE = "unmatched"  # route label of requests no configured route accepts
 
@@ -63,7 +69,9 @@ class Telemetry:
         method: str,
         path: str,
         route: str | None,
+        side: Side,
         headers: Headers,
+        api: Api | None = None,
         t_request_ns: int,
         server: tuple[str, int | None],
     ) -> None:
@@ -72,13 +80,15 @@ class Telemetry:
             route=route or UNMATCHED_ROUTE,
             method=cap(method),
             path=cap(path, MAX_PATH_CHARS),
-            api=api_for_path(path) if route is not None else None,
+            # the route's api: override, else the path's: a custom path still has its facts read
+            api=(api or api_for_path(path)) if route is not None else None,
             request_model=None,
             stream_requested=None,
             t_request_ns=t_request_ns,
             headers=CIMultiDictProxy(_as_text(headers)),
             server_address=server[0],
             server_port=server[1],
+            side=side,
         )
         self.tap: Tap | None = None
         self.watchers = sinks.open(self.exchange)
@@ -87,7 +97,11 @@ class Telemetry:
         """The upstream request headers after every sink added its own (trace context)."""
         text = _as_text(headers)
         self.watchers.upstream_request(text)
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
+        try:
+            return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text.items()]
+        except UnicodeEncodeError:  # a sink added a header no HTTP/1.1 message can carry
+            log.warning("telemetry.failed", stage="upstream_request", exc_info=True)
+            return headers
 
     def facts(self, facts: RequestFacts, body: bytes, capture_limit: int | None) -> None:
         """The request body is complete: what it (or the path) said, and its prompt when content
@@ -95,7 +109,11 @@ class Telemetry:
         facts."""
         if self.exchange.api is None:
             return
-        facts = complete_facts(facts, body, self.exchange.path, capture_limit)
+        try:
+            facts = complete_facts(facts, body, self.exchange.path, capture_limit)
+        except Exception:  # the facts are telemetry: the request goes on without them
+            log.warning("telemetry.failed", stage="facts", exc_info=True)
+            return
         self.exchange.request_model = facts.model
         self.exchange.stream_requested = facts.stream
         self.exchange.prompt = facts.prompt
@@ -103,15 +121,16 @@ class Telemetry:
     def response(
         self,
         status: int,
+        headers: Headers,
+        *,
         content_type: str | None,
         content_encoding: str | None,
         config: AnalyzerConfig,
         override: Api | None,
-        *,
         recorder: Recorder | None = None,
     ) -> Tap | None:
-        """Upstream answered: tell the sinks, start analysis (and, with a ``recorder``, a
-        capture) of an uncompressed event stream."""
+        """Upstream answered: tell the sinks, start analysis of an uncompressed event stream
+        (with the durations its headers announced) and, with a ``recorder``, its capture."""
         exchange = self.exchange
         exchange.status = status
         api: Api | None = None
@@ -119,9 +138,17 @@ class Telemetry:
             api = select_api(exchange.path, content_type, override)
         self.watchers.response(status, api)
         if api is not None:
-            analyzer = StreamAnalyzer(
-                api, exchange.t_request_ns, request_model=exchange.request_model, config=config
-            )
+            try:
+                analyzer = StreamAnalyzer(
+                    api,
+                    exchange.t_request_ns,
+                    request_model=exchange.request_model,
+                    config=config,
+                    announced=header_timings(headers),
+                )
+            except Exception:  # called from the upstream parser: raising would cut the stream
+                log.warning("telemetry.failed", stage="response", exc_info=True)
+                return None
             capture = None
             if recorder is not None:
                 media = cap(content_type) if content_type is not None else None

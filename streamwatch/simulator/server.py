@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Mapping
@@ -279,14 +280,18 @@ def make_app(profile: Profile | None = None) -> web.Application:
 
 
 async def start_simulator(
-    host: str = "127.0.0.1", port: int = 0, profile: Profile | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    profile: Profile | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Serve the simulator; returns the runner (call `await runner.cleanup()`) and the bound port."""
+    """Serve the simulator (over TLS with ``ssl_context``: a provider API); returns the runner
+    (call `await runner.cleanup()`) and the bound port."""
     runner = web.AppRunner(
         make_app(profile), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     bound: int = runner.addresses[0][1]
     return runner, bound

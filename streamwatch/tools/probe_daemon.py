@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from streamwatch import metricspec as spec
 from streamwatch.config import ConfigError, parse_listen
+from streamwatch.core.side import Side
 from streamwatch.export.logs import LogSink, configure_logging
 from streamwatch.export.prometheus import Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
@@ -63,7 +64,8 @@ class ProbeMetrics:
         self.exposed = CollectorRegistry()
         self.exposed.register(_WithSource(self.streams))
         names = [t.name for t in targets]
-        self.metrics = Metrics(self.streams, routes=names)
+        # a canary is a client of what it probes: its series are client-side
+        self.metrics = Metrics(self.streams, routes=dict.fromkeys(names, Side.CLIENT.value))
         self.success = Gauge(
             spec.PROBE_SUCCESS.name,
             spec.PROBE_SUCCESS.help,

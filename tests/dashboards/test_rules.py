@@ -158,10 +158,10 @@ class TestMetricNames:
                         assert target["exemplar"], (path.name, panel["title"])
 
     def test_dashboards_have_the_template_variables(self) -> None:
-        """Both dashboards offer datasource, job, instance, route, api and model."""
+        """Both dashboards offer datasource, job, instance, route, side, api and model."""
         for path in DASHBOARD_FILES:
             names = [v["name"] for v in json.loads(path.read_text())["templating"]["list"]]
-            assert names == ["datasource", "job", "instance", "route", "api", "model"]
+            assert names == ["datasource", "job", "instance", "route", "side", "api", "model"]
 
 
 class TestRunbook:

@@ -52,11 +52,38 @@ BAD = {
         "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', slo: {ttft: 0}}\n",
         "routes[0].slo.ttft must be a positive number",
     ),
+    "model-slo": (
+        [],
+        {},
+        "slo_by_model:\n  gpt-4o: {tpot: -1}\n",
+        "slo_by_model.gpt-4o.tpot must be a positive number",
+    ),
+    "model-slo-empty": ([], {}, "slo_by_model:\n  gpt-4o: {}\n", "slo_by_model.gpt-4o sets no"),
     "route-api": (
         [],
         {},
         "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', api: ollama}\n",
         "routes[0].api must be one of",
+    ),
+    "side-flag": (["--side", "gateway"], {}, "", "--side"),
+    "side-env": ([], {"STREAMWATCH_SIDE": "upstream"}, "", "STREAMWATCH_SIDE"),
+    "route-side": (
+        [],
+        {},
+        "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', side: gateway}\n",
+        "routes[0].side must be one of client, provider",
+    ),
+    "route-ca-bundle-missing": (
+        [],
+        {},
+        "routes:\n  - {name: a, prefix: /, upstream: 'https://127.0.0.1:9', ca_bundle: /no/ca.pem}\n",
+        "routes[0].ca_bundle: no such file: '/no/ca.pem'",
+    ),
+    "route-ca-bundle-plain-http": (
+        [],
+        {},
+        "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', ca_bundle: /etc/hostname}\n",
+        "routes[0].ca_bundle needs an https upstream",
     ),
 }
 

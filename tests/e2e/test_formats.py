@@ -261,7 +261,8 @@ class TestEveryFormat:
 
 
 class TestRouteApi:
-    """A route's ``api:`` key reads streams whose path names no API (a gateway's own paths)."""
+    """A route's ``api:`` key reads streams, and their request bodies, on paths that name no API
+    (a gateway's own paths)."""
 
     async def test_ollama_under_a_gateway_path(self, tmp_path: Path) -> None:
         config = tmp_path / "routes.yaml"
@@ -286,6 +287,9 @@ class TestRouteApi:
 
                 await until(recorded, what="both requests recorded")
                 m = await scrape(serving.admin_port)
+                lines = [e for e in serving.events() if e.get("event") == "stream.completed"]
+        # The key also makes the request body read, though the path names no API.
+        assert [(line["route"], line["request_model"]) for line in lines] == [("typed", "llama3.2")]
         # Without the key the NDJSON body on /chat is forwarded but not analyzed.
         assert m.value("streamwatch_streams_total", route="plain") == 0
         assert m.values("streamwatch_streams_total", "api", route="typed") == {"ollama_chat": 1.0}

@@ -23,17 +23,18 @@ from tests.harness import (
     simulator,
     until,
 )
+from tests.reliability.harness.checks import LATE
 
 pytestmark = pytest.mark.e2e
 
-DELAY_S = 2.0
+DELAY_S = 3.0
 BODY = {"model": "m", "stream": True}
 SHORT = {"x-sim-tokens": "3", "x-sim-gap-ms": "10", "x-sim-jitter-ms": "0"}
 LONG = {
-    "x-sim-tokens": "20",
+    "x-sim-tokens": "24",
     "x-sim-gap-ms": "250",
     "x-sim-jitter-ms": "0",
-}  # ~5 s: outlives the delay
+}  # ~6 s: outlives the delay
 
 
 async def status(url: str) -> int | None:
@@ -96,17 +97,16 @@ class TestShutdownDelay:
             async def not_ready() -> bool:
                 return await status(readyz) == 503
 
-            await until(not_ready, within=1.0, what="/readyz 503 right after SIGTERM")
-            # A request routed here during the delay is accepted and served in full.
+            await until(not_ready, within=LATE, what="/readyz 503 after SIGTERM")
+            # A request routed here during the delay is accepted and served in full. Accepted at
+            # all proves the order: /readyz said 503 while the listener still took connections.
             reads, _ = await raw_exchange(port, request_bytes(CHAT, BODY, SHORT))
-            accepted_at = time.monotonic() - signalled
             code, body, clean = reads.parsed
             assert (code, clean) == (200, True)
             assert body.endswith(b"data: [DONE]\n\n")
-            assert accepted_at < DELAY_S
 
             # Then the drain: new connections are refused, not before the delay has passed.
-            await until(lambda: refused(port), within=DELAY_S + 5, what="refused connects")
+            await until(lambda: refused(port), within=DELAY_S + LATE, what="refused connects")
             assert time.monotonic() - signalled >= DELAY_S - 0.2
             long_reads, _ = await long
             code = await asyncio.to_thread(serving.wait, 30)

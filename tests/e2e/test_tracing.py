@@ -262,9 +262,10 @@ class TestStreamSpans:
         ((_, started_at, started),) = span.events_named(sc.EVENT_STALL_STARTED)
         ((_, ended_at, ended),) = span.events_named(sc.EVENT_STALL_ENDED)
         assert started[sc.SW_STALL_PHASE] == ended[sc.SW_STALL_PHASE] == "mid_stream"
-        assert STALL_THRESHOLD <= started[sc.SW_STALL_SILENCE] < 0.45
         assert ended[sc.SW_STALL_DURATION] >= 0.45
-        assert ended_at - started_at >= 0.2e9  # noticed while the stream was still silent
+        # Noticed while the stream was still silent: after the threshold, before the silence ended.
+        assert STALL_THRESHOLD <= started[sc.SW_STALL_SILENCE] < ended[sc.SW_STALL_DURATION]
+        assert started_at < ended_at
         assert span.attributes[sc.SW_STALLS] == 1
         assert span.attributes[sc.SW_MAX_GAP] >= 0.45
         assert span.status_code == STATUS_UNSET
@@ -276,7 +277,8 @@ class TestStreamSpans:
             response = await session.post(
                 stack.proxy + CHAT,
                 json=chat(),
-                headers={"x-sim-tokens": "50", "x-sim-gap-ms": "50"},
+                # 100 s of tokens: however late this (loaded) test closes, the stream is not over.
+                headers={"x-sim-tokens": "2000", "x-sim-gap-ms": "50"},
             )
             await response.content.readany()
             response.close()

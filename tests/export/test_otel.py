@@ -397,3 +397,15 @@ class TestCurrentConventions:
         span = _ended_span(_stream_record(outcome=Outcome.COMPLETED, finish_reasons=("stop",)))
         assert span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
         assert "error.type" not in span.attributes
+
+
+class TestUpstreamTimingAttributes:
+    """Durations the upstream announced or reported are span attributes, in seconds, by name."""
+
+    def test_each_timing_is_an_attribute(self) -> None:
+        """``streamwatch.upstream_timing.<name>`` per timing of the record."""
+        timings = (("litellm_overhead", 3_500_000), ("bedrock_latency", 1_200_000_000))
+        record = _stream_record(outcome=Outcome.COMPLETED, upstream_timings=timings)
+        span = _ended_span(record)
+        assert span.attributes["streamwatch.upstream_timing.litellm_overhead"] == 0.0035
+        assert span.attributes["streamwatch.upstream_timing.bedrock_latency"] == 1.2

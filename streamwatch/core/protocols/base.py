@@ -187,13 +187,6 @@ class Interpreter(Protocol[F_contra]):
     def read(self, message: F_contra, index: int, reading: Reading) -> Verdict: ...
 
 
-class Noting(Protocol):
-    """An interpreter that also reads decoder facts that are not frames (ignored SSE fields, the
-    JSON array's closing bracket); ``index`` is the number of frames before the fact."""
-
-    def note(self, item: object, index: int, reading: Reading) -> Verdict: ...
-
-
 class GenericSSE:
     """Unrecognised event streams are timed, not interpreted: no message counts as output."""
 

@@ -153,9 +153,9 @@ class RawClient:
             if until is not None and until(r):
                 return r
             if rate is not None:
-                due = started + received / rate
-                if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
+                ahead = started + received / rate - time.monotonic()
+                if ahead > 0:  # one clock read: a second one could make the sleep negative
+                    time.sleep(ahead)
             try:
                 self.sock.settimeout(max(0.01, end - time.monotonic()))
                 data = self.sock.recv(bufsize)
