@@ -19,7 +19,7 @@ from yarl import URL
 
 from streamwatch.core.api import Api
 from streamwatch.core.side import Side
-from streamwatch.core.slo import Objectives
+from streamwatch.core.slo import Goodput, Objectives
 
 ENV_PREFIX = "STREAMWATCH_"
 _API_VALUES = frozenset(a.value for a in Api)
@@ -123,6 +123,7 @@ class Settings:
     upstream_client_cert: str | None = None
     upstream_client_key: str | None = None
     max_request_body: int = 64 << 20
+    upstream_retry_non_idempotent: bool = False
     model_allowlist: tuple[str, ...] = ()
     max_models: int = 50
     capture_content: bool = False
@@ -134,6 +135,8 @@ class Settings:
     slo_ttft: float | None = None
     slo_tpot: float | None = None
     slo_no_stall: bool = False
+    #: models with goodput objectives of their own (``slo_by_model:`` in the config file)
+    slo_by_model: Mapping[str, Objectives] = field(default_factory=dict)
     side: Side = Side.CLIENT
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -142,6 +145,14 @@ class Settings:
         if route.slo is not None:
             return route.slo
         return Objectives(self.slo_ttft, self.slo_tpot, self.slo_no_stall)
+
+    def goodput(self) -> Goodput | None:
+        """Every objective streams are judged by: a model's own, else its route's; ``None`` when
+        no route and no model has any."""
+        routes = {r.name: o for r in self.routes if (o := self.objectives(r)).active}
+        if not routes and not self.slo_by_model:
+            return None
+        return Goodput(routes, self.slo_by_model)
 
     def side_of(self, route: Route) -> Side:
         """The side ``route`` watches (its own, else the global ``--side``)."""
@@ -274,6 +285,9 @@ OPTIONS: dict[str, str] = {
     "upstream_client_cert": "PEM client certificate presented to https:// upstreams (mTLS).",
     "upstream_client_key": "PEM private key of --upstream-client-cert (if not in that file).",
     "max_request_body": "Largest request body in bytes; larger get 413 (67108864).",
+    "upstream_retry_non_idempotent": "true or false: also resend a POST or PATCH without "
+    "Idempotency-Key when the reused upstream connection it went out on closes before answering, "
+    "as nginx's proxy_next_upstream non_idempotent; the upstream may run it twice (false).",
     "model_allowlist": "Comma-separated models that keep their own metric label; others are "
     "'other'. Empty: the first --max-models seen.",
     "max_models": "Distinct model label values when no allowlist is set (50).",
@@ -296,7 +310,8 @@ OPTIONS: dict[str, str] = {
 
 
 _METAVARS = {"upstream": "URL", "config": "FILE", "listen": "HOST:PORT",
-             "admin_listen": "HOST:PORT", "capture_content": "{true,false}"}  # fmt: skip
+             "admin_listen": "HOST:PORT", "capture_content": "{true,false}",
+             "upstream_retry_non_idempotent": "{true,false}"}  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -335,7 +350,7 @@ def _convert(name: str, raw: object) -> Any:
         return str(value) or None
     if name in ("slo_ttft", "slo_tpot"):
         return _positive(name, str(value))
-    if name == "slo_no_stall":
+    if name in ("slo_no_stall", "upstream_retry_non_idempotent"):
         return value if isinstance(value, bool) else _bool(name, str(value))
     if name in ("upstream_ca_bundle", "upstream_client_cert", "upstream_client_key"):
         return _readable_file(name, str(value))
@@ -357,11 +372,8 @@ def _convert(name: str, raw: object) -> Any:
     raise ConfigError(name, "unknown option")
 
 
-def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
-    """A route entry's ``slo: {ttft: S, tpot: S, no_stall: BOOL}``."""
-    if raw is None:
-        return None
-    where = f"{path}: routes[{i}].slo"
+def _objectives(where: str, raw: object) -> Objectives:
+    """``{ttft: S, tpot: S, no_stall: BOOL}`` at ``where`` in the config file."""
     if not isinstance(raw, dict) or set(raw) - {"ttft", "tpot", "no_stall"}:
         raise ConfigError("config", f"{where} must be a mapping of ttft, tpot and no_stall")
     ttft, tpot, no_stall = raw.get("ttft"), raw.get("tpot"), raw.get("no_stall", False)
@@ -375,6 +387,28 @@ def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
     return Objectives(
         None if ttft is None else float(ttft), None if tpot is None else float(tpot), no_stall
     )
+
+
+def _route_objectives(path: Path, i: int, raw: object) -> Objectives | None:
+    """A route entry's ``slo: {ttft: S, tpot: S, no_stall: BOOL}``."""
+    return None if raw is None else _objectives(f"{path}: routes[{i}].slo", raw)
+
+
+def _model_objectives(path: Path, raw: object) -> dict[str, Objectives]:
+    """``slo_by_model: {MODEL: {ttft: S, tpot: S, no_stall: BOOL}, ...}``: the model names as
+    streams report them (the response's model, or the request's)."""
+    where = f"{path}: slo_by_model"
+    if not isinstance(raw, dict):
+        raise ConfigError("config", f"{where} must map model names to their objectives")
+    models: dict[str, Objectives] = {}
+    for name, entry in raw.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > 256:
+            raise ConfigError("config", f"{where}: {name!r} is not a model name (1-256 chars)")
+        objectives = _objectives(f"{where}.{name}", entry)
+        if not objectives.active:
+            raise ConfigError("config", f"{where}.{name} sets no objective (ttft, tpot, no_stall)")
+        models[name] = objectives
+    return models
 
 
 def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
@@ -475,6 +509,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     raw: dict[str, object] = {}
     config_path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
     routes: tuple[Route, ...] = ()
+    slo_by_model: dict[str, Objectives] = {}
     if config_path:
         path = Path(config_path)
         try:
@@ -486,6 +521,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         for key, value in document.items():
             if key == "routes":
                 routes = _routes_from_file(path, value)
+            elif key == "slo_by_model":
+                slo_by_model = _model_objectives(path, value)
             elif key in OPTIONS and key not in ("config", "upstream"):
                 raw[key] = value
             elif key != "upstream":
@@ -513,7 +550,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         )
     known = {f.name for f in fields(Settings)}
     values = {name: _convert(name, value) for name, value in raw.items() if name in known}
-    settings = Settings(routes=routes, **values)
+    settings = Settings(routes=routes, slo_by_model=slo_by_model, **values)
     tls_files = (
         settings.upstream_ca_bundle,
         settings.upstream_client_cert,

@@ -439,6 +439,18 @@ UPSTREAM_ERRORS: Final = Family(
     "upstream failed before a response: `connect`, `tls` (certificate or handshake), `timeout`, `protocol`",
     otel="streamwatch.upstream_errors",
 )
+UPSTREAM_RETRIES: Final = Family(
+    "streamwatch_upstream_retries_total",
+    "counter",
+    "Requests sent once more on a new upstream connection because the reused keep-alive "
+    "connection they were sent on closed before any response byte (the upstream's idle timeout "
+    "fired as the request arrived).",
+    "{request}",
+    (ROUTE, SIDE),
+    "requests sent again after a reused keep-alive connection closed before answering "
+    "(replayable requests only; a steady rate means the upstream's keep-alive timeout is short)",
+    otel="streamwatch.upstream_retries",
+)
 CONNECTIONS_REFUSED: Final = Family(
     "streamwatch_connections_refused_total",
     "counter",
@@ -468,14 +480,15 @@ BUILD_INFO: Final = Family(
     multiprocess_mode="max",  # --workers: 1, not one per worker
 )
 
-# goodput: streams judged against their route's objectives (--slo-ttft, --slo-tpot, --slo-no-stall)
+# goodput: streams judged against their model's (slo_by_model:) or their route's objectives
+# (--slo-ttft, --slo-tpot, --slo-no-stall, a route's slo:)
 SLO_MET: Final = Family(
     "streamwatch_slo_met_total",
     "counter",
-    "Streams that completed and met every goodput objective of their route.",
+    "Streams that completed and met every goodput objective of their model or route.",
     "{stream}",
     STREAM_LABELS,
-    "goodput: streams that met every objective (routes with objectives only)",
+    "goodput: streams that met every objective (streams with objectives only)",
     otel="streamwatch.slo.met",
 )
 SLO_MISSED: Final = Family(
@@ -566,6 +579,7 @@ FAMILIES: Final = (
     OUTPUT_EVENTS,
     DELIVERED_OUTPUT_TOKENS,
     UPSTREAM_ERRORS,
+    UPSTREAM_RETRIES,
     CONNECTIONS_REFUSED,
     ANALYSIS_ERRORS,
     BUILD_INFO,

@@ -165,9 +165,9 @@ def build_sinks(
     :class:`~streamwatch.export.otel.TracingConfigError` naming a variable it cannot honour.
     """
     tracer, closers = tracing_from_env(environ, settings)
-    objectives = {route.name: settings.objectives(route) for route in settings.routes}
-    otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models, objectives)
-    sinks: list[Sink] = [PrometheusSink(metrics, objectives), LogSink()]
+    goodput = settings.goodput()
+    otlp, otlp_closers = otlp_metrics_from_env(environ, metrics.models, goodput)
+    sinks: list[Sink] = [PrometheusSink(metrics, goodput), LogSink()]
     if otlp is not None:
         sinks.insert(1, otlp)
     return Sinks(sinks=tuple(sinks), tracer=tracer), [*closers, *otlp_closers]

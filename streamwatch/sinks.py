@@ -87,6 +87,7 @@ class Exchange:
     server_port: int | None = None
     status: int | None = None
     failure_reason: str | None = None  # why the upstream was not reached (proxy/failures.py)
+    upstream_retried: bool = False  # sent again: a reused connection closed before answering
     side: Side = Side.CLIENT  # which side of the gateway the route watches (config)
 
 

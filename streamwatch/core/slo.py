@@ -4,11 +4,13 @@ Goodput as serving research defines it: a stream counts only if it completed and
 time-to-first-token and its time-per-output-token objective (and, if asked, never stalled). TPOT
 is (duration - TTFT) / (output tokens - 1), so it needs two output tokens; a stream with fewer is
 judged on the rest. One verdict per stream: ``met``, or the first objective missed, in this order.
+Which objectives judge a stream: its model's if the config names that model, else its route's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from streamwatch.core.record import Outcome, StreamRecord
@@ -33,6 +35,25 @@ class Objectives:
     def active(self) -> bool:
         """Whether any objective is set (else streams are not judged at all)."""
         return self.ttft_s is not None or self.tpot_s is not None or self.no_stall
+
+
+@dataclass(frozen=True, slots=True)
+class Goodput:
+    """The objectives of every route and of the models that have their own (``slo_models``)."""
+
+    routes: Mapping[str, Objectives]
+    models: Mapping[str, Objectives] = field(default_factory=dict)
+
+    def objectives(self, route: str, record: StreamRecord) -> Objectives | None:
+        """What ``record`` is judged by: the objectives of its response model, else of its
+        request model (an alias the provider answered under a dated name), else of its route;
+        ``None`` when none are set."""
+        for model in (record.response_model, record.request_model):
+            found = self.models.get(model) if model else None
+            if found is not None:
+                return found
+        found = self.routes.get(route)
+        return found if found is not None and found.active else None
 
 
 def verdict(record: StreamRecord, objectives: Objectives) -> str:

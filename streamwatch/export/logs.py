@@ -135,6 +135,8 @@ class _LogLine:
             "status": ex.status,
             "trace_id": self._trace_id,
         }
+        if ex.upstream_retried:
+            common["upstream_retried"] = True
         if record is not None:
             self._log.info(f"stream.{record.outcome.value}", **common, **stream_fields(record))
         elif error_kind is not None:

@@ -86,6 +86,8 @@ class RequestObservations(ABC):
     def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
         """The request ended: its status and upstream failure, then the stream's record."""
         ex = self.exchange
+        if ex.upstream_retried:
+            self.upstream_retried()
         if error_kind is not None:
             self.upstream_error(error_kind)
         api = record.api.value if record else (ex.api.value if ex.api else NON_LLM_API)
@@ -128,6 +130,10 @@ class RequestObservations(ABC):
 
     @abstractmethod
     def upstream_error(self, kind: str) -> None: ...
+
+    @abstractmethod
+    def upstream_retried(self) -> None:
+        """The request was sent again after a reused upstream connection closed unanswered."""
 
     @abstractmethod
     def request_finished(self, api: str, code: int) -> None: ...

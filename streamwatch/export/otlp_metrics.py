@@ -37,7 +37,7 @@ from streamwatch import metricspec as spec
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import Outcome, StreamRecord
-from streamwatch.core.slo import MET, Objectives, verdict
+from streamwatch.core.slo import MET, Goodput, verdict
 from streamwatch.export import semconv as sc
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
 from streamwatch.export.observations import RequestObservations
@@ -89,6 +89,7 @@ class _Instruments:
         self.output_events = counter(spec.OUTPUT_EVENTS)
         self.delivered = counter(spec.DELIVERED_OUTPUT_TOKENS)
         self.upstream_errors = counter(spec.UPSTREAM_ERRORS)
+        self.upstream_retries = counter(spec.UPSTREAM_RETRIES)
         self.analysis_errors = counter(spec.ANALYSIS_ERRORS)
         self.slo_met = counter(spec.SLO_MET)
         self.slo_missed = counter(spec.SLO_MISSED)
@@ -110,10 +111,10 @@ class _OtlpRequest(RequestObservations):
     __slots__ = (
         "_api",
         "_bound",
+        "_goodput",
         "_i",
         "_model_name",
         "_models",
-        "_objectives",
         "_outputs",
         "_route_api",
         "_stalled",
@@ -124,14 +125,14 @@ class _OtlpRequest(RequestObservations):
         self,
         instruments: _Instruments,
         models: ModelLabels,
-        objectives: Objectives | None,
+        goodput: Goodput | None,
         exchange: Exchange,
         trace_id: str | None,
     ) -> None:
         super().__init__(exchange, trace_id)
         self._i = instruments
         self._models = models
-        self._objectives = objectives
+        self._goodput = goodput
         self._stalled = False
         self._succeeded = False
         self._outputs = 0  # output events, added at the end: one SDK call per stream, not per event
@@ -215,6 +216,10 @@ class _OtlpRequest(RequestObservations):
         route, side = self.exchange.route, self.exchange.side
         self._i.upstream_errors.add(1, _attributes(route=route, side=side, kind=value))
 
+    def upstream_retried(self) -> None:
+        route, side = self.exchange.route, self.exchange.side
+        self._i.upstream_retries.add(1, _attributes(route=route, side=side))
+
     def request_finished(self, api: str, code: int) -> None:
         self._i.requests.add(
             1,
@@ -236,8 +241,10 @@ class _OtlpRequest(RequestObservations):
             self.model_answered(record.model)
         per_model, genai = self._model()
         self._i.streams.add(1, {**per_model, **_attributes(outcome=record.outcome.value)})
-        if self._objectives is not None:
-            judged = verdict(record, self._objectives)
+        goodput = self._goodput
+        objectives = None if goodput is None else goodput.objectives(self.exchange.route, record)
+        if objectives is not None:
+            judged = verdict(record, objectives)
             if judged == MET:
                 self._i.slo_met.add(1, per_model)
             else:
@@ -284,17 +291,16 @@ class _OtlpRequest(RequestObservations):
 class OtlpMetricsSink:
     """Records every request's observations on OpenTelemetry instruments."""
 
-    def __init__(
-        self, meter: Meter, models: ModelLabels, objectives: Mapping[str, Objectives]
-    ) -> None:
+    def __init__(self, meter: Meter, models: ModelLabels, goodput: Goodput | None) -> None:
         self._instruments = _Instruments(meter)
         self._models = models
-        self._objectives = {r: o for r, o in objectives.items() if o.active}
+        self._goodput = goodput
 
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
         """This request's hooks."""
-        objectives = self._objectives.get(exchange.route)
-        return _OtlpRequest(self._instruments, self._models, objectives, exchange, trace_id).hooks()
+        return _OtlpRequest(
+            self._instruments, self._models, self._goodput, exchange, trace_id
+        ).hooks()
 
 
 def _check(environ: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> None:
@@ -332,7 +338,7 @@ def metric_exporters(environ: Mapping[str, str]) -> list[MetricExporter]:
 
 
 def otlp_metrics_from_env(
-    environ: Mapping[str, str], models: ModelLabels, objectives: Mapping[str, Objectives]
+    environ: Mapping[str, str], models: ModelLabels, goodput: Goodput | None
 ) -> tuple[OtlpMetricsSink | None, list[Closer]]:
     """The OTLP metrics sink and its closer (a final export, off the event loop), or nothing.
 
@@ -350,7 +356,7 @@ def otlp_metrics_from_env(
         # Cumulative streams from two processes (pods, --workers) must not share an identity.
         resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
     provider = MeterProvider(metric_readers=readers, resource=resource, exemplar_filter=exemplars)
-    sink = OtlpMetricsSink(provider.get_meter("streamwatch", __version__), models, objectives)
+    sink = OtlpMetricsSink(provider.get_meter("streamwatch", __version__), models, goodput)
 
     async def shutdown() -> None:
         await asyncio.to_thread(provider.shutdown)

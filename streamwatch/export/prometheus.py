@@ -84,6 +84,7 @@ class Metrics:
         self.output_events = _counter(spec.OUTPUT_EVENTS, registry)
         self.delivered_output_tokens = _counter(spec.DELIVERED_OUTPUT_TOKENS, registry)
         self.upstream_errors = _counter(spec.UPSTREAM_ERRORS, registry)
+        self.upstream_retries = _counter(spec.UPSTREAM_RETRIES, registry)
         self.analysis_errors = _counter(spec.ANALYSIS_ERRORS, registry)
         self.connections_refused = _counter(spec.CONNECTIONS_REFUSED, registry)
         for reason in spec.CONNECTION_REFUSAL_REASONS:
@@ -107,6 +108,7 @@ class Metrics:
         """Pre-initialise a route's per-route series at zero so ``rate()`` sees them."""
         for kind in spec.UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(route, side, kind)
+        self.upstream_retries.labels(route, side)
         for api in Api:
             self.streams_active.labels(route, side, api.value)
             self.streams_stalled.labels(route, side, api.value)

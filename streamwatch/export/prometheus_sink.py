@@ -13,12 +13,10 @@ response has named its own model, so an alias or an invented request name takes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import StreamRecord
-from streamwatch.core.slo import Objectives, verdict
+from streamwatch.core.slo import Goodput, verdict
 from streamwatch.export.observations import RequestObservations
 from streamwatch.export.prometheus import Metrics, ModelChildren, RouteApiChildren, exemplar
 from streamwatch.sinks import Exchange, Hooks
@@ -27,10 +25,10 @@ from streamwatch.sinks import Exchange, Hooks
 class _PrometheusRequest(RequestObservations):
     __slots__ = (
         "_exemplar",
+        "_goodput",
         "_metrics",
         "_model",
         "_model_name",
-        "_objectives",
         "_route_api",
         "_stalled",
         "_succeeded",
@@ -41,13 +39,13 @@ class _PrometheusRequest(RequestObservations):
     def __init__(
         self,
         metrics: Metrics,
-        objectives: Objectives | None,
+        goodput: Goodput | None,
         exchange: Exchange,
         trace_id: str | None,
     ) -> None:
         super().__init__(exchange, trace_id)
         self._metrics = metrics
-        self._objectives = objectives
+        self._goodput = goodput
         self._exemplar = exemplar(trace_id)
         self._stalled = False
         self._succeeded = False
@@ -112,6 +110,9 @@ class _PrometheusRequest(RequestObservations):
     def upstream_error(self, kind: str) -> None:
         self._metrics.upstream_error(self.exchange.route, self.exchange.side, kind)
 
+    def upstream_retried(self) -> None:
+        self._metrics.upstream_retries.labels(self.exchange.route, self.exchange.side).inc()
+
     def request_finished(self, api: str, code: int) -> None:
         self._metrics.request_finished(self.exchange.route, self.exchange.side, api, code)
 
@@ -125,19 +126,19 @@ class _PrometheusRequest(RequestObservations):
         bound = self._bound()
         bound.record(record, self._exemplar)
         self._route_api.record(record, self._exemplar)
-        if self._objectives is not None:
-            self._metrics.goodput(bound, verdict(record, self._objectives))
+        goodput = self._goodput
+        objectives = None if goodput is None else goodput.objectives(self.exchange.route, record)
+        if objectives is not None:
+            self._metrics.goodput(bound, verdict(record, objectives))
 
 
 class PrometheusSink:
-    """Counts every request and measures every analyzed stream, live, for ``/metrics``; streams of
-    a route with goodput ``objectives`` are also judged against them."""
+    """Counts every request and measures every analyzed stream, live, for ``/metrics``; streams
+    with goodput objectives (their model's or their route's) are also judged against them."""
 
-    def __init__(
-        self, metrics: Metrics, objectives: Mapping[str, Objectives] | None = None
-    ) -> None:
+    def __init__(self, metrics: Metrics, goodput: Goodput | None = None) -> None:
         self.metrics = metrics
-        self._objectives = {r: o for r, o in (objectives or {}).items() if o.active}
+        self._goodput = goodput
 
     def connection_refused(self, reason: str) -> None:
         """A client connection refused before a request was read (``reason`` from the spec)."""
@@ -145,5 +146,4 @@ class PrometheusSink:
 
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
         """This request's hooks."""
-        objectives = self._objectives.get(exchange.route)
-        return _PrometheusRequest(self.metrics, objectives, exchange, trace_id).hooks()
+        return _PrometheusRequest(self.metrics, self._goodput, exchange, trace_id).hooks()

@@ -339,9 +339,13 @@ def overview(cfg: Config) -> Json:
     )
     lay.row("Upstream and self-health")
     lay.timeseries(
-        "Upstream errors",
-        "Requests that failed before upstream answered, by kind.",
-        targets(rate_by(spec.UPSTREAM_ERRORS, spec.ROUTE, spec.KIND)),
+        "Upstream errors and retries",
+        "Requests that failed before upstream answered, by kind; and requests sent again because "
+        "a reused keep-alive connection closed before answering (the upstream's idle timeout).",
+        targets(
+            rate_by(spec.UPSTREAM_ERRORS, spec.ROUTE, spec.KIND),
+            (rate_by(spec.UPSTREAM_RETRIES, spec.ROUTE)[0], "{{route}} retried"),
+        ),
         unit="reqps",
         w=12,
     )

@@ -4,9 +4,10 @@
 the ``upstream.failed`` log line adds the ``reason`` behind the kind, found by walking the
 exception's cause chain down to the operating system's error, so it does not depend on which HTTP
 client raised it: ``dns`` (the name does not resolve), ``refused`` (nothing listens there),
-``unreachable`` (no route), ``reset`` (closed during the handshake), ``certificate`` or ``tls``,
-``connect_timeout``, ``response_timeout`` (connected, no response headers in time), and
-``invalid_response``. Anything else is ``other``: a closed set, safe to aggregate on.
+``unreachable`` (no route), ``reset`` (reset during the handshake or before the response head),
+``closed`` (closed before the response head), ``certificate`` or ``tls``, ``connect_timeout``,
+``response_timeout`` (connected, no response headers in time), and ``invalid_response``. Anything
+else is ``other``: a closed set, safe to aggregate on.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def failure_reason(exc: BaseException, kind: str) -> str:
             return "refused"
         if isinstance(item, ConnectionResetError):
             return "reset"
+        if isinstance(item, BrokenPipeError):
+            return "closed"
         if isinstance(item, OSError) and item.errno in _UNREACHABLE:
             return "unreachable"
     if kind == "timeout":

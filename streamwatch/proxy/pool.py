@@ -6,7 +6,10 @@ body, the request body was sent whole, both sides allowed keep-alive and no byte
 response -- and an idle pooled connection that receives any byte (a late second response, a body
 after a 204, a 408 sent while idle) is closed at once, so no client can ever read another client's
 response. Idle connections are closed after :data:`IDLE_SECONDS`, below the 15-60 s keep-alive of
-common gateways, so a request rarely races the upstream closing its end.
+common gateways, so a request rarely races the upstream closing its end; one the upstream closes
+(FIN or RST) leaves the pool as the event loop reads that, and :meth:`Pool.take` polls a
+connection's socket before handing it out, so only a close still on the wire can race a request
+(the relay resends a replayable request that loses that race; docs/relay.md).
 """
 
 from __future__ import annotations
@@ -37,13 +40,15 @@ class Pool:
         self._idle: dict[Origin, list[UpstreamConnection]] = {}
 
     def take(self, origin: Origin) -> UpstreamConnection | None:
-        """An idle connection to ``origin`` that is still open, or None."""
+        """An idle connection to ``origin`` that is still open, or None; one found closing (a
+        FIN or a byte not yet read) is closed."""
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
+            conn.leave_pool()
             if conn.reusable_idle():
-                conn.leave_pool()
                 return conn
+            conn.abort()
         return None
 
     def put(self, origin: Origin, conn: UpstreamConnection) -> None:

@@ -15,6 +15,13 @@ as an incomplete chunked body (FIN without the last chunk), a short Content-Leng
 close-delimited body, a TCP RST -- never as a clean end. Nothing is added: no ``Server``, no
 ``Date``. A full client write buffer pauses reading from the upstream.
 
+Stale keep-alive connections: a request sent on a pooled connection that the upstream closes or
+resets before any response byte (its keep-alive timer fired as the request arrived) is sent once
+more on a new connection, when it may be (:meth:`Exchange._may_retry`): the request is replayable
+(RFC 9112 section 9.3.1: an idempotent method, or an ``Idempotency-Key``; any request with
+``--upstream-retry-non-idempotent``) and every byte sent so far is still held (at most
+:data:`REPLAY_LIMIT`, dropped at the first response byte).
+
 Per upstream read: take the arrival time, write to the client, then feed the tap. The end of an
 exchange (:meth:`Exchange._end`) is recorded exactly once, whatever ended it.
 """
@@ -51,6 +58,16 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the 
 _PENDING_LIMIT = 64 << 10  # body bytes held while the upstream connects; then the client waits
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUSES = (204, 304)
+#: Request bytes held, on a reused upstream connection only, until its first response byte, so a
+#: stale connection's request can be sent again. A request larger than this is not retried (as
+#: HAProxy retries only what its buffer still holds); the cap keeps finding 3's bounded memory.
+REPLAY_LIMIT = 64 << 10
+#: RFC 9110 section 9.2.2. A proxy must not retry anything else (RFC 9112 section 9.3.1), and
+#: nginx does not by default (``proxy_next_upstream`` without ``non_idempotent``).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: draft-ietf-httpapi-idempotency-key-header (Go's http.Transport also honours the X- form):
+#: the client says a repeat of this POST is safe.
+_IDEMPOTENCY_KEYS = (b"idempotency-key", b"x-idempotency-key")
 
 
 class Exchange:
@@ -70,6 +87,8 @@ class Exchange:
         self._connecting: asyncio.Task[None] | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._replay: list[bytes] | None = None  # bytes sent on a reused connection, if held
+        self._replay_bytes = 0
         self._facts = RequestFactsReader()
         self._captured: list[bytes] | None = [] if state.settings.capture_content else None
         self._body_bytes = 0
@@ -135,10 +154,19 @@ class Exchange:
         head = self._upstream_head(route)
         conn = self.state.pool.take(origin)
         if conn is not None:
+            self._replay = [] if self._replayable() else None
             self._attach(conn, head)
         else:
             self._pending.append(head)
             self._connecting = asyncio.get_running_loop().create_task(self._connect(origin))
+
+    def _replayable(self) -> bool:
+        """Whether the request may be sent twice (RFC 9112 section 9.3.1), or the operator said
+        any may (``--upstream-retry-non-idempotent``)."""
+        request = self.request
+        if request.method in _IDEMPOTENT or self.state.settings.upstream_retry_non_idempotent:
+            return True
+        return any(name.lower() in _IDEMPOTENCY_KEYS for name, _ in request.headers)
 
     def _content_length(self) -> int:
         for name, value in self.request.headers:
@@ -188,9 +216,20 @@ class Exchange:
     def _attach(self, conn: UpstreamConnection, data: bytes) -> None:
         self.upstream = conn
         conn.attach(self, head_only=self.request.method == "HEAD")
-        conn.write(data)
+        self._write_upstream(conn, data)
         if self._body_sent:
             self.read_ns = time.monotonic_ns()
+
+    def _write_upstream(self, conn: UpstreamConnection, data: bytes) -> None:
+        """Send ``data``, keeping a copy while the request may still have to be sent again."""
+        replay = self._replay
+        if replay is not None:
+            self._replay_bytes += len(data)
+            if self._replay_bytes > REPLAY_LIMIT:
+                self._replay = None  # streamed beyond what is held: never sent twice
+            else:
+                replay.append(data)
+        conn.write(data)
 
     # -- the request body --------------------------------------------------------------------------
 
@@ -226,7 +265,7 @@ class Exchange:
 
     def _send(self, data: bytes) -> None:
         if self.upstream is not None:
-            self.upstream.write(data)
+            self._write_upstream(self.upstream, data)
             return
         self._pending.append(data)
         self._pending_bytes += len(data)
@@ -250,6 +289,7 @@ class Exchange:
     def upstream_head(self, status: int, reason: bytes, headers: Headers) -> None:
         if self._ended:
             return
+        self._replay = None  # the upstream answered: this request is never sent again
         if status == 101:  # never asked for (Upgrade is not forwarded)
             self.upstream_failed("unexpected 101")
             return
@@ -345,17 +385,44 @@ class Exchange:
     def upstream_lost(self, exc: BaseException | None) -> None:
         if self._ended:
             return
-        self.upstream = None
+        conn, self.upstream = self.upstream, None
+        if self._may_retry(conn):
+            self._retry()
+            return
         if not self._head_sent:
             if isinstance(exc, ssl.SSLError):  # e.g. a TLS alert after the handshake
                 self._refuse(responses.UPSTREAM_TLS, "tls", failure_reason(exc, "tls"))
             else:
-                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", "invalid_response")
+                reason = "closed" if exc is None else failure_reason(exc, "protocol")
+                self._refuse(responses.UPSTREAM_PROTOCOL, "protocol", reason)
         elif self._close_delimited_in and exc is None:
             self._response_complete()  # the close is the end of this body
         else:
             self._abort_client()
             self._end(CloseCause.UPSTREAM_RESET)
+
+    def _may_retry(self, conn: UpstreamConnection | None) -> bool:
+        """A reused connection closed before any response byte, and all that was sent on it is
+        held: the keep-alive race (the upstream closed the idle connection as the request came),
+        so the request is sent once more on a new connection, as nginx and Envoy do."""
+        return (
+            self._replay is not None
+            and conn is not None
+            and not conn.responded
+            and not self._head_sent
+            and self._origin is not None
+        )
+
+    def _retry(self) -> None:
+        assert self._origin is not None  # noqa: S101 (_may_retry checked it)
+        assert self.telemetry is not None  # noqa: S101 (start() built it)
+        self._pending, self._pending_bytes = self._replay or [], self._replay_bytes
+        self._replay, self._replay_bytes = None, 0  # once: the new connection is not reused
+        self.telemetry.exchange.upstream_retried = True
+        log.info("upstream.retried", request_id=self.telemetry.exchange.request_id,
+                 reason="stale_connection", sent_bytes=self._pending_bytes)  # fmt: skip
+        self.read_ns = 0  # connecting: --connect-timeout applies, not upstream silence
+        self._connecting = asyncio.get_running_loop().create_task(self._connect(self._origin))
 
     def _abort_client(self) -> None:
         """The upstream failed mid-body: the client must be able to tell."""

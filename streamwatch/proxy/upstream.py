@@ -15,6 +15,7 @@ or more than :data:`MAX_FIELDS` fields is a protocol error (aiohttp's limits, ke
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -91,6 +92,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = False
         self._interim = False
         self._pieces: list[bytes] = []
+        self.responded = False  # a byte of this response arrived: the request is never resent
         self.complete = False  # llhttp saw the end of the response's framing
         self.extra = False  # a byte arrived after that end: never reuse
         self.keep_alive = False
@@ -153,7 +155,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._idle_timer = None
 
     def reusable_idle(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
+        """Still open, and nothing waits unread in its socket: a FIN or a stray byte that arrived
+        in this loop iteration, before the event loop ran this connection's read callback, so
+        only a close already on the wire can race the request sent on it."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
     def _idle_expired(self) -> None:
         self._idle_timer = None
@@ -173,6 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         listener = self.listener
+        self.responded = True
         if listener is None or self.complete:
             # Bytes on an idle connection (or after the response ended): a late response, a body
             # after a 204, a 408 sent while idle. Never let the next client read them.

@@ -52,6 +52,13 @@ BAD = {
         "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', slo: {ttft: 0}}\n",
         "routes[0].slo.ttft must be a positive number",
     ),
+    "model-slo": (
+        [],
+        {},
+        "slo_by_model:\n  gpt-4o: {tpot: -1}\n",
+        "slo_by_model.gpt-4o.tpot must be a positive number",
+    ),
+    "model-slo-empty": ([], {}, "slo_by_model:\n  gpt-4o: {}\n", "slo_by_model.gpt-4o sets no"),
     "route-api": (
         [],
         {},

@@ -467,8 +467,9 @@ class TestManyStreamsBehindLiteLLM:
     """Across many SDK streams through LiteLLM: no verdict wrong, no malformed frame counted."""
 
     async def test_no_misclassified_outcome(self, gateway: Gateway) -> None:
-        """``STREAMWATCH_LITELLM_STREAMS`` streams (200 by default; fewer for a quick local run)."""
-        streams = mix(int(os.environ.get("STREAMWATCH_LITELLM_STREAMS", "200")))
+        """``STREAMWATCH_LITELLM_STREAMS`` streams (64 by default: eight rounds of the eight
+        concurrent clients, every case many times; 200 or more for a deeper run)."""
+        streams = mix(int(os.environ.get("STREAMWATCH_LITELLM_STREAMS", "64")))
         before = await gateway.metrics()
         await run_many(gateway, streams, "many")
         await until(

@@ -277,7 +277,8 @@ class TestStreamSpans:
             response = await session.post(
                 stack.proxy + CHAT,
                 json=chat(),
-                headers={"x-sim-tokens": "50", "x-sim-gap-ms": "50"},
+                # 100 s of tokens: however late this (loaded) test closes, the stream is not over.
+                headers={"x-sim-tokens": "2000", "x-sim-gap-ms": "50"},
             )
             await response.content.readany()
             response.close()

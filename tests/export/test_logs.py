@@ -139,7 +139,7 @@ class TestStreamLine:
 
     async def test_client_abort(self, serving: ProxyProcess) -> None:
         """A client that leaves after the first output event gives ``stream.client_abort``."""
-        slow = {"x-sim-gap-ms": "200", "x-sim-tokens": "20"}
+        slow = {"x-sim-gap-ms": "200", "x-sim-tokens": "500"}  # 100 s: cannot end first
         line, status, _ = await send(serving, slow, stop_when=first_output)
         assert line["event"] == "stream.client_abort"
         assert_common(line, status)

@@ -15,7 +15,7 @@ from streamwatch import metricspec as spec
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
-from streamwatch.core.slo import Objectives
+from streamwatch.core.slo import Goodput, Objectives
 from streamwatch.export.prometheus import Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
 from tests.export.driven import Driven
@@ -62,7 +62,8 @@ def record(api: Api, model: str, outcome: Outcome, reason: str) -> StreamRecord:
 def saturate(metrics: Metrics) -> None:
     """Every label value the families can take, on 50 models x 2 APIs of one route with goodput
     objectives, through the sink's real hooks."""
-    sink = PrometheusSink(metrics, {ROUTE: Objectives(ttft_s=0.5, tpot_s=0.01, no_stall=True)})
+    objectives = Objectives(ttft_s=0.5, tpot_s=0.01, no_stall=True)
+    sink = PrometheusSink(metrics, Goodput({ROUTE: objectives}))
     for api in APIS:
         reasons = [*spec.FINISH_REASONS_BY_API[api.value], "something new"]
         for model in MODELS:

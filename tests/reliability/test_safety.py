@@ -43,6 +43,7 @@ from tests.reliability.harness.checks import (
 )
 from tests.reliability.harness.client import RawClient, Response, build_request, exchange
 from tests.reliability.harness.proxy import ProxyProcess, proxy_args
+from tests.reliability.harness.tlsfront import tls_front
 from tests.reliability.harness.upstream import (
     End,
     FakeUpstream,
@@ -892,15 +893,18 @@ class TestTlsUpstream:
     @contextlib.contextmanager
     def tls_upstream(
         self, ca: trustme.CA, *, client_ca: trustme.CA | None = None
-    ) -> Iterator[FakeUpstream]:
+    ) -> Iterator[tuple[FakeUpstream, str]]:
+        """H1 behind a TLS terminator that sends its alerts (asyncio's TLS server drops them), and
+        the terminator's https URL."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1").configure_cert(context)
         if client_ca is not None:
             client_ca.configure_trust(context)
             context.verify_mode = ssl.CERT_REQUIRED
-        server = FakeUpstream(tls=context).start()
+        server = FakeUpstream().start()
         try:
-            yield server
+            with tls_front(context, server.port) as front:
+                yield server, front.url
         finally:
             server.stop()
 
@@ -910,23 +914,18 @@ class TestTlsUpstream:
         ca.cert_pem.write_to_path(str(bundle))
         wrong = tmp_path / "wrong.pem"
         trustme.CA().cert_pem.write_to_path(str(wrong))
-        with self.tls_upstream(ca) as server:
+        with self.tls_upstream(ca) as (server, url):
             key = server.add(sse_scenario([EVENT, DONE]))
-            with serving(server.url, *proxy_args(**SAFETY, upstream_ca_bundle=bundle)) as proxy:
+            with serving(url, *proxy_args(**SAFETY, upstream_ca_bundle=bundle)) as proxy:
                 r = exchange(proxy.port, request_for(key, chat_body()), deadline=5)
                 assert_clean_end(r)
                 assert bytes(r.body) == EVENT + DONE
-            with serving(server.url, *proxy_args(**SAFETY, upstream_ca_bundle=wrong)) as proxy:
+            with serving(url, *proxy_args(**SAFETY, upstream_ca_bundle=wrong)) as proxy:
                 r = exchange(proxy.port, request_for(key, chat_body()), deadline=5)
                 assert r.status == 502, r.status
                 assert proxy.total(UPSTREAM_ERRORS_TOTAL, kind="tls") == 1
                 assert len(server.requests_for(key)) == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="issue 10 finding 6: a client certificate the upstream rejects (a TLS 1.3 alert "
-        "after the handshake) is counted kind=protocol, not tls",
-    )
     def test_client_certificate(self, ca: trustme.CA, tmp_path: Path) -> None:
         """An upstream requiring a client certificate accepts the one from --upstream-client-cert."""
         client_ca = trustme.CA()
@@ -935,7 +934,7 @@ class TestTlsUpstream:
         cert.cert_chain_pems[0].write_to_path(str(cert_file))
         cert.private_key_pem.write_to_path(str(key_file))
         ca.cert_pem.write_to_path(str(bundle))
-        with self.tls_upstream(ca, client_ca=client_ca) as server:
+        with self.tls_upstream(ca, client_ca=client_ca) as (server, url):
             key = server.add(sse_scenario([EVENT, DONE]))
             options = {
                 **SAFETY,
@@ -943,14 +942,15 @@ class TestTlsUpstream:
                 "upstream_client_cert": cert_file,
                 "upstream_client_key": key_file,
             }
-            with serving(server.url, *proxy_args(**options)) as proxy:
+            with serving(url, *proxy_args(**options)) as proxy:
                 r = exchange(proxy.port, request_for(key, chat_body()), deadline=5)
                 assert_clean_end(r)
             without = {**SAFETY, "upstream_ca_bundle": bundle}
-            with serving(server.url, *proxy_args(**without)) as proxy:
+            with serving(url, *proxy_args(**without)) as proxy:
                 r = exchange(proxy.port, request_for(key, chat_body()), deadline=5)
                 assert r.status == 502, r.status
                 assert proxy.total(UPSTREAM_ERRORS_TOTAL, kind="tls") == 1
+                assert len(server.requests_for(key)) == 1, "rejected request reached upstream"
 
 
 class TestCancelledUpload:

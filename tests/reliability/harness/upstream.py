@@ -96,7 +96,17 @@ class Gate:
     within: float = 30.0
 
 
-Step = Headers | Send | Loop | Sleep | Raw | End | Rst | HalfClose | Hang | Gate
+@dataclass(frozen=True)
+class Stale:
+    """On a reused connection (a request after its first), write ``prefix`` and close it, with a
+    FIN or (``rst``) an RST, without answering: an upstream whose keep-alive timer fired as the
+    request arrived. On a connection's first request it does nothing."""
+
+    rst: bool = False
+    prefix: bytes = b""
+
+
+Step = Headers | Send | Loop | Sleep | Raw | End | Rst | HalfClose | Hang | Gate | Stale
 
 
 @dataclass(frozen=True)
@@ -395,9 +405,17 @@ class FakeUpstream:
                         return False
                     return True
                 case Rst():
-                    sock = writer.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    writer.transport.abort()
+                    _reset(writer)
+                    return False
+                case Stale(rst=rst, prefix=prefix):
+                    if request is conn.requests[0]:
+                        continue
+                    if prefix:
+                        await self._write(writer, conn, prefix, request)
+                    if rst:
+                        _reset(writer)
+                    else:
+                        writer.close()
                     return False
                 case HalfClose():
                     writer.write_eof()
@@ -407,6 +425,13 @@ class FakeUpstream:
                     await closed.wait()
                     return False
         return True
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with an RST (SO_LINGER 0)."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 _REASONS = {
