@@ -151,9 +151,11 @@ def start_printing_port(
 def start_streamwatch(
     upstream: str,
     tmp: Path,
+    *,
     workers: int = 1,
     env: dict[str, str] | None = None,
     gc_dir: Path | None = None,
+    name: str | None = None,
 ) -> Target:
     port, admin = _free_port(), _free_port()
     log = tmp / f"streamwatch-{port}.log"
@@ -178,7 +180,7 @@ def start_streamwatch(
     deadline = time.monotonic() + 20
     while workers > 1 and b'"workers":' not in log.read_bytes() and time.monotonic() < deadline:
         time.sleep(0.05)  # the parent logs streamwatch.started once every worker listens
-    name = "streamwatch" if workers == 1 else f"streamwatch x{workers}"
+    name = name or ("streamwatch" if workers == 1 else f"streamwatch x{workers}")
     return Target(name, port, proc, log, gc_file=gc_file)
 
 
@@ -491,6 +493,11 @@ def processes(args: argparse.Namespace) -> Iterator[tuple[Target, list[Target]]]
                     print("nginx not installed: skipped", file=sys.stderr)
                     continue
                 target = found
+            elif name.startswith("streamwatch@"):  # another checkout (a branch, a compiled build)
+                checkout = name.split("@", 1)[1]
+                target = start_streamwatch(
+                    url, tmp, env={"PYTHONPATH": checkout}, gc_dir=gc_dir, name=name
+                )
             elif name.startswith("streamwatch-workers"):
                 target = start_streamwatch(url, tmp, workers=int(name.rsplit("-", 1)[1]))
             else:

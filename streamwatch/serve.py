@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 
 from streamwatch import __version__
 from streamwatch.config import ListenError, Settings
@@ -94,16 +94,21 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _watchdog(proxy: ProxyState, interval: float, lag: Histogram) -> None:
+async def _watchdog(proxy: ProxyState, interval: float, metrics: Metrics) -> None:
     """Live stall detection: poll every open stream so stalls are counted while they hang; end
     relays whose upstream went silent (``upstream_idle_timeout``) or whose client stopped reading
     (``downstream_write_timeout``). How late each tick wakes is the event loop's lag: time it spent
-    on something else while every stream waited."""
+    on something else while every stream waited.
+
+    Each tick also sets the open client connections gauge: a value set (not a function read at
+    scrape time) is what ``--workers``' multiprocess files hold, so the parent sums every worker's.
+    """
     while True:
         due = time.monotonic_ns() + int(interval * 1e9)
         await asyncio.sleep(interval)
         now = time.monotonic_ns()
-        lag.observe(max(0, now - due) / 1e9)
+        metrics.event_loop_lag.observe(max(0, now - due) / 1e9)
+        metrics.client_connections.set(len(proxy.connections))
         for stream in tuple(proxy.streams.values()):
             stream.tap.poll(now)
         proxy.expire(now)
@@ -194,8 +199,6 @@ async def start(
     sinks, closers = build_sinks(settings, environ or {}, metrics)
     proxy = ProxyState(settings, sinks)
     _raise_fd_limit()
-    # Read at scrape time (single process; under --workers each worker's count is not summed).
-    metrics.client_connections.set_function(lambda: len(proxy.connections))
     readiness = Readiness()
     admin_runner = web.AppRunner(_admin_app(proxy, registry, readiness), access_log=None)
     host, port = settings.listen
@@ -224,7 +227,7 @@ async def start(
         raise
     listener.start()
     watchdog = asyncio.get_running_loop().create_task(
-        _watchdog(proxy, settings.watchdog_interval, metrics.event_loop_lag),
+        _watchdog(proxy, settings.watchdog_interval, metrics),
         name="streamwatch-watchdog",
     )
     running = Running(

@@ -15,9 +15,11 @@ leaving out the hooks it does not need. The hooks fire in this order:
 2. ``response(status, api)``: the upstream's response headers arrived. A forwarded request gets
    either this hook or an upstream failure (``finish`` with ``error_kind``), never both; a client
    that leaves before the headers arrive gets neither.
-3. ``event(event)``: zero or more, in order, only after ``response`` with an ``api`` (an analyzed
-   event stream), as soon as the analyzer produced them; then at most one :class:`AnalysisStopped`
-   if the analyzer raised, after which no event follows.
+3. ``events(events)``: zero or more calls, each with the non-empty batch of events one upstream
+   read produced, in order, only after ``response`` with an ``api`` (an analyzed event stream), as
+   soon as the analyzer produced them; then at most one :class:`AnalysisStopped` if the analyzer
+   raised, after which no event follows. One call per read, not per event, so a metrics sink can
+   record a read's output events with one update per instrument.
 4. ``finish(record, error_kind)``: exactly once and always last, for every request, also refused
    ones (then it is the only hook), client aborts, upstream failures and shutdown. ``record`` is
    set for analyzed streams, ``error_kind`` when the upstream failed before answering; never both.
@@ -57,11 +59,11 @@ class AnalysisStopped:
 
 
 SinkEvent = StreamEvent | AnalysisStopped
-"""What the ``event`` hook receives: the analyzer's events, and the tap's note that it stopped."""
+"""What the ``events`` hook receives: the analyzer's events, and the tap's note that it stopped."""
 
 UpstreamRequestHook = Callable[[CIMultiDict[str]], None]
 ResponseHook = Callable[[int, Api | None], None]
-EventHook = Callable[[SinkEvent], None]
+EventsHook = Callable[[Sequence[SinkEvent]], None]
 FinishHook = Callable[[StreamRecord | None, str | None], None]
 
 
@@ -98,8 +100,11 @@ class Hooks:
 
     upstream_request: UpstreamRequestHook | None = None
     response: ResponseHook | None = None
-    event: EventHook | None = None
+    events: EventsHook | None = None
     finish: FinishHook | None = None
+    outputs: bool = True
+    """False: ``events`` ignores ``OutputReceived``, the one event per output delta; when no sink
+    wants them the analyzer does not build them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +183,14 @@ class Sinks:
 
 class Fanout:
     """One request's hooks, called in sink order and guarded: a sink whose hook raises is dropped
-    for the rest of this request and logged. Only sinks with an ``event`` hook are in the
-    per-event fan-out, which runs for every output event."""
+    for the rest of this request and logged. Only sinks with an ``events`` hook are in the
+    per-read fan-out, which runs for every analyzed read."""
 
     __slots__ = ("_hooks", "_listening")
 
     def __init__(self, hooks: Sequence[tuple[str, Hooks]]) -> None:
         self._hooks = tuple(hooks)
-        self._listening = tuple((h, h.event) for _, h in self._hooks if h.event is not None)
+        self._listening = tuple((h, h.events) for _, h in self._hooks if h.events is not None)
 
     def _drop(self, hooks: Hooks, stage: str) -> None:
         name = next(n for n, h in self._hooks if h is hooks)
@@ -209,11 +214,16 @@ class Fanout:
                 except Exception:
                     self._drop(hooks, "response")
 
+    @property
+    def wants_outputs(self) -> bool:
+        """Whether a sink takes ``OutputReceived`` events (if none, the analyzer builds none)."""
+        return any(h.outputs for h, _ in self._listening)
+
     def emit(self, events: Sequence[SinkEvent]) -> None:
-        for hooks, on_event in self._listening:
+        """One read's events (non-empty), to every listening sink in one call each."""
+        for hooks, on_events in self._listening:
             try:
-                for event in events:
-                    on_event(event)
+                on_events(events)
             except Exception:
                 self._drop(hooks, "event")
 

@@ -11,7 +11,9 @@ Metrics use prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``)
 counters, histograms and gauges live in memory-mapped files and the parent's ``/metrics`` sums them
 with ``MultiProcessCollector``. Chosen over scraping and merging the workers' expositions because
 the library already defines the merge for every metric type (gauges by ``multiprocess_mode``) and
-it keeps working while a worker is busy; the cost is no exemplars with several workers.
+it keeps working while a worker is busy; the cost is no exemplars with several workers. The
+process collector has no multiprocess mode, so :class:`ProcessTree` reads every worker's
+``/proc`` entry from the parent and sums them with the parent's own.
 
 The metric files live in a directory created under ``--metrics-dir`` (default: the system temporary
 directory); under a read-only root filesystem that must be a writable mount (tmpfs, emptyDir), and
@@ -33,16 +35,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, ListenError, Settings
@@ -93,11 +98,53 @@ async def _worker_streams(session: aiohttp.ClientSession, pid: int, port: int) -
     return listing
 
 
+class ProcessTree(Collector):
+    """prometheus-client's ``process_*`` families for the parent and its workers together: CPU
+    seconds, resident and virtual memory and open descriptors summed over the live processes;
+    start time and the descriptor limit are the parent's. The same series as one process, so the
+    dashboards' self-metrics row reads a ``--workers`` instance whole."""
+
+    _SUMMED = frozenset(
+        {
+            "process_cpu_seconds",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+        }
+    )
+
+    def __init__(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        self._parent = ProcessCollector(registry=None)
+        self._workers = [
+            (proc, ProcessCollector(pid=partial(int, proc.pid), registry=None)) for proc in procs
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        totals: dict[str, float] = {}
+        for proc, collector in self._workers:
+            if proc.poll() is None:  # a worker gone between poll and read yields nothing
+                for family in collector.collect():
+                    if family.name in self._SUMMED:
+                        totals[family.name] = totals.get(family.name, 0.0) + sum(
+                            s.value for s in family.samples
+                        )
+        for family in self._parent.collect():
+            extra = totals.get(family.name)
+            if extra is None:
+                yield family
+                continue
+            summed = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                summed.add_sample(sample.name, sample.labels, sample.value + extra)
+            yield summed
+
+
 def _admin_app(
     procs: Sequence[subprocess.Popen[bytes]], directory: str, leaving: asyncio.Event
 ) -> web.Application:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # untyped upstream
+    registry.register(ProcessTree(procs))
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")

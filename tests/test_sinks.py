@@ -3,6 +3,7 @@ a sink that raises is dropped for that request alone."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -11,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from streamwatch.core.api import Api
 from streamwatch.core.events import OutputReceived, StreamEvent
 from streamwatch.core.record import StreamRecord
-from streamwatch.sinks import Exchange, Hooks, Sinks, Trace
+from streamwatch.sinks import Exchange, Fanout, Hooks, Sinks, Trace
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -57,10 +58,11 @@ class Recording:
         def response(status: int, api: Api | None) -> None:
             self._record("response", status)
 
-        def event(event: StreamEvent) -> None:
-            self._record("event", event)
+        def events(events: Sequence[StreamEvent]) -> None:
+            for event in events:
+                self._record("event", event)
 
-        return Hooks(upstream_request, response, event, finish)
+        return Hooks(upstream_request, response, events, finish)
 
     def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
         self.trace_ids.append(trace_id)
@@ -121,6 +123,22 @@ class TestHooks:
         sink = Recording(finish_only=True)
         _run(Sinks(sinks=(sink,)))
         assert sink.calls == [("finish", None)]
+
+
+class TestWantsOutputs:
+    """The analyzer is asked for per-output events only when a sink that listens wants them."""
+
+    @pytest.mark.parametrize(
+        ("hooks", "wanted"),
+        [
+            ((Hooks(finish=lambda r, e: None),), False),
+            ((Hooks(events=lambda e: None, outputs=False),), False),
+            ((Hooks(events=lambda e: None, outputs=False), Hooks(events=lambda e: None)), True),
+        ],
+    )
+    def test_wanted_only_by_a_listening_sink(self, hooks: tuple[Hooks, ...], wanted: bool) -> None:
+        """A finish-only sink or one that ignores outputs does not want them."""
+        assert Fanout([(str(i), h) for i, h in enumerate(hooks)]).wants_outputs is wanted
 
 
 class TestFaultIsolation:

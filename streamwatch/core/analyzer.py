@@ -90,6 +90,7 @@ class StreamAnalyzer:
         "_note",
         "_oversize",
         "_reading",
+        "_report_outputs",
         "_stall_phase",
         "_stall_since",
         "_stalls",
@@ -114,11 +115,15 @@ class StreamAnalyzer:
         request_model: str | None = None,
         config: AnalyzerConfig | None = None,
         announced: tuple[tuple[str, int], ...] = (),
+        report_outputs: bool = True,
     ) -> None:
         """``announced``: durations the response headers announced (:mod:`.announced`), kept in
-        the record beside those the stream's own frames report."""
+        the record beside those the stream's own frames report. ``report_outputs=False``: no
+        :class:`OutputReceived` per output event (nobody listens; the first output still gives
+        :class:`FirstTokenReceived`, and the record counts them all)."""
         self._config = config or AnalyzerConfig()
         self._announced = announced
+        self._report_outputs = report_outputs
         form = FORMATS[api]
         self._decoder = form.decoder(self._config.max_event_bytes)
         self._frame_type = FRAME_TYPE[form.framing]
@@ -300,12 +305,14 @@ class StreamAnalyzer:
             self.t_first_output_ns = at_ns
             self._first_output_index = index
             events.append(FirstTokenReceived(at_ns, at_ns - self.t_request_ns, self.model))
-            events.append(OutputReceived(at_ns, None))
+            if self._report_outputs:
+                events.append(OutputReceived(at_ns, None))
             return
         gap = at_ns - last
         if self.max_gap_ns is None or gap > self.max_gap_ns:
             self.max_gap_ns = gap
-        events.append(OutputReceived(at_ns, gap))
+        if self._report_outputs:
+            events.append(OutputReceived(at_ns, gap))
 
     # -- closing -------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """Which stream event becomes which metric observation, written once for every metrics exporter.
 
 A metrics sink's per-request hooks are a subclass of :class:`RequestObservations`: this class
-turns the port's hooks (``response``, ``event``, ``finish``) into observations in seconds, and the
-subclass records each on its own instruments (prometheus-client children, OpenTelemetry
-instruments). So Prometheus and OTLP count the same streams from the same events, the same way:
+turns the port's hooks (``response``, ``events``, ``finish``) into observations in seconds (output
+gaps in integer nanoseconds, a batch per read), and the subclass records each on its own
+instruments (prometheus-client children, OpenTelemetry instruments). So Prometheus and OTLP count
+the same streams from the same events, the same way:
 
 * **live**, while the stream is open, so dashboards do not wait for it to end: TTFB, TTFT (and the
-  model that answered), every gap between output events, error frames, stall starts and ends,
+  model that answered), every output event and the gap before it (one batch per upstream read, so
+  an instrument is updated once per read, not once per event), error frames, stall starts and ends,
   malformed and oversize frames, an analyzer fault;
 * **at the end**, from the record: outcome, finish reasons, reported usage, tokens/s, duration,
   plus the request's status code and any upstream failure. Nothing counted live is counted again.
@@ -15,6 +17,7 @@ instruments). So Prometheus and OTLP count the same streams from the same events
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from streamwatch.core.api import Api
 from streamwatch.core.events import (
@@ -45,7 +48,7 @@ class RequestObservations(ABC):
 
     def hooks(self) -> Hooks:
         """The port's hooks bound to this request."""
-        return Hooks(response=self.response, event=self.event, finish=self.finish)
+        return Hooks(response=self.response, events=self.events, finish=self.finish)
 
     # -- the port's hooks ------------------------------------------------------------------------
 
@@ -55,13 +58,28 @@ class RequestObservations(ABC):
             self.streaming = True
             self.stream_opened(api.value, self.exchange.request_model)
 
-    def event(self, event: SinkEvent) -> None:
-        """A live analyzer event, in order."""
+    def events(self, events: Sequence[SinkEvent]) -> None:
+        """One read's live analyzer events, in order; its run of output events is recorded as one
+        batch, flushed before any other event so observations keep the events' order."""
         if not self.streaming:
             return
+        outputs = 0
+        gaps: list[int] = []
+        for event in events:
+            if type(event) is OutputReceived:
+                outputs += 1
+                if event.gap_ns is not None:
+                    gaps.append(event.gap_ns)
+                continue
+            if outputs:
+                self.outputs(outputs, gaps)
+                outputs, gaps = 0, []
+            self._event(event)
+        if outputs:
+            self.outputs(outputs, gaps)
+
+    def _event(self, event: SinkEvent) -> None:
         match event:
-            case OutputReceived(gap_ns=gap):
-                self.output(None if gap is None else gap / 1e9)
             case FirstTokenReceived(ttft_ns=ttft, model=model):
                 if model and model != self.exchange.request_model:
                     self.model_answered(model)  # count the stream under the model that answered
@@ -113,8 +131,9 @@ class RequestObservations(ABC):
     def first_token(self, seconds: float) -> None: ...
 
     @abstractmethod
-    def output(self, gap_s: float | None) -> None:
-        """An output event; ``gap_s`` is the time since the previous one (None for the first)."""
+    def outputs(self, count: int, gaps_ns: Sequence[int]) -> None:
+        """``count`` consecutive output events of one read, and the gaps (ns) before those that had
+        a previous one (all but a stream's first)."""
 
     @abstractmethod
     def error_frame(self, error_type: str) -> None: ...

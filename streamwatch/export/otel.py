@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -284,9 +284,14 @@ class _SpanWatcher:
                 continue
             headers[key] = value
 
-    def event(self, event: SinkEvent) -> None:
-        if type(event) is OutputReceived or not self._recording:
-            return  # the per-chunk event: nothing to do, and cheaply so
+    def events(self, events: Sequence[SinkEvent]) -> None:
+        if not self._recording:
+            return
+        for event in events:
+            if type(event) is not OutputReceived:  # the per-chunk event: nothing to do
+                self._event(event)
+
+    def _event(self, event: SinkEvent) -> None:
         span = self._span
         match event:
             case FirstTokenReceived(at_ns=at, ttft_ns=ttft):
@@ -390,8 +395,9 @@ class TracingSink:
         hooks = Hooks(
             upstream_request=span.upstream_request,
             response=span.request_facts,
-            event=span.event,
+            events=span.events,
             finish=span.finish,
+            outputs=False,
         )
         return Trace(hooks, span.trace_id)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
@@ -183,12 +183,13 @@ class _OtlpRequest(RequestObservations):
         if genai is not None:
             self._i.ttft.record(seconds, genai)
 
-    def output(self, gap_s: float | None) -> None:
-        self._outputs += 1
-        if gap_s is not None:
+    def outputs(self, count: int, gaps_ns: Sequence[int]) -> None:
+        self._outputs += count
+        if gaps_ns:
             genai = (self._bound or self._model())[1]
             if genai is not None:
-                self._i.gap.record(gap_s, genai)
+                for gap in gaps_ns:
+                    self._i.gap.record(gap / 1e9, genai)
 
     def error_frame(self, error_type: str) -> None:
         attrs = {

@@ -10,7 +10,9 @@ The per-request side is :mod:`streamwatch.export.prometheus_sink`.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -170,6 +172,7 @@ class RouteApiChildren:
         "active",
         "analysis",
         "api",
+        "count_outputs",
         "delivered",
         "duration",
         "error_frames",
@@ -191,6 +194,9 @@ class RouteApiChildren:
         self.ttfb = metrics.ttfb.labels(*labels)
         self.duration = metrics.duration.labels(*labels)
         self.output_events = metrics.output_events.labels(*labels)
+        # Once per read: the child's value itself, past the per-call checks of ``Counter.inc``
+        # (observable, non-negative, exemplar) that a count of output events never needs.
+        self.count_outputs = self.output_events._value.inc
         self.active = metrics.streams_active.labels(*labels)
         self.stalled = metrics.streams_stalled.labels(*labels)
         self.stalls = {p: metrics.stalls.labels(*labels, p) for p in spec.STALL_PHASES}
@@ -252,17 +258,67 @@ class RouteApiChildren:
         child.inc()
 
 
+@cache
+def _bounds_ns(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    """Each bucket bound as the largest whole number of nanoseconds ``n`` with ``n / 1e9 <= bound``,
+    so ``ns <= n`` decides exactly as ``observe(ns / 1e9)`` compares ``ns / 1e9 <= bound``."""
+    out: list[float] = []
+    for bound in bounds:
+        if math.isinf(bound):
+            out.append(bound)
+            continue
+        n = math.floor(bound * 1e9)
+        while (n + 1) / 1e9 <= bound:
+            n += 1
+        while n / 1e9 > bound:
+            n -= 1
+        out.append(n)
+    return tuple(out)
+
+
+class BatchedHistogram:
+    """Observes a batch of durations in integer nanoseconds on one histogram child with one update
+    per bucket touched and one for the sum: prometheus-client's ``observe`` takes two locks and
+    scans the bounds in Python per value. Buckets and count are those of observing each value in
+    seconds; the sum adds the batch's exact total once. No exemplars (use ``observe`` for those).
+    """
+
+    __slots__ = ("_bounds_ns", "_buckets", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        # prometheus-client's per-child values (0.26): the bucket counters, the sum and the bounds.
+        self._buckets = child._buckets
+        self._sum = child._sum
+        self._bounds_ns = _bounds_ns(tuple(child._upper_bounds))
+
+    def observe_ns(self, values_ns: Sequence[int]) -> None:
+        bounds, buckets = self._bounds_ns, self._buckets
+        if len(values_ns) == 1:  # the usual read: one output event
+            value = values_ns[0]
+            buckets[bisect_left(bounds, value)].inc(1)
+            self._sum.inc(value / 1e9)
+            return
+        counts: dict[int, int] = {}
+        for value in values_ns:
+            index = bisect_left(bounds, value)
+            counts[index] = counts.get(index, 0) + 1
+        for index, count in counts.items():
+            buckets[index].inc(count)
+        self._sum.inc(sum(values_ns) / 1e9)
+
+
 class ModelChildren:
     """Label children of one (route, side, api, model), so hot-path observations skip
     ``labels()``."""
 
-    __slots__ = ("api", "gap", "model", "outcomes", "route", "side", "tps", "ttft")
+    __slots__ = ("api", "gap", "gaps", "model", "outcomes", "route", "side", "tps", "ttft")
 
     def __init__(self, metrics: Metrics, route: str, side: str, api: str, model: str) -> None:
         labels = (route, side, api, model)
         self.route, self.side, self.api, self.model = labels
         self.ttft = metrics.ttft.labels(*labels)
         self.gap = metrics.gap.labels(*labels)
+        self.gaps = BatchedHistogram(self.gap)
         self.tps = metrics.tokens_per_second.labels(*labels)
         # Every outcome at zero with a combination's first stream, so rate(...{outcome="truncated"})
         # is 0, not absent.

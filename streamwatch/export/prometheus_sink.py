@@ -13,6 +13,8 @@ response has named its own model, so an alias or an invented request name takes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import StreamRecord
@@ -85,10 +87,15 @@ class _PrometheusRequest(RequestObservations):
     def first_token(self, seconds: float) -> None:
         self._bound().ttft.observe(seconds, self._exemplar)
 
-    def output(self, gap_s: float | None) -> None:
-        self._route_api.output_events.inc()
-        if gap_s is not None:
-            (self._model or self._bound()).gap.observe(gap_s, self._exemplar)
+    def outputs(self, count: int, gaps_ns: Sequence[int]) -> None:
+        self._route_api.count_outputs(count)
+        if gaps_ns:
+            children = self._model or self._bound()
+            if self._exemplar is None:
+                children.gaps.observe_ns(gaps_ns)
+            else:  # a sampled trace: each observation may become its bucket's exemplar
+                for gap in gaps_ns:
+                    children.gap.observe(gap / 1e9, self._exemplar)
 
     def error_frame(self, error_type: str) -> None:
         self._route_api.error_frame(error_type)

@@ -5,11 +5,11 @@ after a response whose framing ended cleanly -- llhttp saw the end of a Content-
 body, the request body was sent whole, both sides allowed keep-alive and no byte followed the
 response -- and an idle pooled connection that receives any byte (a late second response, a body
 after a 204, a 408 sent while idle) is closed at once, so no client can ever read another client's
-response. Idle connections are closed after :data:`IDLE_SECONDS`, below the 15-60 s keep-alive of
-common gateways, so a request rarely races the upstream closing its end; one the upstream closes
-(FIN or RST) leaves the pool as the event loop reads that, and :meth:`Pool.take` polls a
-connection's socket before handing it out, so only a close still on the wire can race a request
-(the relay resends a replayable request that loses that race; docs/relay.md).
+response. Idle connections are closed after :data:`IDLE_SECONDS`, below the 15-75 s keep-alive of
+most gateways (not uvicorn's 5 s), so a request rarely races the upstream closing its end; one the
+upstream closes (FIN or RST) leaves the pool as the event loop reads that, and :meth:`Pool.take`
+polls a connection's socket before handing it out, so only a close still on the wire can race a
+request (the relay resends a replayable request that loses that race; docs/relay.md).
 """
 
 from __future__ import annotations

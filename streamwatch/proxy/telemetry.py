@@ -141,6 +141,7 @@ class Telemetry:
                     exchange.t_request_ns,
                     request_model=exchange.request_model,
                     config=config,
+                    report_outputs=self.watchers.wants_outputs,
                     announced=header_timings(headers),
                 )
             except Exception:  # called from the upstream parser: raising would cut the stream

@@ -133,6 +133,26 @@ class TestGaps:
         assert of_type(events, OutputReceived) == [OutputReceived(at(4), 3 * S)]
 
 
+class TestUnreportedOutputs:
+    """With ``report_outputs=False`` no per-output event is built; every other event and the
+    record are as with it on."""
+
+    def test_same_record_and_other_events_without_output_events(self) -> None:
+        """Only the OutputReceived events differ between the two analyzers."""
+        reads = [(0.3, ROLE + chat("a")), (0.5, chat("b") + chat("c")), (12.0, chat("d") + DONE)]
+        runs = []
+        for report in (True, False):
+            a = StreamAnalyzer(Api.OPENAI_CHAT, T0, request_model="m", report_outputs=report)
+            events = [e for s, chunk in reads for e in a.feed(chunk, at(s))]
+            closing, record = a.close(at(13), CloseCause.UPSTREAM_EOF)
+            runs.append((events + closing, record))
+        (on, on_record), (off, off_record) = runs
+        assert len(of_type(on, OutputReceived)) == 4
+        assert off == [e for e in on if not isinstance(e, OutputReceived)]
+        assert of_type(off, StallStarted)  # the 11.5 s silence is still a stall
+        assert off_record == on_record
+
+
 class TestTokensPerSecond:
     """Decode rate is (tokens - 1) / (t_last - t_first), tokens reported when present, else estimated."""
 

@@ -64,8 +64,8 @@ class Driven:
         hooks.response(status, api)
 
     def _event(self, event: object) -> None:
-        assert self.hooks.event is not None
-        self.hooks.event(event)  # type: ignore[arg-type]
+        assert self.hooks.events is not None
+        self.hooks.events((event,))  # type: ignore[arg-type]
 
     def first_byte(self, seconds: float) -> None:
         self._event(FirstByteReceived(at_ns=s_to_ns(seconds), ttfb_ns=s_to_ns(seconds)))
@@ -76,6 +76,13 @@ class Driven:
 
     def output(self, gap_s: float | None) -> None:
         self._event(OutputReceived(at_ns=0, gap_ns=None if gap_s is None else s_to_ns(gap_s)))
+
+    def read(self, *gaps_s: float | None) -> None:
+        """One upstream read carrying several output events: one ``events`` call for all."""
+        assert self.hooks.events is not None
+        self.hooks.events(
+            tuple(OutputReceived(at_ns=0, gap_ns=None if g is None else s_to_ns(g)) for g in gaps_s)
+        )
 
     def error_frame(self, error_type: str) -> None:
         self._event(ErrorFrameReceived(at_ns=0, event_index=1, error_type=error_type, message=""))

@@ -297,9 +297,9 @@ class TestSpanLifecycle:
         exchange = _exchange(t_request_ns=t_request)
         traced = TracingSink(provider.get_tracer("t")).trace(exchange)
         hooks = traced.hooks
-        assert hooks.event is not None
+        assert hooks.events is not None
         assert hooks.finish is not None
-        hooks.event(OutputReceived(t_request, None))
+        hooks.events((OutputReceived(t_request, None),))
         exchange.status = 200
         hooks.finish(None, None)
         (span,) = exporter.get_finished_spans()

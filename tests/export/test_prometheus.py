@@ -9,7 +9,7 @@ import string
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from streamwatch import metricspec as spec
@@ -17,7 +17,7 @@ from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
 from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
-from streamwatch.export.prometheus import Metrics
+from streamwatch.export.prometheus import BatchedHistogram, Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.metricspec import ERROR_TYPES
 from tests.export.driven import Driven
@@ -192,6 +192,23 @@ class TestLiveObservations:
         assert value(registry, "streamwatch_inter_chunk_gap_seconds_sum", **LABELS) == 0.03
         assert value(registry, spec.OUTPUT_EVENTS.name, **ROUTE_API) == 3
 
+    def test_outputs_of_one_read_are_each_counted(
+        self, registry: CollectorRegistry, metrics: Metrics
+    ) -> None:
+        """A read with several output events counts each event and observes each gap."""
+        s = Driven(PrometheusSink(metrics), API, MODEL)
+        s.first_token(0.5)
+        s.read(None, 0.004, 0.004, 2.0)
+        s.read(0.03)
+        assert value(registry, spec.OUTPUT_EVENTS.name, **ROUTE_API) == 5
+        assert value(registry, "streamwatch_inter_chunk_gap_seconds_count", **LABELS) == 4
+        assert value(
+            registry, "streamwatch_inter_chunk_gap_seconds_sum", **LABELS
+        ) == pytest.approx(2.038)
+        assert (
+            value(registry, "streamwatch_inter_chunk_gap_seconds_bucket", **LABELS, le="0.01") == 2
+        )
+
     def test_active_and_stalled_gauges_follow_the_stream(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
@@ -275,6 +292,41 @@ class TestLiveObservations:
         )
         assert value(registry, spec.UPSTREAM_ERRORS.name, route=ROUTE, side=SIDE, kind="other") == 1
         assert value(registry, spec.REQUESTS.name, **ROUTE_API, code="502") == 1
+
+
+class TestBatchedHistogram:
+    """A batch observed in nanoseconds lands in the buckets observing each value would fill."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.integers(min_value=0, max_value=200 * 10**9),
+                # values on, just under and just over each bound, where rounding could differ
+                st.sampled_from(spec.GAP.buckets).flatmap(
+                    lambda b: st.integers(round(b * 1e9) - 2, round(b * 1e9) + 2)
+                ),
+            ),
+            min_size=1,
+            max_size=20,
+        )
+    )
+    def test_same_buckets_as_one_observe_per_value(self, values_ns: list[int]) -> None:
+        """Every bucket, the count and (to float rounding) the sum equal per-value ``observe``."""
+        plain = Histogram("h", "h", buckets=spec.GAP.buckets, registry=CollectorRegistry())
+        for v in values_ns:
+            plain.observe(v / 1e9)
+        batched = Histogram("h", "h", buckets=spec.GAP.buckets, registry=CollectorRegistry())
+        BatchedHistogram(batched).observe_ns(values_ns)
+
+        def samples(h: Histogram) -> dict[tuple[str, str | None], float]:
+            (family,) = h.collect()
+            return {(s.name, s.labels.get("le")): s.value for s in family.samples}
+
+        want, got = samples(plain), samples(batched)
+        assert got.pop(("h_sum", None)) == pytest.approx(want.pop(("h_sum", None)), rel=1e-12)
+        del got[("h_created", None)], want[("h_created", None)]
+        assert got == want
 
 
 def pm_error_frame() -> object:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -185,7 +186,7 @@ class _Calls:
         self.calls.append(calls)
         fail = len(self.calls) == self.fail_on_request
 
-        def event(event: SinkEvent) -> None:
+        def events(events: Sequence[SinkEvent]) -> None:
             calls.append("event")
             if fail:
                 raise RuntimeError("injected sink fault")
@@ -193,7 +194,7 @@ class _Calls:
         return Hooks(
             upstream_request=lambda headers: calls.append("upstream_request"),
             response=lambda status, api: calls.append("response"),
-            event=event,
+            events=events,
             finish=lambda record, error_kind: calls.append("finish"),
         )
 

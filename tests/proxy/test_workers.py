@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import psutil
 import pytest
 
 from tests.harness import (
     CHAT,
+    LOOPBACK,
     raw_exchange,
     request_bytes,
     scrape,
@@ -65,3 +67,39 @@ class TestTwoWorkers:
             assert metrics.value("streamwatch_build_info") == 1
             assert len(serving.events("stream.completed")) == STREAMS
             assert await serving.terminate() == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+class TestSelfMetricsPerWorker:
+    """The parent's /metrics describes the workers too: process CPU summed, connections summed."""
+
+    async def test_process_cpu_and_connections_cover_the_workers(self) -> None:
+        """``process_cpu_seconds_total`` is at least the parent's and both workers' CPU read just
+        before the scrape (a counter: it cannot be less), and a client connection held open on
+        either worker shows in ``streamwatch_client_connections``, then leaves it."""
+        async with (
+            simulator() as sim,
+            serve_process("--upstream", sim, "--workers", "2") as serving,
+        ):
+            [started] = [e for e in serving.events("streamwatch.started") if "workers" in e]
+            pids = [serving.proc.pid, *started["workers"]]
+            before = sum(_cpu_seconds(pid) for pid in pids)
+            scraped = await scrape(serving.admin_port)
+            assert scraped.value("process_cpu_seconds_total") >= before - 1e-6
+            assert scraped.value("process_open_fds") > 0
+
+            _, writer = await asyncio.open_connection(LOOPBACK, serving.proxy_port)
+
+            async def connections(expected: float) -> bool:
+                scraped = await scrape(serving.admin_port)
+                return scraped.value("streamwatch_client_connections") == expected
+
+            try:
+                await until(lambda: connections(1), what="the open connection counted")
+            finally:
+                writer.close()
+            await until(lambda: connections(0), what="the closed connection gone")

@@ -213,6 +213,11 @@ class TestIdlePooledConnectionClosed:
             [idle] = upstream.connections_for(key)
             # IDLE_SECONDS is 10: a proxy that kept the connection would close it only then.
             assert upstream.wait(lambda: idle.closed_ns is not None, 5.0), "still pooled"
+            assert idle.closed_ns is not None
+            last_write_ns = idle.requests[0].writes[-1][0]  # the FIN follows this write
+            print(
+                f"idle FIN -> streamwatch closed: {(idle.closed_ns - last_write_ns) / 1e6:.2f} ms"
+            )
             nxt = upstream.add(answered(b"second"))
             second = send(client, request(nxt, "POST"), "POST")
         finally:
