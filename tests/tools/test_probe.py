@@ -103,6 +103,15 @@ class TestVerdicts:
         assert doc["probes"][0]["reason"] == "connect"
         assert doc["probes"][0]["failure"] == "connect"
 
+    async def test_tls_handshake_failure(self) -> None:
+        """https:// to a server that speaks plain HTTP fails in the TLS phase: reason tls."""
+        async with simulator() as upstream:
+            url = upstream.replace("http://", "https://")
+            status, doc, _ = await once("--url", url, "--timeout", "5")
+        assert status == 1
+        assert doc["probes"][0]["status"] is None
+        assert doc["probes"][0]["failure"] == "tls"
+
 
 class TestThroughTheProxy:
     """Probing through ``streamwatch serve``: the proxy and the probe agree, the key stays secret."""
