@@ -395,8 +395,14 @@ class TestBehindLiteLLM:
 _PER_REQUEST = re.compile(rb'"(id|created|created_at)": ?("(?:[^"\\]|\\.)*"|\d+)')
 
 
+# LiteLLM's own keep-alive: an Anthropic ``ping`` event it sends when its upstream is slow to answer,
+# so how many there are and where depends on the load, not on the stream (seen first in a direct run
+# on a busy box). They are not streamwatch's to forward or not: both sides drop them before comparing.
+_PING = re.compile(rb"event: ping\r?\ndata: [^\n]*\n\n")
+
+
 def blank(body: bytes) -> bytes:
-    return _PER_REQUEST.sub(rb'"\1":"~"', body)
+    return _PER_REQUEST.sub(rb'"\1":"~"', _PING.sub(b"", body))
 
 
 async def raw_body(url: str, case: Case, headers: Mapping[str, str]) -> tuple[int, bytes]:
@@ -428,7 +434,7 @@ class TestTransparentBehindLiteLLM:
         proxied = await raw_body(gateway.proxy_url, case, headers)
         assert proxied[0] == direct[0] == 200
         assert blank(proxied[1]) == blank(direct[1])
-        assert proxied[1].count(b"\n\n") == direct[1].count(b"\n\n") > 0
+        assert blank(proxied[1]).count(b"\n\n") == blank(direct[1]).count(b"\n\n") > 0
 
 
 def mix(n: int) -> list[tuple[Case, int]]:
