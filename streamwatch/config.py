@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -132,6 +133,10 @@ class Settings:
     log_level: str = "info"
     workers: int = 1
     metrics_dir: str | None = None
+    capture_dir: str | None = None
+    capture_keep: str = "problems"
+    capture_max_stream_bytes: int = 4 << 20
+    capture_max_bytes: int = 256 << 20
     slo_ttft: float | None = None
     slo_tpot: float | None = None
     slo_no_stall: bool = False
@@ -247,6 +252,21 @@ def upstream_tls(settings: Settings, route: Route | None = None) -> ssl.SSLConte
     return context
 
 
+def capture_directory(value: str) -> str:
+    """``--capture-dir``, created (0700) if missing and proven writable by writing a file there,
+    so a wrong path, a read-only mount or a full disk stops start-up instead of every capture."""
+    path = Path(value)
+    probe = path / f".streamwatch-probe-{os.getpid()}"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError("capture_dir", f"cannot write captures to {value!r}: {reason}") from None
+    return str(path)
+
+
 def _choice(option: str, value: str, choices: Sequence[str]) -> str:
     lowered = value.strip().lower()
     if lowered not in choices:
@@ -306,6 +326,15 @@ OPTIONS: dict[str, str] = {
     "(client).",
     "metrics_dir": "Writable directory for the workers' metric files when --workers > 1 "
     "(default: the system temporary directory); under a read-only root, a tmpfs or emptyDir.",
+    "capture_dir": "Directory to write stream captures to, for `streamwatch analyze` (off). "
+    "A capture holds the response body (completion text) with each read's arrival time; no "
+    "request body, headers or query string. Created 0700 if missing.",
+    "capture_keep": "Which captured streams to keep: problems (outcome not completed, a stall, "
+    "or failed analysis) or all (problems).",
+    "capture_max_stream_bytes": "Largest capture file per stream; a longer stream's capture is "
+    "dropped (4194304).",
+    "capture_max_bytes": "Total size of the captures in --capture-dir; the oldest are deleted "
+    "to make room (268435456).",
 }
 
 
@@ -348,13 +377,25 @@ def _convert(name: str, raw: object) -> Any:
         return _non_negative(name, str(value))
     if name == "metrics_dir":
         return str(value) or None
+    if name == "capture_dir":
+        return capture_directory(str(value)) if str(value) else None
+    if name == "capture_keep":
+        return _choice(name, str(value), ("problems", "all"))
     if name in ("slo_ttft", "slo_tpot"):
         return _positive(name, str(value))
     if name in ("slo_no_stall", "upstream_retry_non_idempotent"):
         return value if isinstance(value, bool) else _bool(name, str(value))
     if name in ("upstream_ca_bundle", "upstream_client_cert", "upstream_client_key"):
         return _readable_file(name, str(value))
-    if name in ("max_streams", "max_connections", "max_request_body", "capture_limit", "workers"):
+    if name in (
+        "max_streams",
+        "max_connections",
+        "max_request_body",
+        "capture_limit",
+        "workers",
+        "capture_max_stream_bytes",
+        "capture_max_bytes",
+    ):
         return _count(name, str(value))
     if name == "max_models":
         return _count(name, str(value), minimum=0)

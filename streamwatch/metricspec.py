@@ -49,6 +49,7 @@ USAGE: Final = "usage"  # where delivered output tokens came from: the stream's 
 VERSION: Final = "version"
 UPSTREAM: Final = "upstream"  # a route's configured upstream origin (scheme://host:port)
 REASON: Final = "reason"  # why: the goodput objective a stream missed, or a refused connection
+RESULT: Final = "result"  # how a probe or a capture ended
 TIMING: Final = "timing"  # an upstream-reported duration's fixed name (TIMINGS below)
 
 #: ``side`` follows from ``route`` (configuration), so it adds no series; it keeps a client-side
@@ -81,6 +82,22 @@ UPSTREAM_ERROR_KINDS: Final = ("connect", "tls", "timeout", "protocol")
 REFUSED_MAX_CONNECTIONS: Final = "max_connections"
 REFUSED_NO_DESCRIPTORS: Final = "out_of_file_descriptors"
 CONNECTION_REFUSAL_REASONS: Final = (REFUSED_MAX_CONNECTIONS, REFUSED_NO_DESCRIPTORS)
+#: Why a probe failed, one bounded value per failed probe, in the order it is decided: before any
+#: response, the proxy's upstream error kinds (``connect``, ``tls``, ``timeout``, ``protocol``),
+#: as blackbox_exporter reports ``probe_success 0`` with the phase that failed; then a response
+#: that was not a 200, a 200 that was not an event stream, a stream whose outcome was not
+#: ``completed`` (the outcome; ``protocol`` if a transport error left none), and a completed stream
+#: without output.
+PROBE_HTTP_STATUS: Final = "http_status"
+PROBE_NOT_A_STREAM: Final = "not_a_stream"
+PROBE_NO_OUTPUT: Final = "no_output"
+PROBE_FAILURE_REASONS: Final = (
+    *UPSTREAM_ERROR_KINDS,
+    PROBE_HTTP_STATUS,
+    PROBE_NOT_A_STREAM,
+    *(o.value for o in Outcome if o is not Outcome.COMPLETED),
+    PROBE_NO_OUTPUT,
+)
 STAGE_ANALYZER: Final = "analyzer"
 STAGE_MALFORMED: Final = "malformed_frame"
 STAGE_OVERSIZE: Final = "oversize_event"
@@ -209,7 +226,8 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
     TOKEN_TYPE: frozenset(TOKEN_TYPES),
     USAGE: frozenset(USAGE_VALUES),
     SOURCE: frozenset({PROBE_SOURCE}),
-    REASON: frozenset({*MISS_REASONS, *CONNECTION_REFUSAL_REASONS}),  # two families, one label
+    # three families, one label
+    REASON: frozenset({*MISS_REASONS, *CONNECTION_REFUSAL_REASONS, *PROBE_FAILURE_REASONS}),
     KIND: frozenset({*UPSTREAM_ERROR_KINDS, OTHER}),
     STAGE: frozenset(ANALYSIS_STAGES),
     FINISH_REASON: frozenset({*FINISH_REASONS, OTHER}),
@@ -520,6 +538,33 @@ CLIENT_CONNECTIONS: Final = Family(
     "open client connections on the proxy port",
     multiprocess_mode="livesum",
 )
+#: How a ``serve --capture-dir`` capture ended: kept; deleted because the stream completed cleanly
+#: (``--capture-keep problems``); dropped because it passed ``--capture-max-stream-bytes``, because
+#: the writer fell behind the byte path, because open captures alone filled
+#: ``--capture-max-bytes``, or because the disk refused a write.
+CAPTURE_SAVED: Final = "saved"
+CAPTURE_SKIPPED: Final = "skipped"
+CAPTURE_TOO_LARGE: Final = "too_large"
+CAPTURE_BACKLOG: Final = "backlog"
+CAPTURE_NO_ROOM: Final = "no_room"
+CAPTURE_FAILED: Final = "failed"
+CAPTURE_RESULTS: Final = (
+    CAPTURE_SAVED,
+    CAPTURE_SKIPPED,
+    CAPTURE_TOO_LARGE,
+    CAPTURE_BACKLOG,
+    CAPTURE_NO_ROOM,
+    CAPTURE_FAILED,
+)
+CAPTURES: Final = Family(
+    "streamwatch_captures_total",
+    "counter",
+    "Stream captures of serve --capture-dir, by how each ended (saved, skipped or dropped).",
+    "{capture}",
+    (RESULT,),
+    "`--capture-dir` captures by `result`: `saved`, `skipped` (completed cleanly), dropped "
+    "(`too_large`, `backlog`, `no_room`, `failed`)",
+)
 ROUTE_INFO: Final = Family(
     "streamwatch_route_info",
     "gauge",
@@ -587,6 +632,7 @@ FAMILIES: Final = (
     SLO_MISSED,
     EVENT_LOOP_LAG,
     CLIENT_CONNECTIONS,
+    CAPTURES,
     ROUTE_INFO,
 )
 BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}
@@ -594,7 +640,6 @@ BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}
 # --- streamwatch probe only (its own /metrics; the per-stream families above carry source="probe") --
 
 TARGET: Final = "target"  # a probe target's configured name
-RESULT: Final = "result"
 PROBE_PASSED: Final = "passed"
 PROBE_FAILED: Final = "failed"
 PROBE_RESULTS: Final = (PROBE_PASSED, PROBE_FAILED)
@@ -622,7 +667,16 @@ PROBES: Final = Family(
     (TARGET, RESULT),
     "`streamwatch probe` only: probes by `result` (`passed`, `failed`)",
 )
-PROBE_FAMILIES: Final = (PROBE_SUCCESS, PROBE_LAST_SUCCESS, PROBES)
+PROBE_FAILURES: Final = Family(
+    "streamwatch_probe_failures_total",
+    "counter",
+    "Failed probes of a target, by reason: a failure before any response, a status, or a stream.",
+    "{probe}",
+    (TARGET, REASON),
+    "`streamwatch probe` only: failed probes by `reason`: before a response `connect`, `tls`, "
+    "`timeout`, `protocol`; then `http_status`, `not_a_stream`, the stream's outcome, `no_output`",
+)
+PROBE_FAMILIES: Final = (PROBE_SUCCESS, PROBE_LAST_SUCCESS, PROBES, PROBE_FAILURES)
 
 
 def _seconds(bound: float) -> str:

@@ -20,21 +20,24 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from streamwatch import __version__
-from streamwatch.config import ListenError, Settings
+from streamwatch.config import ConfigError, ListenError, Settings
 from streamwatch.export.logs import LogSink
 from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.otlp_metrics import otlp_metrics_from_env
 from streamwatch.export.prometheus import Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.export.scrape import metrics_handler
+from streamwatch.metricspec import CAPTURE_RESULTS
 from streamwatch.proxy.downstream import ClientConnection
 from streamwatch.proxy.listener import Listener, bind
+from streamwatch.proxy.recorder import Recorder, RecorderLimits
 from streamwatch.proxy.signals import handle_signals
 from streamwatch.proxy.state import ProxyState
 from streamwatch.sinks import Sink, Sinks
@@ -160,6 +163,15 @@ def _admin_app(
     return app
 
 
+def _closer(close: Callable[[], None]) -> Closer:
+    """A blocking close run off the event loop at exit."""
+
+    async def run() -> None:
+        await asyncio.to_thread(close)
+
+    return run
+
+
 def build_sinks(
     settings: Settings, environ: Mapping[str, str], metrics: Metrics
 ) -> tuple[Sinks, list[Closer]]:
@@ -176,6 +188,29 @@ def build_sinks(
     if otlp is not None:
         sinks.insert(1, otlp)
     return Sinks(sinks=tuple(sinks), tracer=tracer), [*closers, *otlp_closers]
+
+
+def build_recorder(settings: Settings, metrics: Metrics) -> Recorder | None:
+    """The ``--capture-dir`` writer, counting into ``metrics``; ``None`` when capture is off.
+    Under ``--workers N`` each worker process keeps ``1/N`` of ``--capture-max-bytes``."""
+    if settings.capture_dir is None:
+        return None
+    for result in CAPTURE_RESULTS:
+        metrics.captures.labels(result)
+    limits = RecorderLimits(
+        max_stream_bytes=settings.capture_max_stream_bytes,
+        max_total_bytes=settings.capture_max_bytes // settings.workers,
+    )
+    try:
+        return Recorder(
+            Path(settings.capture_dir),
+            limits,
+            keep_all=settings.capture_keep == "all",
+            count=lambda result: metrics.captures.labels(result).inc(),
+        )
+    except OSError as exc:
+        problem = f"cannot read {settings.capture_dir!r}: {exc.strerror or exc}"
+        raise ConfigError("capture_dir", problem) from None
 
 
 async def start(
@@ -197,7 +232,10 @@ async def start(
         (r.name, settings.side_of(r).value, str(r.upstream.origin())) for r in settings.routes
     )
     sinks, closers = build_sinks(settings, environ or {}, metrics)
-    proxy = ProxyState(settings, sinks)
+    recorder = build_recorder(settings, metrics)
+    if recorder is not None:
+        closers.append(_closer(recorder.close))
+    proxy = ProxyState(settings, sinks, recorder)
     _raise_fd_limit()
     readiness = Readiness()
     admin_runner = web.AppRunner(_admin_app(proxy, registry, readiness), access_log=None)

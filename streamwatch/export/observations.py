@@ -102,14 +102,18 @@ class RequestObservations(ABC):
                 pass
 
     def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
-        """The request ended: its status and upstream failure, then the stream's record."""
+        """The request ended: its status and upstream failure, then the stream's record. A request
+        that got no status at all is counted by its upstream failure only, never as code ``0``:
+        the proxy always answers one (its own 502/504/499 at worst), so only a probe that failed
+        before a response has none (``streamwatch_probe_failures_total`` says why)."""
         ex = self.exchange
         if ex.upstream_retried:
             self.upstream_retried()
         if error_kind is not None:
             self.upstream_error(error_kind)
         api = record.api.value if record else (ex.api.value if ex.api else NON_LLM_API)
-        self.request_finished(api, ex.status or 0)
+        if ex.status is not None:
+            self.request_finished(api, ex.status)
         if self.streaming:
             self.streaming = False
             self.stream_closed(record)

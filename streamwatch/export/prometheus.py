@@ -97,6 +97,7 @@ class Metrics:
         self.event_loop_lag = _histogram(spec.EVENT_LOOP_LAG, registry)
         self.client_connections = _gauge(spec.CLIENT_CONNECTIONS, registry)
         self.route_info = _gauge(spec.ROUTE_INFO, registry)
+        self.captures = _counter(spec.CAPTURES, registry)
         ProcessCollector(
             registry=registry
         )  # process_cpu_seconds_total, _resident_memory_bytes, fds

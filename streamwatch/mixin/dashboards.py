@@ -11,6 +11,7 @@ from streamwatch.mixin.promql import (
     REAL_TRAFFIC,
     dashboard_selector,
     legend,
+    matchers,
     probe_selector,
     quantile,
     sum_rate,
@@ -108,6 +109,13 @@ def _self_health(lay: Layout) -> None:
         targets(rate_by(spec.CONNECTIONS_REFUSED, spec.REASON)),
         unit="cps",
     )
+    lay.timeseries(
+        "Stream captures",
+        "serve --capture-dir captures by result: saved, skipped (completed cleanly), or dropped "
+        "(too large, writer behind, no room, disk error). Empty unless --capture-dir is set.",
+        targets(rate_by(spec.CAPTURES, spec.RESULT)),
+        unit="ops",
+    )
     info = spec.ROUTE_INFO
     lay.timeseries(
         "Configured routes",
@@ -159,14 +167,19 @@ def _synthetic_probe(lay: Layout) -> None:
         unit="s",
         w=6,
     )
+    failures = spec.PROBE_FAILURES
+    passed = ", ".join([probe_selector(probes), *matchers(probes, result=spec.PROBE_PASSED)])
     lay.timeseries(
         "Probe results",
-        "Probes per second by target and verdict.",
+        "Passing probes per second by target, and failing ones by why: before any response "
+        "connect, tls, timeout or protocol; then http_status, not_a_stream, the stream's outcome "
+        "or no_output.",
         targets(
+            (sum_rate(probes, passed, spec.TARGET), legend(spec.TARGET) + " passed"),
             (
-                sum_rate(probes, probe_selector(probes), spec.TARGET, spec.RESULT),
-                legend(spec.TARGET, spec.RESULT),
-            )
+                sum_rate(failures, probe_selector(failures), spec.TARGET, spec.REASON),
+                legend(spec.TARGET, spec.REASON),
+            ),
         ),
         unit="reqps",
         w=6,

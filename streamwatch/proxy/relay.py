@@ -336,6 +336,7 @@ class Exchange:
             content_encoding=content_encoding,
             config=self.state.analyzer_config,
             override=override,
+            recorder=self.state.recorder,
         )
         if self._tap is not None and self.telemetry is not None:
             from streamwatch.proxy.state import LiveStream  # noqa: PLC0415 (import cycle)

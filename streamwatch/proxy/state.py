@@ -26,6 +26,7 @@ from streamwatch.core.analyzer import AnalyzerConfig
 from streamwatch.core.record import CloseCause
 from streamwatch.metricspec import REFUSED_MAX_CONNECTIONS
 from streamwatch.proxy.pool import Origin, Pool, origin_of
+from streamwatch.proxy.recorder import Recorder
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.tap import Tap
 from streamwatch.proxy.telemetry import Telemetry
@@ -52,9 +53,10 @@ class LiveStream:
 class ProxyState:
     """Shared by every connection of one proxy listener."""
 
-    def __init__(self, settings: Settings, sinks: Sinks) -> None:
+    def __init__(self, settings: Settings, sinks: Sinks, recorder: Recorder | None = None) -> None:
         self.settings = settings
         self.sinks = sinks
+        self.recorder = recorder  # --capture-dir
         self.analyzer_config = AnalyzerConfig(
             stall_threshold_ns=int(settings.stall_threshold * 1e9),
             first_token_stall_threshold_ns=int(settings.first_token_stall_threshold * 1e9),

@@ -3,7 +3,9 @@
 The proxy writes each upstream read to the client first and then calls :meth:`Tap.feed`. Any
 exception from the analyzer stops analysis of that stream (counted once as ``AnalysisStopped``);
 the events go to the request's :class:`~streamwatch.sinks.Fanout`, which drops a sink that
-raises. Nothing here awaits.
+raises. With ``--capture-dir`` the read also goes, before analysis (so a stream whose analysis
+failed is still captured), to its :class:`~streamwatch.proxy.recorder.StreamCapture`, which only
+queues it. Nothing here awaits.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import structlog
 
 from streamwatch.core.analyzer import StreamAnalyzer
 from streamwatch.core.record import CloseCause, StreamRecord, unanalyzed_record
+from streamwatch.proxy.recorder import StreamCapture
 from streamwatch.sinks import AnalysisStopped, Fanout
 
 log = structlog.get_logger("streamwatch.tap")
@@ -20,11 +23,14 @@ log = structlog.get_logger("streamwatch.tap")
 class Tap:
     """One analyzed stream: feeds the analyzer, forwards its events, survives its failure."""
 
-    __slots__ = ("_request_model", "analyzer", "body_bytes", "failed", "sinks")
+    __slots__ = ("_request_model", "analyzer", "body_bytes", "capture", "failed", "sinks")
 
-    def __init__(self, analyzer: StreamAnalyzer, sinks: Fanout) -> None:
+    def __init__(
+        self, analyzer: StreamAnalyzer, sinks: Fanout, capture: StreamCapture | None = None
+    ) -> None:
         self.analyzer = analyzer
         self.sinks = sinks
+        self.capture = capture
         self.failed = False
         self.body_bytes = 0  # counted here too, so a failed analyzer still reports the volume
         self._request_model = analyzer.request_model
@@ -37,6 +43,8 @@ class Tap:
     def feed(self, chunk: bytes, at_ns: int) -> None:
         """Analyze a read that has already been written to the client."""
         self.body_bytes += len(chunk)
+        if self.capture is not None:
+            self.capture.feed(chunk, at_ns)
         if self.failed:
             return
         try:
@@ -60,7 +68,14 @@ class Tap:
             self.sinks.emit(events)
 
     def close(self, at_ns: int, cause: CloseCause) -> StreamRecord:
-        """Final record (flagged ``analysis_failed`` if analysis had stopped or fails now)."""
+        """Final record (flagged ``analysis_failed`` if analysis had stopped or fails now); the
+        capture, if any, is kept or dropped by it."""
+        record = self._record(at_ns, cause)
+        if self.capture is not None:
+            self.capture.close(record)
+        return record
+
+    def _record(self, at_ns: int, cause: CloseCause) -> StreamRecord:
         if not self.failed:
             try:
                 events, record = self.analyzer.close(at_ns, cause)

@@ -20,11 +20,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
 from streamwatch.core.announced import header_timings
 from streamwatch.core.api import Api
+from streamwatch.core.capture import CaptureHeader
 from streamwatch.core.limits import MAX_PATH_CHARS, MAX_REQUEST_ID_CHARS, cap
 from streamwatch.core.record import CloseCause, StreamRecord
 from streamwatch.core.request import RequestFacts, api_for_path, complete_facts, select_api
 from streamwatch.core.side import Side
 from streamwatch.proxy.headers import Headers
+from streamwatch.proxy.recorder import Recorder
 from streamwatch.proxy.tap import Tap
 from streamwatch.sinks import Exchange, Sinks
 
@@ -125,9 +127,10 @@ class Telemetry:
         content_encoding: str | None,
         config: AnalyzerConfig,
         override: Api | None,
+        recorder: Recorder | None = None,
     ) -> Tap | None:
         """Upstream answered: tell the sinks, start analysis of an uncompressed event stream
-        (with the durations its headers announced)."""
+        (with the durations its headers announced) and, with a ``recorder``, its capture."""
         exchange = self.exchange
         exchange.status = status
         api: Api | None = None
@@ -147,7 +150,14 @@ class Telemetry:
             except Exception:  # called from the upstream parser: raising would cut the stream
                 log.warning("telemetry.failed", stage="response", exc_info=True)
                 return None
-            self.tap = Tap(analyzer, self.watchers)
+            capture = None
+            if recorder is not None:
+                media = cap(content_type) if content_type is not None else None
+                header = CaptureHeader(
+                    exchange.method, exchange.path, status, media, exchange.request_model
+                )
+                capture = recorder.open(header, exchange.t_request_ns, exchange.request_id)
+            self.tap = Tap(analyzer, self.watchers, capture)
         return self.tap
 
     def finish(self, status: int | None, cause: CloseCause, error_kind: str | None) -> None:

@@ -15,6 +15,7 @@ Credentials come from an environment variable or a file, never from the command 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from streamwatch import metricspec as spec
 from streamwatch.core.analyzer import AnalyzerConfig, StreamAnalyzer
 from streamwatch.core.api import Api
 from streamwatch.core.events import StreamEvent
@@ -194,6 +196,22 @@ def target_from(entry: Mapping[str, Any], index: int) -> Target:
     )
 
 
+#: A transport error of a probe, as the proxy's upstream error kind (``spec.UPSTREAM_ERROR_KINDS``);
+#: any other is ``protocol``.
+_PROTOCOL = "protocol"
+_ERROR_KINDS = {"connect": "connect", "tls": "tls", "timeout": "timeout", "reset": _PROTOCOL}
+
+
+def _connect_error(exc: BaseException) -> str:
+    """``tls`` if the TLS handshake failed (httpx raises ConnectError for both), else ``connect``."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return "tls"
+        cause = cause.__cause__ or cause.__context__
+    return "connect"
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """One probe: HTTP status, the analyzer's record (None if no stream started) and the verdict."""
@@ -214,6 +232,24 @@ class ProbeResult:
             and record.outcome is Outcome.COMPLETED
             and record.output_events > 0
         )
+
+    @property
+    def failure(self) -> str | None:
+        """Why the verdict failed as a bounded label value (``metricspec.PROBE_FAILURE_REASONS``);
+        None when it passed."""
+        if self.ok:
+            return None
+        if self.status is None:  # no response: the phase that failed, as the proxy names it
+            return _ERROR_KINDS.get(self.error or "", _PROTOCOL)
+        if self.status != 200:
+            return spec.PROBE_HTTP_STATUS
+        if self.record is None:
+            return spec.PROBE_NOT_A_STREAM
+        if self.error is not None:
+            return _ERROR_KINDS.get(self.error, _PROTOCOL)
+        if self.record.outcome is not Outcome.COMPLETED:
+            return self.record.outcome.value
+        return spec.PROBE_NO_OUTPUT
 
     @property
     def reason(self) -> str:
@@ -261,8 +297,8 @@ async def probe_once(
                         events.extend(analyzer.feed(chunk, time.monotonic_ns()))
     except (TimeoutError, httpx.TimeoutException):
         cause, error = CloseCause.UPSTREAM_TIMEOUT, "timeout"
-    except httpx.ConnectError:
-        error = "connect"
+    except httpx.ConnectError as exc:
+        error = _connect_error(exc)
     except (httpx.RemoteProtocolError, httpx.ReadError):
         cause, error = CloseCause.UPSTREAM_RESET, "reset"
     except httpx.HTTPError as exc:

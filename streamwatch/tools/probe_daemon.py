@@ -23,7 +23,6 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -33,12 +32,11 @@ from streamwatch.core.side import Side
 from streamwatch.export.logs import LogSink, configure_logging
 from streamwatch.export.prometheus import Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
+from streamwatch.export.scrape import metrics_handler
 from streamwatch.sinks import Exchange, Sinks
 from streamwatch.tools.probe import ProbeResult, Target, probe_once
 
 log = structlog.get_logger("streamwatch.probe")
-
-_ERROR_KINDS = {"connect": "connect", "timeout": "timeout", "reset": "protocol"}
 
 
 class _WithSource(Collector):
@@ -83,6 +81,12 @@ class ProbeMetrics:
         self.probes = Counter(
             spec.PROBES.name, spec.PROBES.help, spec.PROBES.labels, registry=self.exposed
         )
+        self.failures = Counter(
+            spec.PROBE_FAILURES.name,
+            spec.PROBE_FAILURES.help,
+            spec.PROBE_FAILURES.labels,
+            registry=self.exposed,
+        )
         for name in names:  # every target's series exist from the start (rate() sees zeros)
             self.success.labels(name).set(0)
             for result in spec.PROBE_RESULTS:
@@ -92,8 +96,19 @@ class ProbeMetrics:
         name = result.target.name
         self.success.labels(name).set(1 if result.ok else 0)
         self.probes.labels(name, spec.PROBE_PASSED if result.ok else spec.PROBE_FAILED).inc()
+        failure = result.failure
+        if failure is not None:
+            self.failures.labels(name, failure).inc()
         if result.ok:
             self.last_success.labels(name).set(time.time())
+
+
+def metrics_app(metrics: ProbeMetrics) -> web.Application:
+    """The probe's ``/metrics``, rendered off the event loop as the proxy's is (the probes' timers
+    and stream reads share this loop: a render on it would skew the TTFT and gaps they measure)."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(metrics.exposed))
+    return app
 
 
 def _exchange(target: Target, t_request_ns: int) -> Exchange:
@@ -112,15 +127,16 @@ def _exchange(target: Target, t_request_ns: int) -> Exchange:
 
 def tell_sinks(sinks: Sinks, result: ProbeResult, t_request_ns: int) -> None:
     """Tell the sinks about one probe as the proxy tells them about one request."""
-    fanout = sinks.open(_exchange(result.target, t_request_ns))
+    exchange = _exchange(result.target, t_request_ns)
+    fanout = sinks.open(exchange)
     if result.status is not None:
+        exchange.status = result.status  # as the proxy's telemetry writes it, for requests_total
         fanout.response(result.status, result.record.api if result.record else None)
     if result.events:
         fanout.emit(result.events)
-    error_kind = None
-    if result.status is None:  # failed before a response, in the proxy's upstream error kinds
-        error_kind = _ERROR_KINDS.get(result.error or "", "protocol")
-    fanout.finish(result.record, error_kind)
+    # Failed before a response: counted as the proxy counts an upstream failure (by kind), and no
+    # request status is invented for it (never requests_total{code="0"}).
+    fanout.finish(result.record, result.failure if result.status is None else None)
 
 
 async def _loop(
@@ -140,6 +156,7 @@ async def _loop(
             "probe.passed" if result.ok else "probe.failed",
             target=target.name,
             reason=result.reason,
+            failure=result.failure,
             status=result.status,
         )
         await asyncio.sleep(max(0.0, target.interval - (time.monotonic() - started)))
@@ -150,9 +167,7 @@ async def _serve(
 ) -> int:
     metrics = ProbeMetrics(targets)
     sinks = Sinks(sinks=(PrometheusSink(metrics.metrics), LogSink()))
-    app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.exposed))
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(metrics_app(metrics), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, *listen)
     try:

@@ -110,6 +110,7 @@ def result_report(result: ProbeResult) -> dict[str, Any]:
         "target": result.target.name,
         "ok": result.ok,
         "reason": result.reason,
+        "failure": result.failure,
         "status": result.status,
     }
     if result.record is not None:

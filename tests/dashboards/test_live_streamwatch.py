@@ -233,6 +233,8 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
             "--watchdog-interval", "0.05",
             # goodput objectives, so the goodput series, rules and panels have data
             "--slo-ttft", "5", "--slo-tpot", "1", "--slo-no-stall", "true",
+            # captures of the mix's problem streams, so the capture panel has data
+            "--capture-dir", str(config.parent / "captures"),
         ) as serve,
     ):  # fmt: skip
         instance = f"{LOOPBACK}:{serve.admin_port}"

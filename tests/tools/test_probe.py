@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from aiohttp import web
 
+from streamwatch.tools.probe import target_from
+from streamwatch.tools.probe_daemon import ProbeMetrics, metrics_app
 from streamwatch.tools.probe_main import main as probe_main
+from tests.e2e.test_scrape import ThreadProbe
 from tests.harness import simulator
 from tests.reliability.harness.proxy import ProxyProcess
 
@@ -95,6 +101,16 @@ class TestVerdicts:
         status, doc, _ = await once("--url", "http://127.0.0.1:9", "--timeout", "2")
         assert status == 1
         assert doc["probes"][0]["reason"] == "connect"
+        assert doc["probes"][0]["failure"] == "connect"
+
+    async def test_tls_handshake_failure(self) -> None:
+        """https:// to a server that speaks plain HTTP fails in the TLS phase: reason tls."""
+        async with simulator() as upstream:
+            url = upstream.replace("http://", "https://")
+            status, doc, _ = await once("--url", url, "--timeout", "5")
+        assert status == 1
+        assert doc["probes"][0]["status"] is None
+        assert doc["probes"][0]["failure"] == "tls"
 
 
 class TestThroughTheProxy:
@@ -175,6 +191,7 @@ class TestDaemon:
                         "interval": 0.2,
                         "headers": {"x-sim-scenario": "error"},
                     },
+                    {"name": "down", "url": "http://127.0.0.1:9", "interval": 0.2},
                 ]
             }
             path = tmp_path / "probes.yaml"
@@ -221,7 +238,14 @@ class TestDaemon:
                     failed = found.get(
                         ("streamwatch_probes_total", (("result", "failed"), ("target", "bad"))), 0
                     )
-                    if passed >= 2 and failed >= 2:
+                    down = found.get(
+                        (
+                            "streamwatch_probe_failures_total",
+                            (("reason", "connect"), ("target", "down")),
+                        ),
+                        0,
+                    )
+                    if passed >= 2 and failed >= 2 and down >= 2:
                         break
                     assert time.monotonic() < deadline, found
                     await asyncio.sleep(0.1)
@@ -235,6 +259,29 @@ class TestDaemon:
                 lines.append((await proc.stderr.read()).decode())
         assert found[("streamwatch_probe_success", (("target", "good"),))] == 1
         assert found[("streamwatch_probe_success", (("target", "bad"),))] == 0
+        assert found[("streamwatch_probe_success", (("target", "down"),))] == 0
+        failures = {
+            (dict(labels)["target"], dict(labels)["reason"]): v
+            for (name, labels), v in found.items()
+            if name == "streamwatch_probe_failures_total"
+        }
+        assert set(failures) == {("bad", "error_frame"), ("down", "connect")}
+        # a probe that got no response has no status: counted as an upstream failure of its
+        # kind, never as requests_total{code="0"}
+        codes = {
+            dict(labels)["code"]
+            for (name, labels), v in found.items()
+            if name == "streamwatch_requests_total" and v
+        }
+        assert codes == {"200"}
+        down_errors = [
+            v
+            for (name, labels), v in found.items()
+            if name == "streamwatch_upstream_errors_total"
+            and ("route", "down") in labels
+            and ("kind", "connect") in labels
+        ]
+        assert sum(down_errors) >= 2
         stream_samples = [k for k in found if k[0] == "streamwatch_streams_total"]
         assert stream_samples
         assert all(("source", "probe") in labels for _, labels in stream_samples)
@@ -275,3 +322,26 @@ class TestDaemon:
         )
         assert CANARY not in text + "".join(lines)
         assert any('"probe.failed"' in line and '"bad"' in line for line in lines)
+
+
+class TestDaemonScrape:
+    """The daemon's /metrics renders in a worker thread, not on the loop that times the probes."""
+
+    async def test_render_runs_off_the_loop_thread(self) -> None:
+        metrics = ProbeMetrics([target_from({"name": "t", "url": "http://127.0.0.1:9"}, 0)])
+        probe = ThreadProbe()
+        metrics.exposed.register(probe)  # type: ignore[arg-type]
+        runner = web.AppRunner(metrics_app(metrics), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = runner.addresses[0][1]
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        finally:
+            await runner.cleanup()
+        assert response.status_code == 200
+        assert "probe_thread 1.0" in response.text
+        assert 'streamwatch_probe_success{target="t"} 0.0' in response.text
+        assert probe.threads
+        assert threading.get_ident() not in probe.threads
