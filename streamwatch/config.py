@@ -505,11 +505,10 @@ def _routes_from_file(path: Path, entries: object) -> tuple[Route, ...]:
                 ca_bundle=None if ca_bundle is None else str(ca_bundle),
             )
         )
-    _one_trust_per_origin(path, routes)
     return tuple(routes)
 
 
-def _one_trust_per_origin(path: Path, routes: Sequence[Route]) -> None:
+def _one_trust_per_origin(routes: Sequence[Route]) -> None:
     """Routes to one https origin must trust the same CAs: upstream connections are pooled by
     origin, so a connection verified against one route's bundle must be good for the other's."""
     trust: dict[URL, tuple[str, str | None]] = {}
@@ -521,7 +520,7 @@ def _one_trust_per_origin(path: Path, routes: Sequence[Route]) -> None:
         if first[1] != route.ca_bundle:
             raise ConfigError(
                 "config",
-                f"{path}: routes {first[0]!r} and {route.name!r} reach {origin} with different "
+                f"routes {first[0]!r} and {route.name!r} reach {origin} with different "
                 "ca_bundle values; give them the same one",
             )
 
@@ -599,6 +598,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     )
     if any(tls_files):
         upstream_tls(settings)  # fail at start-up, naming the option, on an unusable file
+    _one_trust_per_origin(routes)  # the --upstream default route included
     for route in routes:
         if route.upstream.scheme == "https":
             upstream_tls(settings, route)

@@ -97,10 +97,10 @@ class StreamAnalyzer:
         "_tail",
         "api",
         "body_bytes",
+        "frames",
         "max_gap_ns",
         "output_events",
         "request_model",
-        "sse_events",
         "t_first_byte_ns",
         "t_first_output_ns",
         "t_last_output_ns",
@@ -154,7 +154,7 @@ class StreamAnalyzer:
         self.t_last_output_ns: int | None = None
         self.max_gap_ns: int | None = None
         self.output_events = 0
-        self.sse_events = 0
+        self.frames = 0
         self.body_bytes = 0
 
     # -- live view (watchdog, /debug/streams) --------------------------------------------------
@@ -239,8 +239,8 @@ class StreamAnalyzer:
         return events
 
     def _on_frame(self, item: object, at_ns: int, events: list[StreamEvent]) -> None:
-        index = self.sse_events
-        self.sse_events = index + 1
+        index = self.frames
+        self.frames = index + 1
         verdict = self._interpreter.read(item, index, self._reading)
         if verdict is Frame.OUTPUT:  # the usual delta: skip the general path's call and checks
             self._on_output(index, at_ns, events)
@@ -254,16 +254,16 @@ class StreamAnalyzer:
             self._oversize += 1
             events.append(OversizeEventDropped(at_ns, item.size))
         elif type(item) is MessageCorrupt:  # a framing unit that failed verification
-            index = self.sse_events
-            self.sse_events = index + 1
+            index = self.frames
+            self.frames = index + 1
             self._malformed += 1
             events.append(MalformedFrameReceived(at_ns, index, item.reason))
         elif isinstance(item, _IGNORED_ITEMS):
             return
         elif self._note is not None:
-            verdict = self._note(self._interpreter, item, self.sse_events, self._reading)
+            verdict = self._note(self._interpreter, item, self.frames, self._reading)
             if verdict:
-                self._apply(verdict, self.sse_events, at_ns, events)
+                self._apply(verdict, self.frames, at_ns, events)
 
     def _apply(self, verdict: Verdict, index: int, at_ns: int, events: list[StreamEvent]) -> None:
         """Turn an interpreter's verdict on one frame (or fact) into live events: output first,
@@ -368,7 +368,7 @@ class StreamAnalyzer:
             max_gap_ns=self.max_gap_ns,
             output_events=self.output_events,
             first_output_event_index=self._first_output_index,
-            sse_events=self.sse_events,
+            frames=self.frames,
             body_bytes=self.body_bytes,
             usage=usage,
             output_tokens=output_tokens,

@@ -138,7 +138,9 @@ class StreamRecord:
     max_gap_ns: int | None
     output_events: int
     first_output_event_index: int | None
-    sse_events: int
+    frames: int
+    """Frames of the stream's framing: SSE events, NDJSON lines, event-stream messages or JSON
+    array elements (``sse_events`` until every framing was read)."""
     body_bytes: int
     usage: Usage | None
     output_tokens: int
@@ -196,7 +198,7 @@ def unanalyzed_record(
         max_gap_ns=None,
         output_events=0,
         first_output_event_index=None,
-        sse_events=0,
+        frames=0,
         body_bytes=body_bytes,
         usage=None,
         output_tokens=0,

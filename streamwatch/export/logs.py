@@ -99,7 +99,7 @@ def stream_fields(record: StreamRecord) -> dict[str, Any]:
         "stalled_s": round(
             sum(((s.end_ns or record.t_end_ns) - s.start_ns) for s in record.stalls) / 1e9, 6
         ),
-        "sse_events": record.sse_events,
+        "frames": record.frames,
         "body_bytes": record.body_bytes,
         "malformed_frames": record.malformed_frames,
         "oversize_events": record.oversize_events,

@@ -681,6 +681,24 @@ class _Completions:
     def _texts(self) -> tuple[str, ...]:
         return self.p.text or tuple(self.p.tool_arguments)
 
+    def _usage(self) -> dict[str, int]:
+        output = len(self._texts())
+        return {
+            "prompt_tokens": self.s.input_tokens,
+            "completion_tokens": output,
+            "total_tokens": self.s.input_tokens + output,
+        }
+
+    def body(self) -> dict[str, Any]:
+        finish = "length" if self.s.cut else "stop"
+        choice = {
+            "text": "".join(self._texts()),
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": finish,
+        }
+        return self._chunk([choice], usage=self._usage())
+
     def frames(self) -> Iterator[_Frame]:
         for piece in self._texts():
             choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": None}
@@ -690,13 +708,7 @@ class _Completions:
             self._chunk([{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}])
         )
         if self.s.include_usage:
-            output = len(self._texts())
-            usage = {
-                "prompt_tokens": self.s.input_tokens,
-                "completion_tokens": output,
-                "total_tokens": self.s.input_tokens + output,
-            }
-            yield _sse(self._chunk([], usage=usage))
+            yield _sse(self._chunk([], usage=self._usage()))
         yield _Frame(b"data: [DONE]\n\n")
 
     def error_frame(self, sequence_number: int) -> bytes:
@@ -831,23 +843,15 @@ class _Ollama:
             return {"message": {"role": "assistant", "content": content, **extra}}
         return {"response": content, **extra}
 
-    def frames(self) -> Iterator[_Frame]:
-        for piece in self.p.reasoning:
-            yield self._line(self._output(thinking=piece), output=True)
-        if self.s.tool_call:
-            call = {
-                "function": {
-                    "name": self.s.tool_name,
-                    "arguments": _whole_arguments(self.s, self.p),
-                }
-            }
-            yield self._line(self._output(tool_calls=[call]), output=True)
-        for piece in self.p.text:
-            yield self._line(self._output(piece), output=True)
+    def _call(self) -> dict[str, Any]:
+        return {
+            "function": {"name": self.s.tool_name, "arguments": _whole_arguments(self.s, self.p)}
+        }
+
+    def _final(self) -> dict[str, Any]:
         output = self.p.output_token_count
         gap_ns = int(self.s.gap_mean_s * 1e9)
-        final = {
-            **self._output(),
+        return {
             "done_reason": "length" if self.s.cut else "stop",
             "total_duration": int(self.s.ttft_s * 1e9) + output * gap_ns,
             "load_duration": 1_000_000,
@@ -856,7 +860,32 @@ class _Ollama:
             "eval_count": output,
             "eval_duration": output * gap_ns,
         }
-        yield self._line(final, done=True)
+
+    def body(self) -> dict[str, Any]:
+        """``"stream": false``: one object, the final line with the whole answer."""
+        extra: dict[str, Any] = {}
+        if self.p.reasoning:
+            extra["thinking"] = "".join(self.p.reasoning)
+        if self.s.tool_call:
+            extra["tool_calls"] = [self._call()]
+        created = datetime.fromtimestamp(self.s.created, UTC).isoformat().replace("+00:00", "Z")
+        output = self._output("".join(self.p.text), **extra)
+        return {
+            "model": self.s.model,
+            "created_at": created,
+            **output,
+            "done": True,
+            **self._final(),
+        }
+
+    def frames(self) -> Iterator[_Frame]:
+        for piece in self.p.reasoning:
+            yield self._line(self._output(thinking=piece), output=True)
+        if self.s.tool_call:
+            yield self._line(self._output(tool_calls=[self._call()]), output=True)
+        for piece in self.p.text:
+            yield self._line(self._output(piece), output=True)
+        yield self._line({**self._output(), **self._final()}, done=True)
 
     def error_frame(self, sequence_number: int) -> bytes:
         return b'{"error":"an error was encountered while running the model: unexpected EOF"}\n'
@@ -917,12 +946,33 @@ class _Cohere:
                 delta = self._message(content={"text": piece})
                 yield self._event("content-delta", {"index": index, **delta}, output=True)
             yield self._event("content-end", {"index": index})
-        finish = "MAX_TOKENS" if self.s.cut else "TOOL_CALL" if self.s.tool_call else "COMPLETE"
-        output = self.p.output_token_count
-        tokens = {"input_tokens": self.s.input_tokens, "output_tokens": output}
-        usage = {"billed_units": tokens, "tokens": tokens}
-        yield self._event("message-end", {"delta": {"finish_reason": finish, "usage": usage}})
+        yield self._event(
+            "message-end", {"delta": {"finish_reason": self._finish(), "usage": self._usage()}}
+        )
         yield _Frame(b"data: [DONE]\n\n")
+
+    def _finish(self) -> str:
+        return "MAX_TOKENS" if self.s.cut else "TOOL_CALL" if self.s.tool_call else "COMPLETE"
+
+    def _usage(self) -> dict[str, Any]:
+        tokens = {"input_tokens": self.s.input_tokens, "output_tokens": self.p.output_token_count}
+        return {"billed_units": tokens, "tokens": tokens}
+
+    def body(self) -> dict[str, Any]:
+        """A non-streaming v2 chat response (cohere-py ``ChatResponse``)."""
+        content: list[dict[str, Any]] = []
+        if self.p.reasoning:
+            content.append({"type": "thinking", "thinking": "".join(self.p.reasoning)})
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if self.s.tool_call:
+            function = {"name": self.s.tool_name, "arguments": "".join(self.p.tool_arguments)}
+            message["tool_calls"] = [
+                {"id": self.p.ids["call"], "type": "function", "function": function}
+            ]
+        else:
+            content.append({"type": "text", "text": "".join(self.p.text)})
+        return {"id": self.p.ids["message"], "finish_reason": self._finish(), "message": message,
+                "usage": self._usage()}  # fmt: skip
 
     def error_frame(self, sequence_number: int) -> bytes:
         delta = {"finish_reason": "ERROR", "error": "internal server error during generation"}
@@ -1039,8 +1089,9 @@ def steps(scenario: Scenario) -> Iterator[Step]:
 
 
 def response_body(scenario: Scenario) -> bytes:
-    """The non-streaming JSON response for the same content (the three original APIs only)."""
+    """The non-streaming JSON response for the same content (APIs with a non-streaming answer on
+    the same path: not Gemini's or Bedrock's streaming endpoints)."""
     renderer = _renderer(scenario)
-    if not isinstance(renderer, _Chat | _Responses | _Messages):
+    if not isinstance(renderer, _Chat | _Responses | _Messages | _Completions | _Ollama | _Cohere):
         raise TypeError(f"{scenario.api}: the simulator streams only")
     return _dumps(renderer.body())

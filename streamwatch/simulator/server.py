@@ -38,7 +38,10 @@ RNG_KEY = web.AppKey("rng", random.Random)
 SHUTDOWN_TIMEOUT_S = 2.0
 MAX_REQUEST_BYTES = 64 << 20  # as streamwatch's --max-request-body default
 
-NON_STREAMING: frozenset[Api] = frozenset({"openai_chat", "openai_responses", "anthropic_messages"})
+NON_STREAMING: frozenset[Api] = frozenset(
+    {"openai_chat", "openai_responses", "anthropic_messages", "openai_completions", "ollama_chat",
+     "ollama_generate", "cohere_v2"}
+)  # fmt: skip
 MODELS = ("gpt-4o-mini", "gpt-5-nano", "claude-sonnet-4-6", "sim-model")
 
 _OPENAI_ERRORS = {

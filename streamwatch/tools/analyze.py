@@ -304,7 +304,7 @@ def main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr
         print(f"streamwatch analyze: {args.file}: {exc}", file=err)
         return 2
     docs = [report(analyze(source)) for source in sources]
-    if all(d["source"]["kind"] == "body" and d["verdict"]["sse_events"] == 0 for d in docs):
+    if all(d["source"]["kind"] == "body" and d["verdict"]["frames"] == 0 for d in docs):
         print(
             f"streamwatch analyze: {args.file}: no stream found: expected a streamed response "
             "body (SSE, NDJSON, Bedrock event stream, JSON array), a streamwatch capture or a HAR "

@@ -469,7 +469,7 @@ class TestMalformedInput:
         a.feed(body, at(1))
         a.poll(at(100))
         _, record = a.close(at(200), CloseCause.UPSTREAM_EOF)
-        assert record.sse_events == len(frames)
+        assert record.frames == len(frames)
         assert record.malformed_frames <= len(frames)
 
     def test_oversize_event_is_dropped_and_counted(self) -> None:
@@ -477,7 +477,7 @@ class TestMalformedInput:
         events = a.feed(b"data: " + b"x" * MAX_EVENT_BYTES + b"\n\n" + chat("ok") + DONE, at(1))
         assert len(of_type(events, OversizeEventDropped)) == 1
         _, record = a.close(at(2), CloseCause.UPSTREAM_EOF)
-        assert (record.oversize_events, record.sse_events, record.outcome) == (
+        assert (record.oversize_events, record.frames, record.outcome) == (
             1,
             2,
             Outcome.COMPLETED,

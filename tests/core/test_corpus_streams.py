@@ -156,7 +156,7 @@ def expected_timings(expected: dict[str, Any]) -> dict[str, int]:
 def check_against_expected(record: StreamRecord, expected: dict[str, Any]) -> None:
     """Assert every field of the corpus ``.expected.json`` schema the analyzer reports."""
     frames = expected["frame_count"] if "frame_count" in expected else expected["sse_event_count"]
-    assert record.sse_events == frames
+    assert record.frames == frames
     assert record.undispatched_tail == expected_tail(expected)
     assert record.oversize_events == 0
     assert record.first_output_event_index == expected["first_content_event_index"]

@@ -140,7 +140,7 @@ class TestHostileBytes:
             for at, chunk in enumerate(chunks, start=1):
                 analyzer.feed(chunk, at)
             records.append(analyzer.close(10**6, CloseCause.UPSTREAM_EOF)[1])
-        assert records[0].sse_events == records[1].sse_events
+        assert records[0].frames == records[1].frames
         assert records[0].outcome == records[1].outcome
 
 
@@ -314,7 +314,7 @@ class TestLiveVerdicts:
             "OutputReceived",
         ]
         _, record = analyzer.close(2, CloseCause.UPSTREAM_EOF)
-        assert (record.sse_events, record.malformed_frames, record.output_events) == (3, 1, 2)
+        assert (record.frames, record.malformed_frames, record.output_events) == (3, 1, 2)
         assert record.outcome.value == "truncated"  # no messageStop + metadata
 
     @pytest.mark.parametrize(

@@ -131,8 +131,8 @@ class TestHttpsEgressRoutes:
         assert "route 'anthropic': ca_bundle: cannot load CA bundle" in stderr.decode()
 
     def test_one_trust_per_origin(self, tmp_path: Path) -> None:
-        """Two routes to one https origin with different bundles are refused: pooled
-        connections are shared by origin."""
+        """Two routes to one https origin with different bundles (the ``--upstream`` default
+        route too) are refused: pooled connections are shared by origin."""
         provider = TlsProvider(tmp_path, "p")
         other = TlsProvider(tmp_path, "o")
         config = tmp_path / "egress.yaml"
@@ -147,6 +147,14 @@ class TestHttpsEgressRoutes:
         add_arguments(parser)
         with pytest.raises(ConfigError, match="routes 'a' and 'b' reach"):
             load_settings(parser.parse_args(["--config", str(config)]), {})
+        config.write_text(
+            "routes:\n"
+            f"  - {{name: a, prefix: /a, upstream: 'https://localhost:9',"
+            f" ca_bundle: '{provider.ca_bundle}'}}\n"
+        )
+        default = ["--config", str(config), "--upstream", "https://localhost:9"]
+        with pytest.raises(ConfigError, match="routes 'a' and 'default' reach"):
+            load_settings(parser.parse_args(default), {})
 
 
 ANNOUNCING = (

@@ -144,13 +144,22 @@ def litellm_config(upstream: str, key: str) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def litellm_proxy(upstream: str, workdir: Path) -> AsyncIterator[tuple[str, str]]:
-    """LiteLLM's proxy on a free port; yields its URL and master key. Stopped on exit."""
+async def litellm_proxy(
+    upstream: str,
+    workdir: Path,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[str, str]]:
+    """LiteLLM's proxy on a free port, with extra ``litellm_settings`` and environment; yields its
+    URL and master key. Stopped on exit."""
     if not LITELLM.is_file():
         missing(f"LiteLLM is not installed in {LITELLM.parent.parent} (.ci/run installs it)")
     key = "sk-streamwatch-e2e-" + secrets.token_hex(16)
     config = workdir / "litellm.yaml"
-    config.write_text(yaml.safe_dump(litellm_config(upstream, key)))
+    document = litellm_config(upstream, key)
+    document["litellm_settings"].update(settings or {})
+    config.write_text(yaml.safe_dump(document))
     port = free_port()
     log = (workdir / "litellm.log").open("wb")
     env = {
@@ -158,6 +167,7 @@ async def litellm_proxy(upstream: str, workdir: Path) -> AsyncIterator[tuple[str
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no download of the cost map at start-up
         "LITELLM_TELEMETRY": "False",
         "NO_DOCKER": "1",
+        **(environ or {}),
     }
     proc = await asyncio.create_subprocess_exec(
         str(LITELLM), "--config", str(config), "--host", LOOPBACK, "--port", str(port),

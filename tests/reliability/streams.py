@@ -123,7 +123,7 @@ def summary_of_log(line: dict[str, object]) -> dict[str, object]:
     """The chunking-independent analysis results of a ``stream.*`` log line."""
     keys = (
         "outcome",
-        "sse_events",
+        "frames",
         "output_events",
         "finish_reasons",
         "terminal_frame",
@@ -141,7 +141,7 @@ def expected_summary(body: Body) -> dict[str, object]:
     usage = record.usage
     return {
         "outcome": record.outcome.value,
-        "sse_events": record.sse_events,
+        "frames": record.frames,
         "output_events": record.output_events,
         "finish_reasons": list(record.finish_reasons),
         "terminal_frame": record.terminal_frame,

@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 import aiohttp
+import ollama
+import openai
 import pytest
 
 from streamwatch.simulator.scenario import TIMESTAMP_FIELD
@@ -260,3 +262,44 @@ async def _get_models(port: int) -> None:
         session.get(f"http://127.0.0.1:{port}/v1/models") as response,
     ):
         assert response.status == 200
+
+
+class TestNonStreamingFormats:
+    """Legacy completions, Ollama and Cohere v2 answer a non-streaming request with one JSON body,
+    read by the official clients where one is installed."""
+
+    async def test_legacy_completions_with_the_openai_sdk(self, base_url: str) -> None:
+        """``/v1/completions`` without ``stream``: a text_completion with text and usage."""
+        async with openai.AsyncOpenAI(base_url=base_url + "/v1", api_key="sk-sim") as client:
+            completion = await client.completions.create(model="m", prompt="Say hi.", stream=False)
+        assert completion.object == "text_completion"
+        assert completion.choices[0].text
+        assert completion.choices[0].finish_reason == "stop"
+        assert completion.usage is not None
+        assert completion.usage.completion_tokens > 0
+
+    @pytest.mark.parametrize("api", ["chat", "generate"])
+    async def test_ollama_with_its_client(self, base_url: str, api: str) -> None:
+        """``"stream": false``: one final object with the whole answer and the counts."""
+        async with ollama.AsyncClient(host=base_url) as client:
+            if api == "chat":
+                answer: Any = await client.chat(
+                    model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=False
+                )
+                text = answer.message.content
+            else:
+                answer = await client.generate(model="llama3.2", prompt="hi", stream=False)
+                text = answer.response
+        assert text
+        assert (answer.done, answer.done_reason) == (True, "stop")
+        assert answer.eval_count
+        assert answer.eval_duration is not None  # the FAST profile's gaps are 0
+
+    async def test_cohere_v2_chat(self, base_url: str) -> None:
+        """``/v2/chat`` without ``stream``: a ChatResponse with text and usage."""
+        body = await _post(base_url, "/v2/chat", {"model": "command-r", "messages": []}, {})
+        answer = json.loads(body)
+        assert answer["finish_reason"] == "COMPLETE"
+        assert answer["message"]["content"][-1]["type"] == "text"
+        assert answer["message"]["content"][-1]["text"]
+        assert answer["usage"]["tokens"]["output_tokens"] > 0
