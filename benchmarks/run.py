@@ -170,7 +170,8 @@ def start_streamwatch(
     gc_prefix, gc_file = _gc_argv(gc_dir if workers == 1 else None, "streamwatch")
     argv = [PYTHON, *gc_prefix, *entry, "serve", "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
-            "--max-streams", "20000", "--log-format", "json", "--workers", str(workers)]  # fmt: skip
+            "--max-streams", "20000", "--max-connections", "20000", "--log-format", "json",
+            "--workers", str(workers)]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

@@ -265,6 +265,15 @@ def overview(cfg: Config) -> Json:
         "Request headers to the first output event; click an exemplar for its trace.",
     )
     lay.percentiles(
+        spec.TTFT,
+        (0.5, 0.95),
+        "Time to first token by side",
+        "Client side (in front of the gateway) beside provider side (between the gateway and the"
+        " providers): the difference is the time the gateway added. Pick the gateway's alias and"
+        " the provider's model under model (docs/provider-side.md).",
+        by=spec.SIDE,
+    )
+    lay.percentiles(
         spec.GAP,
         (0.5, 0.99),
         "Inter-chunk gap",
@@ -290,8 +299,9 @@ def overview(cfg: Config) -> Json:
         spec.UPSTREAM_REPORTED,
         (0.5,),
         "Upstream-reported durations (p50)",
-        "What the provider says it spent (Bedrock latencyMs and invocation metrics, Ollama's"
-        " load/prompt/eval durations), beside the TTFT and duration measured here.",
+        "What the provider or gateway says it spent (Bedrock latencyMs and invocation metrics,"
+        " Ollama's load/prompt/eval durations; Envoy, OpenAI and LiteLLM timing headers), beside"
+        " the TTFT and duration measured here.",
         by=spec.TIMING,
     )
     lay.row("Outcomes")

@@ -187,7 +187,9 @@ class TestScriptedMix:
             now = await scrape(proxy.admin_port)
             observed["stalls"] = now.value("streamwatch_stalls_total", phase="mid_stream")
             observed["stalled"] = now.value("streamwatch_streams_stalled")
-            return observed["stalls"] >= 1
+            # A scrape is rendered in slices, not as one snapshot: the counter and the gauge can
+            # come from either side of the stall's start, so wait for one that shows both.
+            return observed["stalls"] >= 1 and observed["stalled"] >= 1
 
         await until(stall_visible, within=LATE, what="a live mid-stream stall")
         assert not stalled.done()
