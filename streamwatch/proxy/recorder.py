@@ -287,8 +287,9 @@ class Recorder:
             return  # the end line did not fit: given up and counted
         file, capture.file = capture.file, None
         file.close()
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        micros = time.time_ns() // 1000 % 1_000_000
+        now_ns = time.time_ns()  # one clock read: two could straddle a second and misorder names
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ns // 1_000_000_000))
+        micros = now_ns // 1000 % 1_000_000
         rid = safe_name_part(capture.request_id)
         pid_seq = capture.partial.stem.removeprefix(".partial-")
         name = f"capture-{stamp}.{micros:06d}Z-{ended.outcome.value}-{pid_seq}"
