@@ -565,6 +565,17 @@ CAPTURES: Final = Family(
     "`--capture-dir` captures by `result`: `saved`, `skipped` (completed cleanly), dropped "
     "(`too_large`, `backlog`, `no_room`, `failed`)",
 )
+LOG_LINES_DROPPED: Final = Family(
+    "streamwatch_log_lines_dropped_total",
+    "counter",
+    "Log lines dropped because the log output did not take them: the queue to the log writer "
+    "was full (the reader of stderr stopped reading) or the write failed.",
+    "{line}",
+    (),
+    "log lines dropped, never waited for: the log writer's queue (`--log-queue`) was full "
+    "because the reader of stderr stopped reading, or the write failed (`log.lines_dropped` "
+    "lines say how many once the output takes lines again)",
+)
 ROUTE_INFO: Final = Family(
     "streamwatch_route_info",
     "gauge",
@@ -633,6 +644,7 @@ FAMILIES: Final = (
     EVENT_LOOP_LAG,
     CLIENT_CONNECTIONS,
     CAPTURES,
+    LOG_LINES_DROPPED,
     ROUTE_INFO,
 )
 BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}
