@@ -5,9 +5,10 @@ as the reader of the log pipe stops reading (a stuck log shipper, ``| less``, a 
 behind on its log pipe): the kernel holds 64 KiB, then ``write()`` waits for the reader. So the
 loop only renders a line and appends it to a bounded queue; a writer thread does the blocking
 writes. When the queue is full the line is dropped and counted -- logging is telemetry and never
-holds the bytes back -- as HAProxy drops and counts log messages its log ring cannot take
-(``DroppedLogs``) where nginx would block its worker on the write. A write that fails (EPIPE: the
-reader is gone) drops its line too.
+holds the bytes back -- as HAProxy drops and counts log messages it cannot send (``DroppedLogs``
+in ``show info``, ``haproxy_process_dropped_logs_total``) where nginx blocks its worker on the
+``write()`` of an access log line. A write that fails (EPIPE: the reader is gone) drops its line
+too.
 
 The writer notes drops in the log itself (``log.lines_dropped``, at most one line per
 :data:`NOTE_INTERVAL`, written once the output takes lines again), rendered like every other line,
