@@ -100,6 +100,7 @@ class Metrics:
         self.client_connections = _gauge(spec.CLIENT_CONNECTIONS, registry)
         self.route_info = _gauge(spec.ROUTE_INFO, registry)
         self.captures = _counter(spec.CAPTURES, registry)
+        self.log_lines_dropped = _counter(spec.LOG_LINES_DROPPED, registry)
         ProcessCollector(
             registry=registry
         )  # process_cpu_seconds_total, _resident_memory_bytes, fds
