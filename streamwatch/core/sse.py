@@ -170,6 +170,26 @@ class SSEDecoder:
         if not chunk:
             return out
         if not self._line and b"\r" not in chunk:
+            if (
+                chunk.startswith(b"data: ")
+                and chunk.find(b"\n") == len(chunk) - 2
+                and chunk[-1] == _LF
+                and not self._data
+                and not self._skipping
+                and self._block_bytes + len(chunk) - 1 <= self._max_event_bytes
+            ):
+                # The usual read: exactly one event of one ``data: `` line. What the general path
+                # does with it (append the line, dispatch), without the split, loop and calls.
+                self._last_event_id = self._id_buffer
+                event_type, retry = self._event_type, self._retry
+                self._event_type = ""
+                self._retry = None
+                self._block_bytes = 0
+                data = chunk[6:-2].decode("utf-8", "replace")
+                out.append(
+                    MessageDispatched(event_type or "message", data, self._last_event_id, retry)
+                )
+                return out
             self._feed_lf_only(chunk, out)
             return out
         lines = chunk.splitlines(keepends=True)  # bytes.splitlines breaks on CR, LF, CRLF only
