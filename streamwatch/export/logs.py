@@ -99,10 +99,11 @@ def configure_logging(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors[1:-1]],
         )
     )
-    logging.basicConfig(handlers=[standard], level=logging.WARNING, force=True)
+    threshold = _LEVELS.get(level, logging.ERROR)
+    logging.basicConfig(handlers=[standard], level=max(threshold, logging.WARNING), force=True)
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=lambda *_: _QueuedLogger(pipe),
         cache_logger_on_first_use=True,
     )
