@@ -6,6 +6,14 @@ so the export's cost is in every round).
     .venv/bin/python benchmarks/bench_tracing.py            # ~20 s
     .venv/bin/python benchmarks/bench_tracing.py --streams 400 --tokens 400 --rounds 5
     .venv/bin/python benchmarks/bench_tracing.py --metrics
+    .venv/bin/python benchmarks/bench_tracing.py --instructions [--repo /path/to/other/checkout]
+
+``--instructions`` is the stable measure on a busy box: instructions counted by callgrind (every
+thread, the span processor's too) per stream of 20 and of 200 output events, tracing off and on,
+replayed in one process through the proxy's ``Telemetry`` seam into the sinks ``serve`` builds
+(Prometheus, the log line and, on, the tracer with its ``BatchSpanProcessor``), spans encoded as
+OTLP protobuf by the exporter's own encoder and dropped instead of posted. Start-up cancels out:
+each figure is the difference between runs of 4 and 4 + ``--passes`` streams.
 
 ``streamwatch serve`` runs as a subprocess (pinned to CPU 0 when there are two); the simulator
 upstream, the load client and the OTLP receiver share this process (CPU 1). Only the streamwatch
@@ -22,9 +30,14 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import aiohttp
 import psutil
@@ -191,6 +204,121 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+# -- --instructions: a deterministic count ------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def replay(tokens: int, streams: int, tracing: bool) -> None:
+    """The measured workload (run inside callgrind): ``streams`` OpenAI chat streams of ``tokens``
+    output events, one simulator write per read, through ``Telemetry`` into ``serve``'s sinks."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from prometheus_client import CollectorRegistry
+    from yarl import URL
+
+    import streamwatch
+    from streamwatch.config import Route, Settings
+    from streamwatch.core.analyzer import AnalyzerConfig
+    from streamwatch.core.api import Api
+    from streamwatch.core.record import CloseCause
+    from streamwatch.core.side import Side
+    from streamwatch.export import otel
+    from streamwatch.export.logs import configure_logging
+    from streamwatch.export.prometheus import Metrics
+    from streamwatch.proxy.telemetry import Telemetry
+    from streamwatch.serve import build_sinks
+    from streamwatch.simulator.scenario import Scenario, Send, steps
+
+    class Encoding(SpanExporter):
+        """The OTLP exporter's work on the span processor's thread, minus the HTTP post."""
+
+        encoded = 0
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            encode_spans(spans).SerializeToString()
+            Encoding.encoded += len(spans)
+            return SpanExportResult.SUCCESS
+
+    if tracing:  # the exporter `serve` would build for OTEL_TRACES_EXPORTER=otlp, minus the post
+        otel.span_exporters = lambda environ: [Encoding()]  # type: ignore[assignment,misc]
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (open until the process exits)
+    configure_logging("json", "info", devnull)  # one JSON line per stream, as serve
+    settings = Settings(routes=(Route("default", URL("http://127.0.0.1:1")),))
+    environ = {"OTEL_TRACES_EXPORTER": "otlp"} if tracing else {}
+    sinks, closers = build_sinks(settings, environ, Metrics(CollectorRegistry()))
+    scenario = Scenario(api=Api.OPENAI_CHAT, model="gpt-4o-mini", output_tokens=tokens)
+    reads = [step.data for step in steps(scenario) if isinstance(step, Send)]
+    request = [(b"host", b"127.0.0.1"), (b"content-length", b"80"), (b"traceparent", TRACEPARENT)]
+    config = AnalyzerConfig()
+    for n in range(streams):
+        start = n * 10**9
+        telemetry = Telemetry(
+            sinks, method="POST", path="/v1/chat/completions", route="default",
+            side=Side.CLIENT, headers=request, t_request_ns=start, server=("127.0.0.1", 1),
+        )  # fmt: skip
+        telemetry.inject(request)
+        telemetry.exchange.request_model, telemetry.exchange.stream_requested = "gpt-4o-mini", True
+        tap = telemetry.response(
+            200, [(b"content-type", b"text/event-stream")], content_type="text/event-stream",
+            content_encoding=None, config=config, override=None,
+        )  # fmt: skip
+        assert tap is not None
+        for at, read in enumerate(reads, start=start + 1000):
+            tap.feed(read, at)
+        telemetry.finish(200, CloseCause.UPSTREAM_EOF, None)
+
+    async def close() -> None:  # flushes the spans still queued: their export is counted too
+        for closer in closers:
+            await closer()
+
+    asyncio.run(close())
+    assert Encoding.encoded == (streams if tracing else 0), Encoding.encoded
+    print(Path(streamwatch.__file__).parent.parent)
+
+
+def count(repo: Path, tokens: int, streams: int, tracing: bool) -> int:
+    """Instructions callgrind counts in a replay of ``streams`` streams from checkout ``repo``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        done = subprocess.run(
+            [
+                shutil.which("valgrind") or "valgrind", "--tool=callgrind",
+                f"--callgrind-out-file={out}", sys.executable, __file__,
+                "--replay", f"{tokens},{streams},{int(tracing)}",
+            ],
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONPATH": str(repo), "PYTHONHASHSEED": "0"},
+        )  # fmt: skip
+    collected = re.search(r"Collected : (\d+)", done.stderr)
+    if collected is None:
+        raise SystemExit(f"callgrind printed no total:\n{done.stderr}")
+    if Path(done.stdout.split()[-1]) != repo.resolve():
+        raise SystemExit(f"imported streamwatch from {done.stdout.split()[-1]}, not {repo}")
+    return int(collected.group(1))
+
+
+def instructions(repo: Path, passes: int) -> None:
+    """Instructions per stream, tracing off and on, for 20- and 200-event streams."""
+    print(f"{repo}: instructions per stream (callgrind, {passes} streams counted)\n")
+    print(
+        "| output events per stream | tracing off | on, 100 % sampled | added per stream | vs off |"
+    )
+    print("|---|---|---|---|---|")
+    for tokens in (20, 200):
+        per_stream: dict[bool, float] = {}
+        for tracing in (False, True):
+            base = count(repo, tokens, 4, tracing)
+            more = count(repo, tokens, 4 + passes, tracing)
+            per_stream[tracing] = (more - base) / passes
+        off, on = per_stream[False], per_stream[True]
+        print(
+            f"| {tokens} | {off:,.0f} | {on:,.0f} | {on - off:,.0f} | {(on / off - 1) * 100:+.1f} % |"
+        )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=200)
@@ -198,4 +326,17 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--metrics", action="store_true", help="OTLP metrics off vs on")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--instructions", action="store_true", help="callgrind instruction counts per stream"
+    )
+    parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="checkout to count")
+    parser.add_argument("--passes", type=int, default=10, help="streams counted (--instructions)")
+    parser.add_argument("--replay", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.replay is not None:
+        tokens, streams, tracing = map(int, args.replay.split(","))
+        replay(tokens, streams, bool(tracing))
+    elif args.instructions:
+        instructions(args.repo, args.passes)
+    else:
+        asyncio.run(main(args))

@@ -35,7 +35,9 @@ def _serve(settings: Settings, argv: Sequence[str]) -> int:
     from streamwatch.serve import Running, serve  # noqa: PLC0415
     from streamwatch.workers import WORKER_ENV, ready_file, run_workers  # noqa: PLC0415
 
-    configure_logging(settings.log_format, settings.log_level)
+    log_pipe = configure_logging(
+        settings.log_format, settings.log_level, queue_lines=settings.log_queue
+    )
     worker_dir = os.environ.get(WORKER_ENV)
     if settings.workers > 1 and worker_dir is None:
         _install_uvloop()
@@ -58,7 +60,13 @@ def _serve(settings: Settings, argv: Sequence[str]) -> int:
     _install_uvloop()
     try:
         return asyncio.run(
-            serve(settings, os.environ, reuse_port=worker_dir is not None, on_started=started)
+            serve(
+                settings,
+                os.environ,
+                reuse_port=worker_dir is not None,
+                on_started=started,
+                log_pipe=log_pipe,
+            )
         )
     except ListenError as exc:  # a valid address that cannot be bound now (in use, not local)
         sys.stderr.write(f"streamwatch: cannot start: {exc}\n")

@@ -99,6 +99,11 @@ def _parse_upstream(option: str, value: str) -> URL:
     return url
 
 
+#: ``--log-queue``: log lines held while the reader of stderr is behind, about 1.5 KiB each (a few
+#: MiB in all): a few seconds of a busy proxy's lines while a log shipper catches up.
+LOG_QUEUE_LINES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything ``serve`` needs, validated. Durations in seconds, sizes in bytes."""
@@ -131,6 +136,7 @@ class Settings:
     capture_limit: int = 4096
     log_format: str = "auto"
     log_level: str = "info"
+    log_queue: int = LOG_QUEUE_LINES
     workers: int = 1
     metrics_dir: str | None = None
     capture_dir: str | None = None
@@ -316,6 +322,8 @@ OPTIONS: dict[str, str] = {
     "capture_limit": "Characters of captured content kept per stream (4096).",
     "log_format": "auto (console on a TTY, else JSON), json or console.",
     "log_level": "debug, info, warning or error (info).",
+    "log_queue": "Log lines held for the log writer thread while stderr's reader is behind; when "
+    "it is full, lines are dropped and counted, never waited for (4096).",
     "workers": "Proxy processes sharing the port with SO_REUSEPORT (1).",
     "slo_ttft": "Goodput objective: seconds to the first token (off). With --slo-tpot and "
     "--slo-no-stall, streams are counted as meeting their objectives or missing one.",
@@ -392,6 +400,7 @@ def _convert(name: str, raw: object) -> Any:
         "max_connections",
         "max_request_body",
         "capture_limit",
+        "log_queue",
         "workers",
         "capture_max_stream_bytes",
         "capture_max_bytes",

@@ -240,16 +240,22 @@ LABEL_VALUES: Final[Mapping[str, frozenset[str]]] = {
 # Every bucket is a series per label set, so each histogram has the fewest bounds that still
 # answer its questions; the OTLP exporter can use base-2 exponential histograms for fine resolution.
 
-#: TTFB/TTFT: 100 ms (a warm cache) up to 5 min (reasoning models think for minutes before the
-#: first token; client defaults stop at 10 s), dense around 0.5..10 s where TTFT objectives sit.
-#: A TTFT objective must be one of these bounds (the SLI reads the ``le`` bucket).
+#: TTFB and durations an upstream reports: 100 ms (a warm cache, a gateway answering from memory)
+#: up to 5 min (reasoning models think for minutes before the first token; client defaults stop at
+#: 10 s). Per route and API only, so resolution below 250 ms costs little.
 LATENCY_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: TTFT, per model: the same range with the bounds no objective sits on taken out (100 ms: no LLM
+#: objective is set below 250 ms; 60 s: nobody alerts between 30 s and 5 min), dense around
+#: 0.5..10 s where TTFT objectives sit. The mixin's TTFT objective must be one of these bounds
+#: (the SLI reads the ``le`` bucket).
+TTFT_BUCKETS: Final = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 300.0)
 #: Inter-chunk gaps: 10 ms (tokens at 100/s) up to the default stall threshold (10 s); a longer
 #: gap is a stall, counted by the stall families, so it needs no bucket of its own beyond +Inf.
-GAP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+#: Steps of 2-5x: a gap's p99 is read for its order of magnitude, not its millisecond.
+GAP_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 #: Decode rate: 10 tok/s (an overloaded or CPU backend) to 500 tok/s (speculative decoding, fast
-#: inference hardware); the interesting band for hosted models is 20..200.
-TOKENS_PER_SECOND_BUCKETS: Final = (10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0)
+#: inference hardware); the interesting band for hosted models, 20..200, in steps of 2-2.5x.
+TOKENS_PER_SECOND_BUCKETS: Final = (10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 #: Whole-stream duration: 1 s up to 1 h (long agentic or reasoning streams).
 DURATION_BUCKETS: Final = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
@@ -352,7 +358,7 @@ TTFT: Final = Family(
     "s",
     STREAM_LABELS,
     "TTFT",
-    LATENCY_BUCKETS,
+    TTFT_BUCKETS,
     otel="gen_ai.client.inference.time_to_first_chunk",
 )
 GAP: Final = Family(
@@ -565,6 +571,17 @@ CAPTURES: Final = Family(
     "`--capture-dir` captures by `result`: `saved`, `skipped` (completed cleanly), dropped "
     "(`too_large`, `backlog`, `no_room`, `failed`)",
 )
+LOG_LINES_DROPPED: Final = Family(
+    "streamwatch_log_lines_dropped_total",
+    "counter",
+    "Log lines dropped because the log output did not take them: the queue to the log writer "
+    "was full (the reader of stderr stopped reading) or the write failed.",
+    "{line}",
+    (),
+    "log lines dropped, never waited for: the log writer's queue (`--log-queue`) was full "
+    "because the reader of stderr stopped reading, or the write failed (`log.lines_dropped` "
+    "lines say how many once the output takes lines again)",
+)
 ROUTE_INFO: Final = Family(
     "streamwatch_route_info",
     "gauge",
@@ -633,6 +650,7 @@ FAMILIES: Final = (
     EVENT_LOOP_LAG,
     CLIENT_CONNECTIONS,
     CAPTURES,
+    LOG_LINES_DROPPED,
     ROUTE_INFO,
 )
 BY_NAME: Final[Mapping[str, Family]] = {f.name: f for f in FAMILIES}

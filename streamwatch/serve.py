@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, ListenError, Settings
+from streamwatch.export.log_pipe import LogPipe
 from streamwatch.export.logs import LogSink
 from streamwatch.export.otel import tracing_from_env
 from streamwatch.export.otlp_metrics import otlp_metrics_from_env
@@ -218,9 +219,11 @@ async def start(
     environ: Mapping[str, str] | None = None,
     *,
     reuse_port: bool = False,
+    log_pipe: LogPipe | None = None,
 ) -> Running:
     """Build every sink, start both listeners and the watchdog; returns once both ports accept
-    connections. ``environ`` holds the ``OTEL_*`` variables (tracing is off without them)."""
+    connections. ``environ`` holds the ``OTEL_*`` variables (tracing is off without them);
+    ``log_pipe``, the entry point's log writer, counts its dropped lines into the metrics."""
     registry = CollectorRegistry()
     metrics = Metrics(
         registry,
@@ -231,6 +234,8 @@ async def start(
     metrics.describe_routes(
         (r.name, settings.side_of(r).value, str(r.upstream.origin())) for r in settings.routes
     )
+    if log_pipe is not None:
+        log_pipe.count_drops(metrics.log_lines_dropped.inc)
     sinks, closers = build_sinks(settings, environ or {}, metrics)
     recorder = build_recorder(settings, metrics)
     if recorder is not None:
@@ -316,10 +321,11 @@ async def serve(
     *,
     reuse_port: bool = False,
     on_started: Callable[[Running], None] | None = None,
+    log_pipe: LogPipe | None = None,
 ) -> int:
     """Run until SIGTERM, SIGINT or SIGQUIT, then drain; exit status 0. ``on_started`` runs once both
     listeners accept connections (a ``--workers`` worker reports readiness with it)."""
-    running = await start(settings, environ, reuse_port=reuse_port)
+    running = await start(settings, environ, reuse_port=reuse_port, log_pipe=log_pipe)
     if on_started is not None:
         on_started(running)
     stopping = asyncio.Event()

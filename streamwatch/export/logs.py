@@ -1,12 +1,14 @@
 """One canonical structlog line per stream (``stream.completed``, ``stream.truncated``, ...).
 
-JSON by default (console rendering on a TTY). Lines carry numbers, ids and bounded names only: no
-headers, no bodies, no URLs with queries, no completion text unless content capture is enabled.
+JSON by default (console rendering on a TTY), written by a thread of their own
+(:mod:`streamwatch.export.log_pipe`), so a log reader that stops reading never stalls a stream.
+Lines carry numbers, ids and bounded names only: no headers, no bodies, no URLs with queries, no
+completion text unless content capture is enabled.
 """
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import logging
 import sys
 import time
@@ -15,7 +17,9 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from streamwatch.config import LOG_QUEUE_LINES
 from streamwatch.core.record import StreamRecord
+from streamwatch.export.log_pipe import LogPipe
 from streamwatch.sinks import Exchange, Hooks
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -25,23 +29,44 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
 
-class _DroppingWriteLogger(structlog.WriteLogger):
-    """structlog's one-write-per-line logger, except that a line that cannot be written is dropped.
+class _QueuedLogger:
+    """structlog's logger interface over a :class:`LogPipe`: a rendered line is queued, never
+    written on the caller's thread, so a log output that stopped taking lines blocks no stream."""
 
-    Logging is telemetry and must fail open: a log pipe whose reader went away (EPIPE) or a closed
-    stream must not raise into the byte path and end the request being logged, or any other.
-    """
+    __slots__ = ("_pipe",)
+
+    def __init__(self, pipe: LogPipe) -> None:
+        self._pipe = pipe
 
     def msg(self, message: str) -> None:
-        with contextlib.suppress(OSError, ValueError):  # ValueError: write to a closed file
-            super().msg(message)
+        self._pipe.put(message)
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Configure structlog once, in the entry point (never at import time)."""
+class _PipeHandler(logging.Handler):
+    """A :mod:`logging` handler that queues each record's line on a :class:`LogPipe`."""
+
+    def __init__(self, pipe: LogPipe) -> None:
+        super().__init__()
+        self._pipe = pipe
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pipe.put(self.format(record))
+        except Exception:  # logging's own contract: report it, never raise
+            self.handleError(record)
+
+
+def configure_logging(
+    fmt: str = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    queue_lines: int = LOG_QUEUE_LINES,
+) -> LogPipe:
+    """Configure structlog once, in the entry point (never at import time); returns the pipe whose
+    writer thread writes the lines to ``stream`` (stderr), drained at exit."""
     out = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (
@@ -49,20 +74,40 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         if console
         else structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+
+    def render(fields: dict[str, Any]) -> str:  # the pipe's own notes, on its writer thread
+        event: Any = fields
+        for processor in processors:
+            event = processor(None, "warning", event)
+        return str(event)
+
+    pipe = LogPipe(out.fileno(), queue_lines, render)
+    atexit.register(pipe.close)
+    # The standard library's loggers (asyncio, aiohttp) through the same pipe, as JSON lines too:
+    # left alone they fall to logging's last resort, a blocking write to stderr on the event loop.
+    standard = _PipeHandler(pipe)
+    standard.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors[1:-1]],
+        )
+    )
+    threshold = _LEVELS.get(level, logging.ERROR)
+    logging.basicConfig(handlers=[standard], level=max(threshold, logging.WARNING), force=True)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
-        # One write per line (print() writes the newline apart): with --workers every process
-        # shares stderr, and separate writes interleave two lines into one unparseable line.
-        logger_factory=lambda *_: _DroppingWriteLogger(out),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=lambda *_: _QueuedLogger(pipe),
         cache_logger_on_first_use=True,
     )
+    return pipe
 
 
 def _s(ns: int | None) -> float | None:

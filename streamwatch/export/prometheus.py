@@ -10,11 +10,13 @@ The per-request side is :mod:`streamwatch.export.prometheus_sink`.
 from __future__ import annotations
 
 import math
+import time
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.samples import Exemplar
 
 from streamwatch import __version__
 from streamwatch import metricspec as spec
@@ -98,6 +100,7 @@ class Metrics:
         self.client_connections = _gauge(spec.CLIENT_CONNECTIONS, registry)
         self.route_info = _gauge(spec.ROUTE_INFO, registry)
         self.captures = _counter(spec.CAPTURES, registry)
+        self.log_lines_dropped = _counter(spec.LOG_LINES_DROPPED, registry)
         ProcessCollector(
             registry=registry
         )  # process_cpu_seconds_total, _resident_memory_bytes, fds
@@ -280,8 +283,10 @@ def _bounds_ns(bounds: tuple[float, ...]) -> tuple[float, ...]:
 class BatchedHistogram:
     """Observes a batch of durations in integer nanoseconds on one histogram child with one update
     per bucket touched and one for the sum: prometheus-client's ``observe`` takes two locks and
-    scans the bounds in Python per value. Buckets and count are those of observing each value in
-    seconds; the sum adds the batch's exact total once. No exemplars (use ``observe`` for those).
+    scans the bounds in Python per value, and with an exemplar validates it and reads the clock
+    per value too. Buckets and count are those of observing each value in seconds; the sum adds
+    the batch's exact total once; with an exemplar, each bucket touched keeps the last value that
+    fell in it, as per-value ``observe`` leaves it, stamped with the batch's one clock read.
     """
 
     __slots__ = ("_bounds_ns", "_buckets", "_sum")
@@ -292,34 +297,43 @@ class BatchedHistogram:
         self._sum = child._sum
         self._bounds_ns = _bounds_ns(tuple(child._upper_bounds))
 
-    def observe_ns(self, values_ns: Sequence[int]) -> None:
+    def observe_ns(self, values_ns: Sequence[int], exemplar: dict[str, str] | None = None) -> None:
+        """``exemplar`` as :func:`exemplar` makes it (valid by construction: not checked again)."""
         bounds, buckets = self._bounds_ns, self._buckets
         if len(values_ns) == 1:  # the usual read: one output event
             value = values_ns[0]
-            buckets[bisect_left(bounds, value)].inc(1)
+            bucket = buckets[bisect_left(bounds, value)]
+            bucket.inc(1)
             self._sum.inc(value / 1e9)
+            if exemplar is not None:
+                bucket.set_exemplar(Exemplar(exemplar, value / 1e9, time.time()))
             return
         counts: dict[int, int] = {}
+        last: dict[int, int] = {}
         for value in values_ns:
             index = bisect_left(bounds, value)
             counts[index] = counts.get(index, 0) + 1
+            last[index] = value
         for index, count in counts.items():
             buckets[index].inc(count)
         self._sum.inc(sum(values_ns) / 1e9)
+        if exemplar is not None:
+            now = time.time()
+            for index, value in last.items():
+                buckets[index].set_exemplar(Exemplar(exemplar, value / 1e9, now))
 
 
 class ModelChildren:
     """Label children of one (route, side, api, model), so hot-path observations skip
     ``labels()``."""
 
-    __slots__ = ("api", "gap", "gaps", "model", "outcomes", "route", "side", "tps", "ttft")
+    __slots__ = ("api", "gaps", "model", "outcomes", "route", "side", "tps", "ttft")
 
     def __init__(self, metrics: Metrics, route: str, side: str, api: str, model: str) -> None:
         labels = (route, side, api, model)
         self.route, self.side, self.api, self.model = labels
         self.ttft = metrics.ttft.labels(*labels)
-        self.gap = metrics.gap.labels(*labels)
-        self.gaps = BatchedHistogram(self.gap)
+        self.gaps = BatchedHistogram(metrics.gap.labels(*labels))
         self.tps = metrics.tokens_per_second.labels(*labels)
         # Every outcome at zero with a combination's first stream, so rate(...{outcome="truncated"})
         # is 0, not absent.

@@ -90,12 +90,7 @@ class _PrometheusRequest(RequestObservations):
     def outputs(self, count: int, gaps_ns: Sequence[int]) -> None:
         self._route_api.count_outputs(count)
         if gaps_ns:
-            children = self._model or self._bound()
-            if self._exemplar is None:
-                children.gaps.observe_ns(gaps_ns)
-            else:  # a sampled trace: each observation may become its bucket's exemplar
-                for gap in gaps_ns:
-                    children.gap.observe(gap / 1e9, self._exemplar)
+            (self._model or self._bound()).gaps.observe_ns(gaps_ns, self._exemplar)
 
     def error_frame(self, error_type: str) -> None:
         self._route_api.error_frame(error_type)

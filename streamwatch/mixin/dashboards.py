@@ -116,6 +116,13 @@ def _self_health(lay: Layout) -> None:
         targets(rate_by(spec.CAPTURES, spec.RESULT)),
         unit="ops",
     )
+    lay.timeseries(
+        "Dropped log lines",
+        "Log lines dropped, never waited for: the reader of stderr stopped reading (a stuck log "
+        "shipper) and --log-queue filled, or the write failed. The streams were not held back.",
+        targets(rate_by(spec.LOG_LINES_DROPPED, "instance")),
+        unit="ops",
+    )
     info = spec.ROUTE_INFO
     lay.timeseries(
         "Configured routes",

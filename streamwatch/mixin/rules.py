@@ -214,6 +214,34 @@ def alert_rules(cfg: Config) -> Json:
         """``expr`` only for routes with enough traffic to judge a ratio by."""
         return f"{expr}\nand on (route) {traffic} * 300 >= {cfg.min_streams_5m}"
 
+    def burn_alerts(  # noqa: PLR0917 (the objective's words, then burn()'s arguments)
+        name: str,
+        what: str,
+        subject: str,
+        missed: str,
+        miss: Callable[[str], str] = slo_miss,
+        error_budget: float = budget,
+        traffic: str = FIRST_TOKEN_RATE,
+        *,
+        why: str = "",
+    ) -> list[Json]:
+        """One objective's two burn-rate alerts: the fast burn pages, the slow one files a ticket."""
+        return [
+            alert(
+                cfg,
+                name,
+                burn(burns, miss, error_budget, traffic),
+                threshold,
+                f"{what} is burning its error budget{speed}.",
+                "Route {{ $labels.route }} misses " + subject + " fast enough to spend the 30-day "
+                "budget " + when + "; {{ $value | humanizePercentage }} of " + missed + ".",
+            )
+            for burns, threshold, speed, when in (
+                (PAGE_BURNS, Threshold(0, "2m", "critical"), " fast" + why, "in under 2 days"),
+                (TICKET_BURNS, Threshold(0, "1h", "warning"), "", "early"),
+            )
+        ]
+
     per_route = "on route {{ $labels.route }}"
     analyzer = rule_selector(s, spec.ANALYSIS_ERRORS, stage=spec.STAGE_ANALYZER)
     probe_buckets = sum_rate(
@@ -231,45 +259,21 @@ def alert_rules(cfg: Config) -> Json:
             + per_route
             + f" over the last 5m (threshold {num(a['stall_ratio'].threshold)}).",
         ),
-        alert(
-            cfg,
+        *burn_alerts(
             "StreamwatchTTFTSLOBurn",
-            burn(PAGE_BURNS),
-            Threshold(0, "2m", "critical"),
-            "Time to first token is burning its error budget fast.",
-            "Route {{ $labels.route }} misses the TTFT objective (" + objective + ") "
-            "fast enough to spend the 30-day budget in under 2 days; "
-            "{{ $value | humanizePercentage }} of streams missed it.",
+            "Time to first token",
+            "the TTFT objective (" + objective + ")",
+            "streams missed it",
         ),
-        alert(
-            cfg,
-            "StreamwatchTTFTSLOBurn",
-            burn(TICKET_BURNS),
-            Threshold(0, "1h", "warning"),
-            "Time to first token is burning its error budget.",
-            "Route {{ $labels.route }} misses the TTFT objective (" + objective + ") "
-            "fast enough to spend the 30-day budget early; "
-            "{{ $value | humanizePercentage }} of streams missed it.",
-        ),
-        alert(
-            cfg,
+        *burn_alerts(
             "StreamwatchGoodputBurn",
-            burn(PAGE_BURNS, goodput_miss, goodput_budget, GOODPUT_JUDGED),
-            Threshold(0, "2m", "critical"),
-            "Goodput is burning its error budget fast: streams miss their objectives.",
-            "Route {{ $labels.route }} misses its goodput objective (" + goodput + ") fast "
-            "enough to spend the 30-day budget in under 2 days; {{ $value | humanizePercentage }} "
-            "of judged streams missed an objective (TTFT, TPOT, stall or outcome).",
-        ),
-        alert(
-            cfg,
-            "StreamwatchGoodputBurn",
-            burn(TICKET_BURNS, goodput_miss, goodput_budget, GOODPUT_JUDGED),
-            Threshold(0, "1h", "warning"),
-            "Goodput is burning its error budget.",
-            "Route {{ $labels.route }} misses its goodput objective (" + goodput + ") fast "
-            "enough to spend the 30-day budget early; {{ $value | humanizePercentage }} of "
-            "judged streams missed an objective.",
+            "Goodput",
+            "its goodput objective (" + goodput + ")",
+            "judged streams missed an objective (TTFT, TPOT, stall or outcome)",
+            goodput_miss,
+            goodput_budget,
+            GOODPUT_JUDGED,
+            why=": streams miss their objectives",
         ),
         alert(
             cfg,

@@ -28,7 +28,7 @@ from streamwatch.core.side import Side
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.recorder import Recorder
 from streamwatch.proxy.tap import Tap
-from streamwatch.sinks import Exchange, Sinks
+from streamwatch.sinks import Exchange, Fanout, Sinks
 
 log = structlog.get_logger("streamwatch.telemetry")
 
@@ -91,7 +91,12 @@ class Telemetry:
             side=side,
         )
         self.tap: Tap | None = None
-        self.watchers = sinks.open(self.exchange)
+        try:
+            self.watchers = sinks.open(self.exchange)
+        except Exception:  # forwarding never depends on telemetry: this request goes without it
+            log.warning("telemetry.failed", stage="start", request_id=self.exchange.request_id,
+                        exc_info=True)  # fmt: skip
+            self.watchers = Fanout(())
 
     def inject(self, headers: Headers) -> Headers:
         """The upstream request headers after every sink added its own (trace context)."""

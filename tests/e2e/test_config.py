@@ -65,6 +65,8 @@ BAD = {
         "routes:\n  - {name: a, prefix: /, upstream: 'http://127.0.0.1:9', api: ollama}\n",
         "routes[0].api must be one of",
     ),
+    "log-queue-flag": (["--log-queue", "many"], {}, "", "--log-queue"),
+    "log-queue-env": ([], {"STREAMWATCH_LOG_QUEUE": "0"}, "", "STREAMWATCH_LOG_QUEUE"),
     "side-flag": (["--side", "gateway"], {}, "", "--side"),
     "side-env": ([], {"STREAMWATCH_SIDE": "upstream"}, "", "STREAMWATCH_SIDE"),
     "route-side": (

@@ -117,7 +117,7 @@ class TestScrapeStall:
     """At saturation, a stream keeps flowing while /metrics is scraped back to back."""
 
     async def test_gaps_during_repeated_scrapes(self) -> None:
-        """4,000+ series are scraped in a loop while a 10 ms-cadence stream is relayed; the stream
+        """3,900+ series are scraped in a loop while a 10 ms-cadence stream is relayed; the stream
         completes and the scrapes succeed. Its gaps with and without scrapes are reported, not
         asserted: on a shared 2-core box a wall-clock bound would test the neighbours."""
         async with (
@@ -132,7 +132,7 @@ class TestScrapeStall:
             series = len(
                 [ln for ln in (await scrape(serve.admin_port)).text.splitlines() if ln[:1] != "#"]
             )
-            assert series >= 4_000
+            assert series >= 3_900
             quiet = await _probe_gaps(session, url)
 
             scrapes: list[int] = []

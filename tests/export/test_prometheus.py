@@ -7,7 +7,7 @@ import random
 import string
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -16,7 +16,12 @@ from streamwatch import metricspec as spec
 from streamwatch.core.api import Api
 from streamwatch.core.events import StallPhase
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
-from streamwatch.export.labels import ModelLabels, normalise_error_type, normalise_finish_reason
+from streamwatch.export.labels import (
+    ModelLabels,
+    normalise_error_type,
+    normalise_finish_reason,
+    sanitize_label,
+)
 from streamwatch.export.prometheus import BatchedHistogram, Metrics
 from streamwatch.export.prometheus_sink import PrometheusSink
 from streamwatch.metricspec import ERROR_TYPES
@@ -99,6 +104,7 @@ class TestDeclarations:
     def test_buckets_cover_llm_ranges(self) -> None:
         """Latency buckets reach 300 s, gaps the default stall threshold, duration 1 h."""
         assert spec.LATENCY_BUCKETS[-1] >= 300
+        assert spec.TTFT_BUCKETS[-1] >= 300
         assert spec.GAP_BUCKETS[-1] >= 10
         assert spec.TOKENS_PER_SECOND_BUCKETS[-1] >= 500
         assert spec.DURATION_BUCKETS[-1] >= 3600
@@ -111,7 +117,7 @@ class TestDeclarations:
         """A 200 s reasoning-model TTFT is below the 300 s bucket, not only in +Inf."""
         Driven(PrometheusSink(metrics), API, MODEL).first_token(200.0)
         name = "streamwatch_time_to_first_token_seconds_bucket"
-        assert value(registry, name, **LABELS, le="60.0") == 0
+        assert value(registry, name, **LABELS, le="30.0") == 0
         assert value(registry, name, **LABELS, le="300.0") == 1
 
 
@@ -294,30 +300,37 @@ class TestLiveObservations:
         assert value(registry, spec.REQUESTS.name, **ROUTE_API, code="502") == 1
 
 
+GAPS_NS = st.lists(
+    st.one_of(
+        st.integers(min_value=0, max_value=200 * 10**9),
+        # values on, just under and just over each bound, where rounding could differ
+        st.sampled_from(spec.GAP.buckets).flatmap(
+            lambda b: st.integers(round(b * 1e9) - 2, round(b * 1e9) + 2)
+        ),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
 class TestBatchedHistogram:
     """A batch observed in nanoseconds lands in the buckets observing each value would fill."""
 
-    @settings(max_examples=200, deadline=None)
-    @given(
-        st.lists(
-            st.one_of(
-                st.integers(min_value=0, max_value=200 * 10**9),
-                # values on, just under and just over each bound, where rounding could differ
-                st.sampled_from(spec.GAP.buckets).flatmap(
-                    lambda b: st.integers(round(b * 1e9) - 2, round(b * 1e9) + 2)
-                ),
-            ),
-            min_size=1,
-            max_size=20,
-        )
-    )
-    def test_same_buckets_as_one_observe_per_value(self, values_ns: list[int]) -> None:
-        """Every bucket, the count and (to float rounding) the sum equal per-value ``observe``."""
+    @staticmethod
+    def _pair(values_ns: list[int], exemplar: dict[str, str] | None) -> tuple[Histogram, Histogram]:
+        """The same values observed one by one in seconds, and as one batch in nanoseconds."""
         plain = Histogram("h", "h", buckets=spec.GAP.buckets, registry=CollectorRegistry())
         for v in values_ns:
-            plain.observe(v / 1e9)
+            plain.observe(v / 1e9, exemplar)
         batched = Histogram("h", "h", buckets=spec.GAP.buckets, registry=CollectorRegistry())
-        BatchedHistogram(batched).observe_ns(values_ns)
+        BatchedHistogram(batched).observe_ns(values_ns, exemplar)
+        return plain, batched
+
+    @settings(max_examples=200, deadline=None)
+    @given(GAPS_NS)
+    def test_same_buckets_as_one_observe_per_value(self, values_ns: list[int]) -> None:
+        """Every bucket, the count and (to float rounding) the sum equal per-value ``observe``."""
+        plain, batched = self._pair(values_ns, None)
 
         def samples(h: Histogram) -> dict[tuple[str, str | None], float]:
             (family,) = h.collect()
@@ -327,6 +340,27 @@ class TestBatchedHistogram:
         assert got.pop(("h_sum", None)) == pytest.approx(want.pop(("h_sum", None)), rel=1e-12)
         del got[("h_created", None)], want[("h_created", None)]
         assert got == want
+
+    @settings(max_examples=200, deadline=None)
+    @given(GAPS_NS)
+    def test_same_exemplars_as_one_observe_per_value(self, values_ns: list[int]) -> None:
+        """With a trace's exemplar, each bucket keeps the value per-value ``observe`` leaves
+        there (the last to fall in it), with the trace id; none without one."""
+        trace = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+
+        def exemplars(h: Histogram) -> dict[str | None, tuple[dict[str, str], float] | None]:
+            (family,) = h.collect()
+            return {
+                s.labels.get("le"): None if s.exemplar is None else s.exemplar[:2]
+                for s in family.samples
+                if s.name == "h_bucket"
+            }
+
+        plain, batched = self._pair(values_ns, trace)
+        assert exemplars(batched) == exemplars(plain)
+        assert any(exemplars(batched).values())
+        _, untraced = self._pair(values_ns, None)
+        assert not any(exemplars(untraced).values())
 
 
 def pm_error_frame() -> object:
@@ -450,13 +484,24 @@ class TestModelLabels:
         ),
         inputs=st.lists(st.text(max_size=200), max_size=50),
     )
+    @example(allow=["A" * 65], inputs=["A" * 64])  # found by the loop: the label, not the name
     def test_output_is_allowlisted_or_other(self, allow: list[str], inputs: list[str]) -> None:
-        """With an allowlist every output is an allowlisted name, other or unknown."""
+        """With an allowlist every output is an allowlisted name's label value, other or unknown."""
         labels = ModelLabels(allowlist=allow)
         for raw in inputs:
             out = labels(raw)
-            assert out in {*allow, "other", "unknown"}
+            assert out in {*map(sanitize_label, allow), "other", "unknown"}
             assert len(out) <= 64
+
+    def test_a_long_allowlisted_name_keeps_its_capped_label(self) -> None:
+        """A name past 64 characters (a Bedrock inference-profile ARN) is matched by its label
+        value, the first 64 characters, as every name is: two names alike for 64 characters
+        share a series with or without an allowlist."""
+        arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-v2:0"
+        labels = ModelLabels(allowlist=[arn])
+        assert labels(arn) == arn[:64]
+        assert labels(arn[:64]) == arn[:64]
+        assert labels("arn:aws:bedrock:us-east-1:123456789012:other") == "other"
 
     @settings(max_examples=10, deadline=None)
     @given(seed=st.integers(0, 2**32), alphabet=st.text(min_size=1, max_size=40))

@@ -249,3 +249,88 @@ class TestFaultySink:
         assert len(failures) == 1
         assert (failures[0]["stage"], failures[0]["sink"]) == ("event", "_Calls")
         assert failures[0]["log_level"] == "warning"
+
+
+class _CannotWatch:
+    """A sink whose ``watch`` raises on every request."""
+
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        raise RuntimeError("injected: cannot watch")
+
+
+class TestTelemetryThatCannotStart:
+    """Telemetry that cannot be set up for a request never fails it: the bytes flow, the fault is
+    logged, and the proxy's next request is telemetered as usual."""
+
+    async def test_a_sink_that_cannot_watch_is_left_out(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Same bytes, clean end; logged once as ``sink.failed`` at ``open``; the metrics and the
+        log line still record the stream."""
+        _with_sinks(monkeypatch, _CannotWatch())
+        async with simulator() as sim, recorder(sim) as relay, streamwatch(relay.url) as running:
+            request = request_bytes(CHAT, {"model": "m", "stream": True}, {"x-request-id": "w1"})
+            with capture_logs() as logs:
+                got, _ = await raw_exchange(running.proxy_port, request)
+                await until(
+                    lambda: any(line.get("request_id") == "w1" for line in logs),
+                    what="the stream's line",
+                )
+            outcomes = (await scrape(running.admin_port)).values(
+                "streamwatch_streams_total", "outcome"
+            )
+        status, body, clean = got.parsed
+        [sent] = relay.bodies()
+        assert (status, clean, body) == (200, True, sent)
+        assert outcomes == {"completed": 1.0}
+        failures = [line for line in logs if line["event"] == "sink.failed"]
+        assert [(f["stage"], f["sink"]) for f in failures] == [("open", "_CannotWatch")]
+        [line] = [line for line in logs if line.get("request_id") == "w1"]
+        assert line["event"] == "stream.completed"
+
+    async def test_sinks_that_cannot_open_leave_one_request_untelemetered(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Opening the sinks raising (at the port seam, for the first request only): that
+        request's bytes still arrive whole with a clean end, it is logged as ``telemetry.failed``
+        at ``start`` and nothing else records it; no error escapes to the event loop; the next
+        request is counted and logged, and no exchange is left open."""
+        real_open = Sinks.open
+        opened: list[str] = []
+
+        def open_once_broken(self: Sinks, exchange: Exchange) -> Any:
+            opened.append(exchange.request_id)
+            if len(opened) == 1:
+                raise RuntimeError("injected: the sinks cannot open")
+            return real_open(self, exchange)
+
+        monkeypatch.setattr(Sinks, "open", open_once_broken)
+        async with simulator() as sim, recorder(sim) as relay, streamwatch(relay.url) as running:
+            stream = {"model": "m", "stream": True}
+            with capture_logs() as logs:
+                first, _ = await raw_exchange(
+                    running.proxy_port, request_bytes(CHAT, stream, {"x-request-id": "s1"})
+                )
+                second, _ = await raw_exchange(
+                    running.proxy_port, request_bytes(CHAT, stream, {"x-request-id": "s2"})
+                )
+                await until(
+                    lambda: any(line.get("request_id") == "s2" for line in logs),
+                    what="the second stream's line",
+                )
+            outcomes = (await scrape(running.admin_port)).values(
+                "streamwatch_streams_total", "outcome"
+            )
+            assert not running.proxy.exchanges
+            assert running.proxy.inflight == 0
+        for got, sent in zip((first, second), relay.bodies(), strict=True):
+            status, body, clean = got.parsed
+            assert (status, clean, body) == (200, True, sent)
+        assert opened == ["s1", "s2"]
+        failed = [line for line in logs if line["event"] == "telemetry.failed"]
+        assert [(f["stage"], f["request_id"]) for f in failed] == [("start", "s1")]
+        assert [line["event"] for line in logs if line.get("request_id") == "s1"] == [
+            "telemetry.failed"
+        ]
+        assert outcomes == {"completed": 1.0}
+        assert "injected" not in caplog.text  # never reached the event loop's exception handler

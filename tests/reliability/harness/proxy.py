@@ -56,6 +56,8 @@ class ProxyProcess:
         self.admin_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        self._reading = threading.Event()  # cleared: stderr is left unread, its pipe fills up
+        self._reading.set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -99,6 +101,16 @@ class ProxyProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line.decode("utf-8", "replace"))
+            self._reading.wait()
+
+    def pause_reading(self) -> None:
+        """Stop reading stderr after the next line, as a stuck log shipper does: once the pipe
+        (64 KiB) and the reader's buffer are full, the proxy's log writes wait."""
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        """Read stderr again (:meth:`stop` does, after its signal)."""
+        self._reading.set()
 
     @property
     def proxy_port(self) -> int:
@@ -131,11 +143,13 @@ class ProxyProcess:
             return None
         if proc.poll() is None:
             proc.send_signal(sig)
+            self.resume_reading()
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.resume_reading()
         if self._reader is not None:
             self._reader.join(5)
         if proc.stderr is not None:
