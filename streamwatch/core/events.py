@@ -35,7 +35,7 @@ class FirstTokenReceived:
     model: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class OutputReceived:
     """One output event (text, reasoning, refusal or tool-call delta) arrived.
 
@@ -44,6 +44,16 @@ class OutputReceived:
 
     at_ns: int
     gap_ns: int | None
+
+    def __init__(self, at_ns: int, gap_ns: int | None) -> None:
+        # Built once per output event: the slots are set through their descriptors, which is what
+        # the generated frozen __init__ does via object.__setattr__, at 70 % of its cost.
+        _set_at_ns(self, at_ns)
+        _set_gap_ns(self, gap_ns)
+
+
+_set_at_ns = OutputReceived.__dict__["at_ns"].__set__
+_set_gap_ns = OutputReceived.__dict__["gap_ns"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,20 @@ class _QueuedLogger:
     fatal = failure = err = error = critical = exception = msg
 
 
+class _PipeHandler(logging.Handler):
+    """A :mod:`logging` handler that queues each record's line on a :class:`LogPipe`."""
+
+    def __init__(self, pipe: LogPipe) -> None:
+        super().__init__()
+        self._pipe = pipe
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pipe.put(self.format(record))
+        except Exception:  # logging's own contract: report it, never raise
+            self.handleError(record)
+
+
 def configure_logging(
     fmt: str = "auto",
     level: str = "info",
@@ -76,9 +90,20 @@ def configure_logging(
 
     pipe = LogPipe(out.fileno(), queue_lines, render)
     atexit.register(pipe.close)
+    # The standard library's loggers (asyncio, aiohttp) through the same pipe, as JSON lines too:
+    # left alone they fall to logging's last resort, a blocking write to stderr on the event loop.
+    standard = _PipeHandler(pipe)
+    standard.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors[1:-1]],
+        )
+    )
+    threshold = _LEVELS.get(level, logging.ERROR)
+    logging.basicConfig(handlers=[standard], level=max(threshold, logging.WARNING), force=True)
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=lambda *_: _QueuedLogger(pipe),
         cache_logger_on_first_use=True,
     )

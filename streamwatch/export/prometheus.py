@@ -176,19 +176,20 @@ class RouteApiChildren:
         "active",
         "analysis",
         "api",
-        "count_outputs",
         "delivered",
         "duration",
         "error_frames",
         "finish",
         "metrics",
         "output_events",
+        "outputs_value",
         "route",
         "side",
         "stalled",
         "stalls",
         "tokens",
         "ttfb",
+        "unlocked",
     )
 
     def __init__(self, metrics: Metrics, route: str, side: str, api: str) -> None:
@@ -199,8 +200,10 @@ class RouteApiChildren:
         self.duration = metrics.duration.labels(*labels)
         self.output_events = metrics.output_events.labels(*labels)
         # Once per read: the child's value itself, past the per-call checks of ``Counter.inc``
-        # (observable, non-negative, exemplar) that a count of output events never needs.
-        self.count_outputs = self.output_events._value.inc
+        # (observable, non-negative, exemplar) that a count of output events never needs, and
+        # past its lock when only the event loop writes it (see :func:`unlocked`).
+        self.outputs_value = self.output_events._value
+        self.unlocked = unlocked(self.outputs_value)
         self.active = metrics.streams_active.labels(*labels)
         self.stalled = metrics.streams_stalled.labels(*labels)
         self.stalls = {p: metrics.stalls.labels(*labels, p) for p in spec.STALL_PHASES}
@@ -280,6 +283,19 @@ def _bounds_ns(bounds: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(out)
 
 
+def unlocked(value: object) -> bool:
+    """Whether a child's value may be added to without taking its lock.
+
+    prometheus-client guards every in-process value with a mutex, for threads writing at once.
+    The per-read children (output events, gap buckets and sum) are written only by hooks, which
+    run on the event loop's thread; the scrape (a worker thread) only reads them, and reading a
+    float attribute is atomic. So the loop adds to ``_value`` directly: three lock round trips
+    per read saved. ``--workers``' values (mmap files, ``_multiprocess``) keep ``inc``, which also
+    writes the file.
+    """
+    return not getattr(value, "_multiprocess", True)
+
+
 class BatchedHistogram:
     """Observes a batch of durations in integer nanoseconds on one histogram child with one update
     per bucket touched and one for the sum: prometheus-client's ``observe`` takes two locks and
@@ -289,13 +305,14 @@ class BatchedHistogram:
     fell in it, as per-value ``observe`` leaves it, stamped with the batch's one clock read.
     """
 
-    __slots__ = ("_bounds_ns", "_buckets", "_sum")
+    __slots__ = ("_bounds_ns", "_buckets", "_sum", "_unlocked")
 
     def __init__(self, child: Histogram) -> None:
         # prometheus-client's per-child values (0.26): the bucket counters, the sum and the bounds.
         self._buckets = child._buckets
         self._sum = child._sum
         self._bounds_ns = _bounds_ns(tuple(child._upper_bounds))
+        self._unlocked = unlocked(self._sum)
 
     def observe_ns(self, values_ns: Sequence[int], exemplar: dict[str, str] | None = None) -> None:
         """``exemplar`` as :func:`exemplar` makes it (valid by construction: not checked again)."""
@@ -303,8 +320,12 @@ class BatchedHistogram:
         if len(values_ns) == 1:  # the usual read: one output event
             value = values_ns[0]
             bucket = buckets[bisect_left(bounds, value)]
-            bucket.inc(1)
-            self._sum.inc(value / 1e9)
+            if self._unlocked:
+                bucket._value += 1
+                self._sum._value += value / 1e9
+            else:
+                bucket.inc(1)
+                self._sum.inc(value / 1e9)
             if exemplar is not None:
                 bucket.set_exemplar(Exemplar(exemplar, value / 1e9, time.time()))
             return
@@ -314,9 +335,16 @@ class BatchedHistogram:
             index = bisect_left(bounds, value)
             counts[index] = counts.get(index, 0) + 1
             last[index] = value
+        unlocked = self._unlocked
         for index, count in counts.items():
-            buckets[index].inc(count)
-        self._sum.inc(sum(values_ns) / 1e9)
+            if unlocked:
+                buckets[index]._value += count
+            else:
+                buckets[index].inc(count)
+        if unlocked:
+            self._sum._value += sum(values_ns) / 1e9
+        else:
+            self._sum.inc(sum(values_ns) / 1e9)
         if exemplar is not None:
             now = time.time()
             for index, value in last.items():

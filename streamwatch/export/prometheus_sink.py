@@ -88,7 +88,11 @@ class _PrometheusRequest(RequestObservations):
         self._bound().ttft.observe(seconds, self._exemplar)
 
     def outputs(self, count: int, gaps_ns: Sequence[int]) -> None:
-        self._route_api.count_outputs(count)
+        route_api = self._route_api
+        if route_api.unlocked:  # only the event loop writes it (prometheus.unlocked)
+            route_api.outputs_value._value += count
+        else:
+            route_api.outputs_value.inc(count)
         if gaps_ns:
             (self._model or self._bound()).gaps.observe_ns(gaps_ns, self._exemplar)
 

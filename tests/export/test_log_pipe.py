@@ -10,6 +10,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -140,3 +143,44 @@ class TestBrokenPipe:
         assert log.close(GENEROUS)
         assert log.dropped == sum(counted) == 10
         os.close(pipe.w)
+
+
+_STANDARD_RECORDS = """
+import logging, sys
+from streamwatch.export.logs import configure_logging
+configure_logging("json", "info")
+for n in range(200):
+    logging.getLogger("asyncio").error("record %04d %s", n, "x" * 1000)
+print("logged", flush=True)
+"""
+
+
+class TestStandardLibraryRecords:
+    """Records of the standard library's loggers (asyncio, aiohttp) take the same pipe, as JSON
+    lines: logging them never waits for the reader of stderr."""
+
+    def test_logged_while_stderr_is_unread(self) -> None:
+        """200 KiB of asyncio records with nothing reading stderr: the process gets past them at
+        once; read afterwards, every record is there, in order, as a JSON line."""
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _STANDARD_RECORDS],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            readable, _, _ = select.select([proc.stdout], [], [], GENEROUS)
+            assert readable, "blocked writing to stderr"
+            assert proc.stdout.readline() == b"logged\n"
+            lines = [json.loads(line) for line in proc.stderr]
+            assert proc.wait(GENEROUS) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        assert [line["event"][:11] for line in lines] == [f"record {n:04d}" for n in range(200)]
+        assert {(line["logger"], line["level"]) for line in lines} == {("asyncio", "error")}

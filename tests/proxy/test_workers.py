@@ -30,8 +30,8 @@ class TestTwoWorkers:
     """Streams spread over two workers are all counted once in the single admin scrape."""
 
     async def test_scraped_totals_match_streams_sent(self) -> None:
-        """48 streams over two workers: counted once each on /metrics, and each logged in one whole
-        line though both workers write to the same stderr."""
+        """48 streams over two workers: counted once each on /metrics (streams, output events and
+        gaps), and each logged in one whole line though both workers write to the same stderr."""
         async with (
             simulator() as sim,
             serve_process("--upstream", sim, "--workers", "2") as serving,
@@ -66,6 +66,12 @@ class TestTwoWorkers:
             assert metrics.value("streamwatch_streams_active") == 0
             assert metrics.value("streamwatch_build_info") == 1
             assert len(serving.events("stream.completed")) == STREAMS
+            # The per-read children go through each worker's file (inc), not the in-process
+            # fast path that skips the lock: every output event and gap reaches the parent.
+            outputs = [e["output_events"] for e in serving.events("stream.completed")]
+            assert metrics.value("streamwatch_output_events_total") == sum(outputs) > 0
+            gaps = metrics.value("streamwatch_inter_chunk_gap_seconds_count")
+            assert gaps == sum(n - 1 for n in outputs)
             assert await serving.terminate() == 0
 
 
