@@ -29,7 +29,7 @@ from streamwatch.core.eventstream import BytesLeftOver, MessageCorrupt
 from streamwatch.core.formats import FORMATS, FRAME_TYPE
 from streamwatch.core.json_array import ArrayLeftOpen
 from streamwatch.core.limits import MAX_CHOICES, MAX_ERROR_FRAMES, MAX_TOOL_CALLS
-from streamwatch.core.protocols.base import Facts, Frame, Reading, Verdict
+from streamwatch.core.protocols.base import OUTPUT, Facts, Frame, Reading, Verdict
 from streamwatch.core.record import CloseCause, ErrorFrame, StallEpisode, StreamRecord, outcome_of
 from streamwatch.core.sse import CommentReceived, TailDiscarded
 
@@ -242,7 +242,7 @@ class StreamAnalyzer:
         index = self.frames
         self.frames = index + 1
         verdict = self._interpreter.read(item, index, self._reading)
-        if verdict is Frame.OUTPUT:  # the usual delta: skip the general path's call and checks
+        if verdict is OUTPUT:  # the usual delta: skip the general path's call and checks
             self._on_output(index, at_ns, events)
         elif verdict:
             self._apply(verdict, index, at_ns, events)

@@ -13,6 +13,9 @@ from dataclasses import replace
 from typing import Any
 
 from streamwatch.core.protocols.base import (
+    NONE,
+    OUTPUT,
+    TERMINAL,
     USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
@@ -56,7 +59,7 @@ def _merge_usage(
     reading.usage = replace(
         current or Usage(), **{k: v for k, v in fields.items() if v is not None}
     )
-    return Frame.NONE
+    return NONE
 
 
 class AnthropicMessages:
@@ -64,7 +67,7 @@ class AnthropicMessages:
 
     def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         if message.event == "ping":
-            return Frame.NONE
+            return NONE
         payload = load_object(message.data)
         if type(payload) is Facts:
             return payload
@@ -77,8 +80,8 @@ class AnthropicMessages:
                 name = as_str(block.get("name"))
                 key = as_int(payload.get("index")) or 0
                 reading.tool_call(key, name=name, call_id=as_str(block.get("id")))
-                return Frame.OUTPUT if name else Frame.NONE
-            return Frame.NONE
+                return OUTPUT if name else NONE
+            return NONE
         if kind == "message_delta":
             stop = as_str(as_dict(payload.get("delta")).get("stop_reason"))
             if stop:
@@ -86,7 +89,7 @@ class AnthropicMessages:
             usage = payload.get("usage")
             if isinstance(usage, dict):
                 return _merge_usage(reading.usage, usage, reading, final=True)
-            return Frame.NONE
+            return NONE
         if kind == "message_start":
             msg = as_dict(payload.get("message"))
             reading.model = as_str(msg.get("model")) or reading.model
@@ -94,14 +97,14 @@ class AnthropicMessages:
             usage = msg.get("usage")
             if isinstance(usage, dict):
                 return _merge_usage(reading.usage, usage, reading, final=False)
-            return Frame.NONE
+            return NONE
         if kind == "message_stop":
             reading.terminal_frame = "message_stop"
-            return Frame.TERMINAL
+            return TERMINAL
         if kind == "error" or message.event == "error":
             error_type, text = error_fields(payload.get("error"))
             return error_frame(index, error_type, text)
-        return Frame.NONE
+        return NONE
 
     @staticmethod
     def _delta(payload: dict[str, Any], reading: Reading) -> Frame:
@@ -111,15 +114,15 @@ class AnthropicMessages:
             text = delta.get("text")
             if isinstance(text, str) and text:
                 reading.add_text(text)
-                return Frame.OUTPUT
+                return OUTPUT
         elif kind == "thinking_delta":
             thinking = delta.get("thinking")
             if isinstance(thinking, str) and thinking:
                 reading.reasoning_chars += len(thinking)
-                return Frame.OUTPUT
+                return OUTPUT
         elif kind == "input_json_delta":
             fragment = delta.get("partial_json")
             if isinstance(fragment, str) and fragment:
                 reading.tool_arguments(as_int(payload.get("index")) or 0, fragment)
-                return Frame.OUTPUT
-        return Frame.NONE
+                return OUTPUT
+        return NONE

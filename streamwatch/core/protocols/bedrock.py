@@ -23,6 +23,9 @@ from streamwatch.core.eventstream import EventStreamMessage
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.anthropic import AnthropicMessages
 from streamwatch.core.protocols.base import (
+    NONE,
+    OUTPUT,
+    TERMINAL,
     USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
@@ -100,19 +103,19 @@ class _ConverseEvents:
         if kind == "contentBlockStart":
             tool = as_dict(as_dict(body.get("start")).get("toolUse"))
             if not tool:
-                return Frame.NONE
+                return NONE
             name = as_str(tool.get("name"))
             key = as_int(body.get("contentBlockIndex")) or 0
             reading.tool_call(key, name=name, call_id=as_str(tool.get("toolUseId")))
-            return Frame.OUTPUT if name else Frame.NONE
+            return OUTPUT if name else NONE
         if kind == "messageStop":
             reason = as_str(body.get("stopReason"))
             if reason:
                 reading.finish_reason(0, reason)
             self._stopped = True
-            return Frame.NONE
+            return NONE
         if kind == "metadata":
-            frame = Frame.NONE
+            frame = NONE
             malformed: str | None = None
             latency = as_dict(body.get("metrics")).get("latencyMs")
             reading.timing("bedrock_latency", latency, _NS_PER_MS)
@@ -125,32 +128,32 @@ class _ConverseEvents:
                     reading.usage = checked
             if self._stopped and reading.terminal_frame is None:
                 reading.terminal_frame = STOP_THEN_METADATA
-                frame = Frame.TERMINAL
+                frame = TERMINAL
             return frame if malformed is None else Facts(frame, malformed=malformed)
-        return Frame.NONE
+        return NONE
 
     @staticmethod
     def _delta(delta: dict[str, Any], body: dict[str, Any], reading: Reading) -> Frame:
         text = delta.get("text")
         if type(text) is str:
             if not text:
-                return Frame.NONE
+                return NONE
             reading.add_text(text)
-            return Frame.OUTPUT
+            return OUTPUT
         reasoning = delta.get("reasoningContent")
         if type(reasoning) is dict:
             thought = reasoning.get("text")
             if type(thought) is str and thought:
                 reading.reasoning_chars += len(thought)
-                return Frame.OUTPUT
-            return Frame.OUTPUT if reasoning.get("redactedContent") else Frame.NONE
+                return OUTPUT
+            return OUTPUT if reasoning.get("redactedContent") else NONE
         tool = delta.get("toolUse")
         if type(tool) is dict:
             fragment = tool.get("input")
             if type(fragment) is str and fragment:
                 reading.tool_arguments(as_int(body.get("contentBlockIndex")) or 0, fragment)
-                return Frame.OUTPUT
-        return Frame.NONE
+                return OUTPUT
+        return NONE
 
 
 class BedrockConverse(_ConverseEvents):
@@ -163,7 +166,7 @@ class BedrockConverse(_ConverseEvents):
             return read_failure(message, index)
         kind = message.headers.get(":event-type", "")
         if kind not in _CONVERSE_EVENTS:
-            return Frame.NONE
+            return NONE
         body = load_object(message.payload)
         if type(body) is Facts:
             return body
@@ -183,7 +186,7 @@ class BedrockInvoke(_ConverseEvents):
         if message.message_type != "event":
             return read_failure(message, index)
         if message.headers.get(":event-type") != "chunk":
-            return Frame.NONE
+            return NONE
         chunk = load_object(message.payload)
         if type(chunk) is Facts:
             return chunk
@@ -213,12 +216,12 @@ class BedrockInvoke(_ConverseEvents):
 
     @staticmethod
     def _titan(body: dict[str, Any], reading: Reading) -> Verdict:
-        frame = Frame.NONE
+        frame = NONE
         malformed: str | None = None
         text = body.get("outputText")
         if type(text) is str and text:
             reading.add_text(text)
-            frame = Frame.OUTPUT
+            frame = OUTPUT
         inputs, outputs = body.get("inputTextTokenCount"), body.get("totalOutputTextTokenCount")
         if inputs is not None or outputs is not None:
             usage = read_usage(input_tokens=inputs, output_tokens=outputs)
@@ -232,5 +235,5 @@ class BedrockInvoke(_ConverseEvents):
         marker = TITAN_END if reason else (GUARDRAIL if as_str(body.get(GUARDRAIL)) else None)
         if marker is not None and reading.terminal_frame is None:
             reading.terminal_frame = marker
-            frame |= Frame.TERMINAL
+            frame |= TERMINAL
         return frame if malformed is None else Facts(frame, malformed=malformed)

@@ -14,6 +14,9 @@ from typing import Any
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
     DONE,
+    NONE,
+    OUTPUT,
+    TERMINAL,
     USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
@@ -56,9 +59,9 @@ class CohereV2:
             if message.data == DONE:
                 if reading.terminal_frame == MESSAGE_END:
                     reading.terminal_frame = MESSAGE_END + "+" + DONE
-                return Frame.NONE
+                return NONE
             if event != "message":
-                return Frame.NONE
+                return NONE
         payload = load_object(message.data)
         if type(payload) is Facts:
             return payload
@@ -68,25 +71,25 @@ class CohereV2:
             text = content.get("text")
             if type(text) is str and text:
                 reading.add_text(text)
-                return Frame.OUTPUT
+                return OUTPUT
             thinking = content.get("thinking")
             if type(thinking) is str and thinking:
                 reading.reasoning_chars += len(thinking)
-                return Frame.OUTPUT
-            return Frame.NONE
+                return OUTPUT
+            return NONE
         if kind == "tool-plan-delta":
             plan = _message(payload).get("tool_plan")
-            return Frame.OUTPUT if type(plan) is str and plan else Frame.NONE
+            return OUTPUT if type(plan) is str and plan else NONE
         if kind in ("tool-call-start", "tool-call-delta"):
             return self._tool_call(payload, reading)
         if kind == "message-start":
             reading.response_id = as_str(payload.get("id")) or reading.response_id
-            return Frame.NONE
+            return NONE
         if kind == MESSAGE_END:
             return self._end(as_dict(payload.get("delta")), index, reading)
         if kind == "error" or payload.get("error"):
             return error_frame(index, *error_fields(payload.get("error") or payload))
-        return Frame.NONE
+        return NONE
 
     @staticmethod
     def _tool_call(payload: dict[str, Any], reading: Reading) -> Frame:
@@ -98,15 +101,15 @@ class CohereV2:
         arguments = function.get("arguments")
         if type(arguments) is str and arguments:
             reading.tool_arguments(key, arguments)
-            return Frame.OUTPUT
-        return Frame.OUTPUT if name else Frame.NONE
+            return OUTPUT
+        return OUTPUT if name else NONE
 
     @staticmethod
     def _end(delta: dict[str, Any], index: int, reading: Reading) -> Verdict:
         finish = as_str(delta.get("finish_reason"))
         if finish:
             reading.finish_reason(0, finish)
-        frame = Frame.TERMINAL
+        frame = TERMINAL
         malformed: str | None = None
         tokens = as_dict(as_dict(delta.get("usage")).get("tokens"))
         if tokens:

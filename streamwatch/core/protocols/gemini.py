@@ -19,6 +19,9 @@ import orjson
 from streamwatch.core.json_array import ArrayClosed, ElementReceived
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
+    NONE,
+    OUTPUT,
+    TERMINAL,
     USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
@@ -80,7 +83,7 @@ class _GeminiChunks:
         error = payload.get("error")
         if error:
             return error_frame(index, *_error_fields(error))
-        frame = Frame.NONE
+        frame = NONE
         malformed: str | None = None
         if reading.model is None:
             reading.model = as_str(payload.get("modelVersion"))
@@ -89,7 +92,7 @@ class _GeminiChunks:
         if type(candidates) is list:
             for candidate in candidates:
                 if type(candidate) is dict and self._candidate(candidate, reading):
-                    frame = Frame.OUTPUT
+                    frame = OUTPUT
         usage = payload.get("usageMetadata")
         if type(usage) is dict:
             checked = _usage(usage)
@@ -109,7 +112,7 @@ class _GeminiChunks:
     def finished(self, reading: Reading) -> Frame:
         """The SSE form ends with the finishing chunk; the array form overrides this."""
         reading.terminal_frame = self._finished
-        return Frame.TERMINAL
+        return TERMINAL
 
     def _candidate(self, candidate: dict[str, Any], reading: Reading) -> bool:
         n = as_int(candidate.get("index")) or 0
@@ -166,10 +169,10 @@ class GeminiSSE(_GeminiChunks):
     def note(self, item: object, index: int, reading: Reading) -> Verdict:
         """Collect ignored lines by brace balance, as genai-py does, and read the object they form."""
         if type(item) is not FieldIgnored:
-            return Frame.NONE
+            return NONE
         line = item.line
         if not self._bare and not line.lstrip().startswith("{"):
-            return Frame.NONE  # stray unknown field, not the start of a bare object
+            return NONE  # stray unknown field, not the start of a bare object
         self._bare_chars += len(line)
         if self._bare_chars > MAX_BARE_ERROR_CHARS:
             self._bare.clear()
@@ -178,7 +181,7 @@ class GeminiSSE(_GeminiChunks):
         self._bare.append(line)
         self._depth += line.count("{") - line.count("}")
         if self._depth > 0:
-            return Frame.NONE
+            return NONE
         text = "\n".join(self._bare)
         self._bare.clear()
         self._bare_chars = self._depth = 0
@@ -208,12 +211,12 @@ class GeminiJSONArray(_GeminiChunks):
 
     def note(self, item: object, index: int, reading: Reading) -> Frame:
         if type(item) is not ArrayClosed:
-            return Frame.NONE
+            return NONE
         self._closed = True
         return self._terminal(reading)
 
     def _terminal(self, reading: Reading) -> Frame:
         if not self._closed or self._finished is None or reading.terminal_frame is not None:
-            return Frame.NONE
+            return NONE
         reading.terminal_frame = ARRAY_END if self._finished == FINISH else BLOCKED + "+]"
-        return Frame.TERMINAL
+        return TERMINAL

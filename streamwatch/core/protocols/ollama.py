@@ -16,9 +16,11 @@ import orjson
 
 from streamwatch.core.ndjson import LineReceived
 from streamwatch.core.protocols.base import (
+    NONE,
+    OUTPUT,
+    TERMINAL,
     USAGE_OUT_OF_RANGE,
     Facts,
-    Frame,
     Reading,
     Verdict,
     as_dict,
@@ -55,26 +57,26 @@ class Ollama:
             return error_frame(index, *error_fields(error))
         if reading.model is None:
             reading.model = as_str(payload.get("model"))
-        frame = Frame.NONE
+        frame = NONE
         message = payload.get("message")
         body = message if type(message) is dict else payload
         text = body.get("content") if body is message else body.get("response")
         if type(text) is str and text:
             reading.add_text(text)
-            frame = Frame.OUTPUT
+            frame = OUTPUT
         thinking = body.get("thinking")
         if type(thinking) is str and thinking:
             reading.reasoning_chars += len(thinking)
-            frame = Frame.OUTPUT
+            frame = OUTPUT
         calls = body.get("tool_calls")
         if type(calls) is list:
             for call in calls:
                 if type(call) is dict and self._tool_call(call, reading):
-                    frame = Frame.OUTPUT
+                    frame = OUTPUT
         if payload.get("done") is True:
             if self._done(payload, reading):
-                return frame | Frame.TERMINAL
-            return Facts(frame | Frame.TERMINAL, malformed=USAGE_OUT_OF_RANGE)
+                return frame | TERMINAL
+            return Facts(frame | TERMINAL, malformed=USAGE_OUT_OF_RANGE)
         return frame
 
     def _tool_call(self, call: dict[str, Any], reading: Reading) -> bool:

@@ -13,6 +13,9 @@ from typing import Any
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
     DONE,
+    NONE,
+    OUTPUT,
+    TERMINAL,
     USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
@@ -53,7 +56,7 @@ def open_chunk(
     data = message.data
     if data == DONE:
         reading.terminal_frame = DONE
-        return Frame.TERMINAL
+        return TERMINAL
     chunk = load_object(data)
     if type(chunk) is Facts:
         return chunk
@@ -84,12 +87,12 @@ class OpenAIChat:
         chunk = open_chunk(message, index, reading)
         if not isinstance(chunk, dict):
             return chunk
-        frame = Frame.NONE
+        frame = NONE
         choices = chunk.get("choices")
         if type(choices) is list:
             for choice in choices:
                 if type(choice) is dict and self._read_choice(choice, reading):
-                    frame = Frame.OUTPUT
+                    frame = OUTPUT
         usage = chunk.get("usage")
         if usage is None and "x_groq" in chunk:
             usage = as_dict(chunk["x_groq"]).get("usage")

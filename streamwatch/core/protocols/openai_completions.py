@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
-    Frame,
+    NONE,
+    OUTPUT,
     Reading,
     Verdict,
     as_int,
@@ -25,7 +26,7 @@ class OpenAICompletions:
         chunk = open_chunk(message, index, reading)
         if not isinstance(chunk, dict):
             return chunk
-        frame = Frame.NONE
+        frame = NONE
         choices = chunk.get("choices")
         if type(choices) is list:
             for choice in choices:
@@ -37,7 +38,7 @@ class OpenAICompletions:
                     reading.finish_reason(n, cap(finish))
                 text = choice.get("text")
                 if type(text) is str and text:
-                    frame = Frame.OUTPUT
+                    frame = OUTPUT
                     if n == 0:
                         reading.add_text(text)
         return close_chunk(frame, chunk.get("usage"), reading)

@@ -15,6 +15,9 @@ from typing import Any
 from streamwatch.core.limits import cap
 from streamwatch.core.protocols.base import (
     DONE,
+    NONE,
+    OUTPUT,
+    TERMINAL,
     USAGE_OUT_OF_RANGE,
     Facts,
     Frame,
@@ -63,7 +66,7 @@ class OpenAIResponses:
 
     def read(self, message: MessageDispatched, index: int, reading: Reading) -> Verdict:
         if message.event not in _INTERPRETED or message.data == DONE:
-            return Frame.NONE
+            return NONE
         payload = load_object(message.data)
         if type(payload) is Facts:
             return payload
@@ -89,15 +92,15 @@ class OpenAIResponses:
             return error_frame(index, error_type, text)
         if kind in _STARTED or kind in TERMINAL_EVENTS:
             return self._response(kind, as_dict(payload.get("response")), index, reading)
-        return Frame.NONE
+        return NONE
 
     @staticmethod
     def _delta(payload: dict[str, Any], sink: Any) -> Frame:
         delta = payload.get("delta")
         if isinstance(delta, str) and delta:
             sink(delta)
-            return Frame.OUTPUT
-        return Frame.NONE
+            return OUTPUT
+        return NONE
 
     @staticmethod
     def _count_reasoning(reading: Reading, delta: str) -> None:
@@ -111,23 +114,23 @@ class OpenAIResponses:
     def _item_added(payload: dict[str, Any], reading: Reading) -> Frame:
         item = as_dict(payload.get("item"))
         if item.get("type") != "function_call":
-            return Frame.NONE
+            return NONE
         key = as_str(item.get("id")) or str(as_int(payload.get("output_index")))
         name = as_str(item.get("name"))
         reading.tool_call(key, name=name, call_id=as_str(item.get("call_id")))
         arguments = item.get("arguments")
         if isinstance(arguments, str) and arguments:
             reading.tool_arguments(key, arguments)
-        return Frame.OUTPUT if name else Frame.NONE
+        return OUTPUT if name else NONE
 
     @staticmethod
     def _response(kind: str, response: dict[str, Any], index: int, reading: Reading) -> Verdict:
         reading.model = as_str(response.get("model")) or reading.model
         reading.response_id = as_str(response.get("id")) or reading.response_id
         if kind not in TERMINAL_EVENTS:
-            return Frame.NONE
+            return NONE
         reading.terminal_frame = kind
-        frame = Frame.TERMINAL
+        frame = TERMINAL
         malformed: str | None = None
         usage = response.get("usage")
         if isinstance(usage, dict):
