@@ -330,11 +330,9 @@ class BatchedHistogram:
                 bucket.set_exemplar(Exemplar(exemplar, value / 1e9, time.time()))
             return
         counts: dict[int, int] = {}
-        last: dict[int, int] = {}
         for value in values_ns:
             index = bisect_left(bounds, value)
             counts[index] = counts.get(index, 0) + 1
-            last[index] = value
         unlocked = self._unlocked
         for index, count in counts.items():
             if unlocked:
@@ -345,8 +343,9 @@ class BatchedHistogram:
             self._sum._value += sum(values_ns) / 1e9
         else:
             self._sum.inc(sum(values_ns) / 1e9)
-        if exemplar is not None:
+        if exemplar is not None:  # a sampled trace's read: the last value of each bucket touched
             now = time.time()
+            last = {bisect_left(bounds, value): value for value in values_ns}
             for index, value in last.items():
                 buckets[index].set_exemplar(Exemplar(exemplar, value / 1e9, now))
 
