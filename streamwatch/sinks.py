@@ -38,7 +38,7 @@ import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.api import Api
-from streamwatch.core.events import StreamEvent
+from streamwatch.core.events import OutputReceived, StreamEvent
 from streamwatch.core.prompt import Prompt
 from streamwatch.core.record import StreamRecord
 from streamwatch.core.side import Side
@@ -103,8 +103,9 @@ class Hooks:
     events: EventsHook | None = None
     finish: FinishHook | None = None
     outputs: bool = True
-    """False: ``events`` ignores ``OutputReceived``, the one event per output delta; when no sink
-    wants them the analyzer does not build them."""
+    """False: ``events`` ignores ``OutputReceived``, the one event per output delta, so it is not
+    called for a read that produced nothing else; when no sink wants them the analyzer does not
+    build them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,18 +185,24 @@ class Sinks:
 class Fanout:
     """One request's hooks, called in sink order and guarded: a sink whose hook raises is dropped
     for the rest of this request and logged. Only sinks with an ``events`` hook are in the
-    per-read fan-out, which runs for every analyzed read."""
+    per-read fan-out, which runs for every analyzed read; a read of output events alone skips the
+    sinks that ignore them (``Hooks.outputs`` false: the tracer, which waits for rarer events)."""
 
-    __slots__ = ("_hooks", "_listening")
+    __slots__ = ("_hooks", "_listening", "_selective", "_taking_outputs")
 
     def __init__(self, hooks: Sequence[tuple[str, Hooks]]) -> None:
         self._hooks = tuple(hooks)
+        self._listen()
+
+    def _listen(self) -> None:
         self._listening = tuple((h, h.events) for _, h in self._hooks if h.events is not None)
+        self._taking_outputs = tuple((h, e) for h, e in self._listening if h.outputs)
+        self._selective = len(self._taking_outputs) < len(self._listening)
 
     def _drop(self, hooks: Hooks, stage: str) -> None:
         name = next(n for n, h in self._hooks if h is hooks)
         self._hooks = tuple((n, h) for n, h in self._hooks if h is not hooks)
-        self._listening = tuple((h, e) for h, e in self._listening if h is not hooks)
+        self._listen()
         log.warning("sink.failed", stage=stage, sink=name, exc_info=True)
 
     def upstream_request(self, headers: CIMultiDict[str]) -> None:
@@ -217,11 +224,14 @@ class Fanout:
     @property
     def wants_outputs(self) -> bool:
         """Whether a sink takes ``OutputReceived`` events (if none, the analyzer builds none)."""
-        return any(h.outputs for h, _ in self._listening)
+        return bool(self._taking_outputs)
 
     def emit(self, events: Sequence[SinkEvent]) -> None:
         """One read's events (non-empty), to every listening sink in one call each."""
-        for hooks, on_events in self._listening:
+        listening = self._listening
+        if self._selective and all(type(event) is OutputReceived for event in events):
+            listening = self._taking_outputs
+        for hooks, on_events in listening:
             try:
                 on_events(events)
             except Exception:

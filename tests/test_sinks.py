@@ -10,9 +10,15 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamwatch.core.api import Api
-from streamwatch.core.events import OutputReceived, StreamEvent
+from streamwatch.core.events import (
+    FirstTokenReceived,
+    OutputReceived,
+    StallPhase,
+    StallStarted,
+    StreamEvent,
+)
 from streamwatch.core.record import StreamRecord
-from streamwatch.sinks import Exchange, Fanout, Hooks, Sinks, Trace
+from streamwatch.sinks import Exchange, Fanout, Hooks, SinkEvent, Sinks, Trace
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -139,6 +145,48 @@ class TestWantsOutputs:
     def test_wanted_only_by_a_listening_sink(self, hooks: tuple[Hooks, ...], wanted: bool) -> None:
         """A finish-only sink or one that ignores outputs does not want them."""
         assert Fanout([(str(i), h) for i, h in enumerate(hooks)]).wants_outputs is wanted
+
+
+class TestOutputsOnlyReads:
+    """A read of output events alone reaches only the sinks that take output events."""
+
+    def test_a_sink_that_ignores_outputs_is_called_only_for_other_events(self) -> None:
+        """The outputs-only read skips it; a read that also carries another event reaches it
+        whole, and every read reaches the sink that takes outputs."""
+        selective: list[Sequence[SinkEvent]] = []
+        taking: list[Sequence[SinkEvent]] = []
+        fanout = Fanout(
+            [
+                ("tracer", Hooks(events=selective.append, outputs=False)),
+                ("metrics", Hooks(events=taking.append)),
+            ]
+        )
+        outputs = (OutputReceived(1, None), OutputReceived(2, 1))
+        mixed = (OutputReceived(3, 1), FirstTokenReceived(3, 3, "gpt-4o-mini"))
+        fanout.emit(outputs)
+        fanout.emit(mixed)
+        assert selective == [mixed]
+        assert taking == [outputs, mixed]
+
+    def test_after_the_only_sink_taking_outputs_is_dropped(self) -> None:
+        """Once the sink that took outputs has raised and is dropped, the other still gets
+        every read that carries anything but output events, and no outputs-only read."""
+        selective: list[Sequence[SinkEvent]] = []
+
+        def raising(events: Sequence[SinkEvent]) -> None:
+            raise RuntimeError("sink fault")
+
+        fanout = Fanout(
+            [
+                ("tracer", Hooks(events=selective.append, outputs=False)),
+                ("metrics", Hooks(events=raising)),
+            ]
+        )
+        stall = (StallStarted(5, 1, StallPhase.MID_STREAM),)
+        fanout.emit((OutputReceived(1, None),))
+        fanout.emit(stall)
+        fanout.emit((OutputReceived(6, 5),))
+        assert selective == [stall]
 
 
 class TestFaultIsolation:
