@@ -435,12 +435,38 @@ def event_streams(draw: st.DrawFn) -> bytes:
     return (bom + text).encode("utf-8")
 
 
+@st.composite
+def one_line_events(draw: st.DrawFn) -> bytes:
+    """LF-ended blocks, each ending in a ``data: `` line and a blank line, after any other lines
+    (an id, an event name, a retry, a comment, more data): the shape of the one-event fast path."""
+    blocks = draw(
+        st.lists(
+            st.tuples(
+                st.lists(_field_line.filter(bool), max_size=3),
+                st.builds(lambda v: f"data: {v}", _text),
+            ),
+            max_size=8,
+        )
+    )
+    return "".join(
+        "".join(f"{line}\n" for line in (*before, last)) + "\n" for before, last in blocks
+    ).encode()
+
+
 class TestDifferentialOracle:
     """The decoder and the independent str-based oracle agree on every stream, however it is read."""
 
     @given(event_streams(), st.data())
     def test_generated_valid_streams(self, raw: bytes, data: st.DataObject) -> None:
         assert decode(at_cuts(raw, data.draw(cuts_for(raw)))) == oracle(raw)
+
+    @given(one_line_events())
+    def test_reads_of_one_line_or_one_last_data_line(self, raw: bytes) -> None:
+        """Read line by line, except that a line and the blank line after it come in one read:
+        each block's last line reaches the decoder's one-event fast path with whatever the earlier
+        reads left pending (an id, an event name, a retry, other data lines)."""
+        cuts = [i + 1 for i in range(len(raw)) if raw[i] == 0x0A and raw[i + 1 : i + 2] != b"\n"]
+        assert decode(at_cuts(raw, cuts)) == oracle(raw)
 
     @given(st.binary(max_size=300))
     def test_arbitrary_bytes(self, raw: bytes) -> None:
