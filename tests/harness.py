@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -38,6 +39,11 @@ RESPONSES = "/v1/responses"
 # Fast and healthy unless a request's x-sim-* headers say otherwise.
 FAST = Profile(
     weights={"normal": 1.0}, seed=7, output_tokens=6, ttft_s=0.0, gap_mean_s=0.0, gap_jitter_s=0.0
+)
+#: FAST as ``streamwatch simulate`` flags, for :func:`simulate_process`.
+FAST_ARGS = (
+    *("--mix", "normal=1", "--seed", "7", "--tokens", "6"),
+    *("--ttft-ms", "0", "--gap-ms", "0", "--jitter-ms", "0"),
 )
 
 
@@ -71,6 +77,35 @@ async def simulator(profile: Profile = FAST) -> AsyncIterator[str]:
         yield f"http://{LOOPBACK}:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def simulate_process(*args: str) -> AsyncIterator[str]:
+    """``streamwatch simulate --port 0 ARGS`` as a subprocess; yields its base URL (its first line).
+
+    Unlike :func:`simulator`, it answers while the test's event loop is not running (a module of
+    synchronous tests querying a long-lived fixture, or a test blocked in a thread).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamwatch", "simulate", "--host", LOOPBACK, "--port", "0", *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        url = line.strip().rpartition(" ")[2]
+        assert url.startswith(f"http://{LOOPBACK}:"), line
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 @dataclass

@@ -31,6 +31,7 @@ from tests.dashboards.mixin import MIXIN_CONFIG, RULE_FILES, named_exprs, rules,
 from tests.dashboards.promserver import PROMETHEUS, PromServer, free_port
 from tests.harness import (
     CHAT,
+    FAST_ARGS,
     LOOPBACK,
     MESSAGES,
     RESPONSES,
@@ -39,7 +40,7 @@ from tests.harness import (
     request_bytes,
     scrape,
     serve_process,
-    simulator,
+    simulate_process,
     until,
 )
 
@@ -225,7 +226,9 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     route = {"name": "dead", "prefix": DEAD_PREFIX, "upstream": dead, "strip_prefix": True}
     config.write_text(yaml.safe_dump({"routes": [route]}))
     async with (
-        simulator() as sim,
+        # a process of its own: the probe daemon's canary must be answered while the module's
+        # synchronous tests hold the event loop still (an in-loop simulator timed it out)
+        simulate_process(*FAST_ARGS) as sim,
         probe_daemon(sim, config.parent) as probe,
         serve_process(
             "--upstream", sim, "--config", str(config),

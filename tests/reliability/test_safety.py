@@ -20,12 +20,11 @@ import shutil
 import signal
 import socket
 import ssl
-import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import pytest
 import trustme
 
 from tests.conftest import missing
+from tests.harness import simulate_process
 from tests.reliability.conftest import DEFAULT_OPTIONS
 from tests.reliability.harness.checks import (
     assert_aborted,
@@ -1105,31 +1105,6 @@ LONG_STREAM = {
     "x-sim-ttft-ms": "100",
     "x-sim-seed": "10",
 }
-
-
-@contextlib.asynccontextmanager
-async def simulate_process() -> AsyncIterator[str]:
-    """``streamwatch simulate --port 0`` as a subprocess; yields its base URL (its first line)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamwatch", "simulate", "--host", "127.0.0.1", "--port", "0",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
-        url = line.strip().rpartition(" ")[2]
-        assert url.startswith("http://127.0.0.1:"), line
-        yield url
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 async def openai_stream_bytes(base: str, prompt: str) -> bytes:
