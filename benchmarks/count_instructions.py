@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import callgrind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SSE_PROTOCOLS = ("openai_chat", "openai_responses", "anthropic_messages")
@@ -96,9 +96,7 @@ def count(repo: Path, corpus: Path, passes: int, *, metrics: bool) -> tuple[int,
         out = Path(tmp) / "callgrind.out"
         done = subprocess.run(
             [
-                shutil.which("valgrind") or "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
+                *callgrind.command(out),
                 sys.executable,
                 __file__,
                 "--replay",
@@ -113,13 +111,10 @@ def count(repo: Path, corpus: Path, passes: int, *, metrics: bool) -> tuple[int,
             text=True,
             check=True,
         )
-    collected = re.search(r"Collected : (\d+)", done.stderr)
-    if collected is None:
-        raise SystemExit(f"callgrind printed no total:\n{done.stderr}")
     measured, reads = done.stdout.split()[-2:]
     if Path(measured) != repo.resolve():
         raise SystemExit(f"imported streamwatch from {measured}, not {repo}")
-    return int(collected.group(1)), int(reads)
+    return callgrind.collected(done.stderr), int(reads)
 
 
 def main() -> None:
