@@ -105,16 +105,26 @@ class Serve:
         await self.drain
 
 
-async def serve(upstream: str, env: dict[str, str]) -> Serve:
+async def serve(
+    upstream: str,
+    env: dict[str, str],
+    *,
+    wrapper: Sequence[str] = (),
+    flags: Sequence[str] = (),
+    start_timeout: float = 20,
+) -> Serve:
+    """``streamwatch serve`` with ``env`` and ``flags`` added, run under ``wrapper`` (e.g.
+    callgrind, which needs a longer ``start_timeout``)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STREAMWATCH_"))}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamwatch", "serve", "--upstream", upstream,
+        *wrapper, sys.executable, "-m", "streamwatch", "serve", "--upstream", upstream,
         "--listen", f"{LOOPBACK}:0", "--admin-listen", f"{LOOPBACK}:0", "--log-format", "json",
+        *flags,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, env={**base, **env},
     )  # fmt: skip
     running = Serve(proc)
-    running.port = await asyncio.wait_for(running.started, 20)
+    running.port = await asyncio.wait_for(running.started, start_timeout)
     if len(os.sched_getaffinity(0)) >= 2:
         psutil.Process(proc.pid).cpu_affinity([0])
     return running
