@@ -61,6 +61,11 @@ def _request_id(headers: Headers) -> str:
     return new_request_id()
 
 
+#: An exchange's headers when no sink reads them: only the tracer does (trace context), so without
+#: one a request's headers are not converted at all.
+_UNREAD: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
 def _as_text(headers: Headers) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
@@ -96,7 +101,7 @@ class Telemetry:
             request_model=None,
             stream_requested=None,
             t_request_ns=t_request_ns,
-            headers=CIMultiDictProxy(_as_text(headers)),
+            headers=CIMultiDictProxy(_as_text(headers)) if sinks.tracer is not None else _UNREAD,
             server_address=server[0],
             server_port=server[1],
             side=side,
@@ -110,7 +115,10 @@ class Telemetry:
             self.watchers = Fanout(())
 
     def inject(self, headers: Headers) -> Headers:
-        """The upstream request headers after every sink added its own (trace context)."""
+        """The upstream request headers after every sink added its own (trace context); the same
+        list when no sink adds any."""
+        if not self.watchers.adds_headers:
+            return headers
         text = _as_text(headers)
         self.watchers.upstream_request(text)
         try:

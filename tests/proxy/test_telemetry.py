@@ -6,11 +6,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from multidict import CIMultiDict
 
 from streamwatch.core.side import Side
 from streamwatch.proxy.headers import Headers
 from streamwatch.proxy.telemetry import Telemetry, new_request_id
-from streamwatch.sinks import Sinks
+from streamwatch.sinks import Exchange, Hooks, Sinks, Trace
 
 # Duplicates, mixed case and bytes 0x80-0xff (legal obs-text, not UTF-8): all must survive.
 HEADERS: Headers = [
@@ -20,6 +21,29 @@ HEADERS: Headers = [
     (b"X-Latin", b"caf\xe9 \xff\xfe end"),
     (b"Content-Length", b"2"),
 ]
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+class Propagating:
+    """A tracer as the OTel one behaves: reads the request's headers, adds trace context."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[tuple[str, str]]] = []
+
+    def trace(self, exchange: Exchange) -> Trace:
+        self.seen.append(list(exchange.headers.items()))
+
+        def upstream_request(headers: CIMultiDict[str]) -> None:
+            headers["traceparent"] = TRACEPARENT
+
+        return Trace(Hooks(upstream_request=upstream_request), None)
+
+
+class Finishing:
+    """A sink with a ``finish`` hook only, as the log line."""
+
+    def watch(self, exchange: Exchange, trace_id: str | None) -> Hooks:
+        return Hooks(finish=lambda record, error_kind: None)
 
 
 def telemetry(sinks: Sinks, headers: Headers = HEADERS) -> Telemetry:
@@ -27,6 +51,26 @@ def telemetry(sinks: Sinks, headers: Headers = HEADERS) -> Telemetry:
         sinks, method="POST", path="/v1/chat/completions", route="default", side=Side.CLIENT,
         headers=headers, t_request_ns=0, server=("127.0.0.1", 1),
     )  # fmt: skip
+
+
+class TestUpstreamHeaders:
+    """What ``inject`` returns is what goes upstream."""
+
+    def test_unchanged_without_a_sink_that_adds_headers(self) -> None:
+        """Tracing off: the headers go as they came, duplicates, case and non-UTF-8 bytes kept."""
+        sent = telemetry(Sinks(sinks=(Finishing(),))).inject(list(HEADERS))
+        assert sent == HEADERS
+
+    def test_trace_context_appended_byte_for_byte(self) -> None:
+        """Tracing on: every header byte for byte, in order, then the tracer's traceparent."""
+        sent = telemetry(Sinks(sinks=(Finishing(),), tracer=Propagating())).inject(list(HEADERS))
+        assert sent == [*HEADERS, (b"traceparent", TRACEPARENT.encode())]
+
+    def test_the_tracer_reads_the_request_headers(self) -> None:
+        """The tracer sees every incoming header (as latin-1 text) to extract trace context."""
+        tracer = Propagating()
+        telemetry(Sinks(tracer=tracer))
+        assert tracer.seen == [[(k.decode("latin-1"), v.decode("latin-1")) for k, v in HEADERS]]
 
 
 class TestRequestId:
