@@ -36,6 +36,16 @@ def command(out: Path, log: Path | None = None, *, instrumented: bool = True) ->
     ]
 
 
+def run_in(directory: Path) -> list[str]:
+    """``command`` with the profile and valgrind's log in ``directory`` (see ``collected_in``)."""
+    return command(directory / "callgrind.out", directory / "callgrind.log")
+
+
+def collected_in(directory: Path) -> int:
+    """The total of the finished run of ``run_in(directory)``."""
+    return collected((directory / "callgrind.log").read_text())
+
+
 def collected(log: str) -> int:
     """The instructions a finished callgrind run counted (its ``Collected :`` line)."""
     found = _COLLECTED.search(log)
