@@ -6,7 +6,7 @@ so the export's cost is in every round).
     .venv/bin/python benchmarks/bench_tracing.py            # ~20 s
     .venv/bin/python benchmarks/bench_tracing.py --streams 400 --tokens 400 --rounds 5
     .venv/bin/python benchmarks/bench_tracing.py --metrics
-    .venv/bin/python benchmarks/bench_tracing.py --instructions [--repo /path/to/other/checkout]
+    .venv/bin/python benchmarks/bench_tracing.py --instructions [--metrics] [--repo /path/to/other/checkout]
 
 ``--instructions`` is the stable measure on a busy box: instructions counted by callgrind (every
 thread, the span processor's too) per stream of 20 and of 200 output events, tracing off and on,
@@ -30,16 +30,16 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import callgrind
 import psutil
 from aiohttp import web
 
@@ -63,12 +63,12 @@ METRICS_VARIANTS: dict[str, dict[str, str]] = {
 
 
 @contextlib.asynccontextmanager
-async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
-    """A minimal OTLP/HTTP endpoint: accepts POST /v1/traces and /v1/metrics, counts bytes."""
-    received: list[int] = []
+async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A minimal OTLP/HTTP endpoint: accepts POST /v1/traces and /v1/metrics, keeps the bodies."""
+    received: list[bytes] = []
 
     async def traces(request: web.Request) -> web.Response:
-        received.append(len(await request.read()))
+        received.append(await request.read())
         return web.Response(content_type="application/x-protobuf")
 
     app = web.Application()
@@ -105,16 +105,26 @@ class Serve:
         await self.drain
 
 
-async def serve(upstream: str, env: dict[str, str]) -> Serve:
+async def serve(
+    upstream: str,
+    env: dict[str, str],
+    *,
+    wrapper: Sequence[str] = (),
+    flags: Sequence[str] = (),
+    start_timeout: float = 20,
+) -> Serve:
+    """``streamwatch serve`` with ``env`` and ``flags`` added, run under ``wrapper`` (e.g.
+    callgrind, which needs a longer ``start_timeout``)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STREAMWATCH_"))}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamwatch", "serve", "--upstream", upstream,
+        *wrapper, sys.executable, "-m", "streamwatch", "serve", "--upstream", upstream,
         "--listen", f"{LOOPBACK}:0", "--admin-listen", f"{LOOPBACK}:0", "--log-format", "json",
+        *flags,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, env={**base, **env},
     )  # fmt: skip
     running = Serve(proc)
-    running.port = await asyncio.wait_for(running.started, 20)
+    running.port = await asyncio.wait_for(running.started, start_timeout)
     if len(os.sched_getaffinity(0)) >= 2:
         psutil.Process(proc.pid).cpu_affinity([0])
     return running
@@ -183,7 +193,7 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 for proc in procs.values():
                     await proc.stop()
-            exported = sum(received)
+            exported = sum(map(len, received))
     finally:
         await runner.cleanup()
     base = statistics.median(per_event["off"])
@@ -210,10 +220,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def replay(tokens: int, streams: int, tracing: bool) -> None:
+def replay(tokens: int, streams: int, variant: str) -> None:
     """The measured workload (run inside callgrind): ``streams`` OpenAI chat streams of ``tokens``
-    output events, one simulator write per read, through ``Telemetry`` into ``serve``'s sinks."""
+    output events, one simulator write per read, through ``Telemetry`` into ``serve``'s sinks.
+    ``variant``: ``off``, ``tracing`` or ``metrics`` (OTLP metrics, exported at shutdown by the
+    exporter's own encoder, minus the post)."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from prometheus_client import CollectorRegistry
@@ -225,7 +239,7 @@ def replay(tokens: int, streams: int, tracing: bool) -> None:
     from streamwatch.core.api import Api
     from streamwatch.core.record import CloseCause
     from streamwatch.core.side import Side
-    from streamwatch.export import otel
+    from streamwatch.export import otel, otlp_metrics
     from streamwatch.export.logs import configure_logging
     from streamwatch.export.prometheus import Metrics
     from streamwatch.proxy.telemetry import Telemetry
@@ -242,12 +256,37 @@ def replay(tokens: int, streams: int, tracing: bool) -> None:
             Encoding.encoded += len(spans)
             return SpanExportResult.SUCCESS
 
+    class MetricsEncoding(MetricExporter):
+        """The OTLP metric exporter's work on the reader's thread, minus the HTTP post."""
+
+        exported = 0
+
+        def export(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            encode_metrics(metrics_data).SerializeToString()
+            MetricsEncoding.exported += 1
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            return None
+
+    tracing = variant == "tracing"
     if tracing:  # the exporter `serve` would build for OTEL_TRACES_EXPORTER=otlp, minus the post
         otel.span_exporters = lambda environ: [Encoding()]  # type: ignore[assignment,misc]
+    if variant == "metrics":  # likewise for OTEL_METRICS_EXPORTER=otlp
+        otlp_metrics._otlp_exporter = lambda environ: MetricsEncoding()
     devnull = open(os.devnull, "w")  # noqa: SIM115 (open until the process exits)
     configure_logging("json", "info", devnull)  # one JSON line per stream, as serve
     settings = Settings(routes=(Route("default", URL("http://127.0.0.1:1")),))
-    environ = {"OTEL_TRACES_EXPORTER": "otlp"} if tracing else {}
+    environ = {
+        "off": {},
+        "tracing": {"OTEL_TRACES_EXPORTER": "otlp"},
+        "metrics": {"OTEL_METRICS_EXPORTER": "otlp"},
+    }[variant]
     sinks, closers = build_sinks(settings, environ, Metrics(CollectorRegistry()))
     scenario = Scenario(api=Api.OPENAI_CHAT, model="gpt-4o-mini", output_tokens=tokens)
     reads = [step.data for step in steps(scenario) if isinstance(step, Send)]
@@ -276,44 +315,49 @@ def replay(tokens: int, streams: int, tracing: bool) -> None:
 
     asyncio.run(close())
     assert Encoding.encoded == (streams if tracing else 0), Encoding.encoded
+    assert (MetricsEncoding.exported > 0) == (variant == "metrics"), MetricsEncoding.exported
     print(Path(streamwatch.__file__).parent.parent)
 
 
-def count(repo: Path, tokens: int, streams: int, tracing: bool) -> int:
+def count(repo: Path, tokens: int, streams: int, variant: str) -> int:
     """Instructions callgrind counts in a replay of ``streams`` streams from checkout ``repo``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         done = subprocess.run(
             [
-                shutil.which("valgrind") or "valgrind", "--tool=callgrind",
-                f"--callgrind-out-file={out}", sys.executable, __file__,
-                "--replay", f"{tokens},{streams},{int(tracing)}",
+                *callgrind.command(out), sys.executable, __file__,
+                "--replay", f"{tokens},{streams},{variant}",
             ],
             capture_output=True, text=True, check=True,
-            env={**os.environ, "PYTHONPATH": str(repo), "PYTHONHASHSEED": "0"},
+            # One export, at shutdown: a periodic one would land in a run or not by wall time.
+            env={
+                **os.environ,
+                "PYTHONPATH": str(repo),
+                "PYTHONHASHSEED": "0",
+                "OTEL_METRIC_EXPORT_INTERVAL": str(24 * 3600 * 1000),
+            },
         )  # fmt: skip
-    collected = re.search(r"Collected : (\d+)", done.stderr)
-    if collected is None:
-        raise SystemExit(f"callgrind printed no total:\n{done.stderr}")
     if Path(done.stdout.split()[-1]) != repo.resolve():
         raise SystemExit(f"imported streamwatch from {done.stdout.split()[-1]}, not {repo}")
-    return int(collected.group(1))
+    return callgrind.collected(done.stderr)
 
 
-def instructions(repo: Path, passes: int) -> None:
-    """Instructions per stream, tracing off and on, for 20- and 200-event streams."""
-    print(f"{repo}: instructions per stream (callgrind, {passes} streams counted)\n")
-    print(
-        "| output events per stream | tracing off | on, 100 % sampled | added per stream | vs off |"
+def instructions(repo: Path, passes: int, *, metrics: bool) -> None:
+    """Instructions per stream, tracing (or OTLP metrics) off and on, for 20- and 200-event
+    streams."""
+    variant, on_name = (
+        ("metrics", "OTLP metrics on") if metrics else ("tracing", "on, 100 % sampled")
     )
+    print(f"{repo}: instructions per stream (callgrind, {passes} streams counted)\n")
+    print(f"| output events per stream | {variant} off | {on_name} | added per stream | vs off |")
     print("|---|---|---|---|---|")
     for tokens in (20, 200):
-        per_stream: dict[bool, float] = {}
-        for tracing in (False, True):
-            base = count(repo, tokens, 4, tracing)
-            more = count(repo, tokens, 4 + passes, tracing)
-            per_stream[tracing] = (more - base) / passes
-        off, on = per_stream[False], per_stream[True]
+        per_stream: dict[str, float] = {}
+        for name in ("off", variant):
+            base = count(repo, tokens, 4, name)
+            more = count(repo, tokens, 4 + passes, name)
+            per_stream[name] = (more - base) / passes
+        off, on = per_stream["off"], per_stream[variant]
         print(
             f"| {tokens} | {off:,.0f} | {on:,.0f} | {on - off:,.0f} | {(on / off - 1) * 100:+.1f} % |"
         )
@@ -334,9 +378,9 @@ if __name__ == "__main__":
     parser.add_argument("--replay", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replay is not None:
-        tokens, streams, tracing = map(int, args.replay.split(","))
-        replay(tokens, streams, bool(tracing))
+        tokens, streams, variant = args.replay.split(",")
+        replay(int(tokens), int(streams), variant)
     elif args.instructions:
-        instructions(args.repo, args.passes)
+        instructions(args.repo, args.passes, metrics=args.metrics)
     else:
         asyncio.run(main(args))

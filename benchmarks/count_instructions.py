@@ -11,20 +11,33 @@ difference per pass and per read (start-up cancels out). Compare two checkouts:
 
 ``--metrics`` feeds each read through the proxy's tap into the Prometheus sink as ``serve`` wires
 it (``Sinks.open``, ``Tap.feed``, ``Tap.close``, ``finish``): analysis plus metrics per read.
+
+``--per-request`` counts what one whole request costs a real ``streamwatch serve`` (of ``--repo``)
+run under callgrind, every thread: ``--requests`` N and then 3N short OpenAI chat streams
+(``--tokens`` output events, no pacing) one after another on one keep-alive connection, from
+``bench_tracing.py``'s client through the proxy to the simulator (both in this process, outside
+callgrind), metrics and the JSON log line on, tracing off, the watchdog's tick out of the way;
+start-up and shutdown cancel out of the difference. It is the per-request work (request head,
+``Telemetry``, sinks opened, response head, the stream's few reads, record, log line) that a
+stream's reads do not amortise:
+
+    .venv/bin/python benchmarks/count_instructions.py --per-request --repo /path/to/main
+    .venv/bin/python benchmarks/count_instructions.py --per-request
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import callgrind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SSE_PROTOCOLS = ("openai_chat", "openai_responses", "anthropic_messages")
@@ -93,12 +106,9 @@ def replay_metrics(corpus: Path, passes: int) -> None:
 def count(repo: Path, corpus: Path, passes: int, *, metrics: bool) -> tuple[int, int]:
     """(instructions, reads per pass) of a run with ``passes`` passes."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
         done = subprocess.run(
             [
-                shutil.which("valgrind") or "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
+                *callgrind.run_in(Path(tmp)),
                 sys.executable,
                 __file__,
                 "--replay",
@@ -113,13 +123,66 @@ def count(repo: Path, corpus: Path, passes: int, *, metrics: bool) -> tuple[int,
             text=True,
             check=True,
         )
-    collected = re.search(r"Collected : (\d+)", done.stderr)
-    if collected is None:
-        raise SystemExit(f"callgrind printed no total:\n{done.stderr}")
+        instructions = callgrind.collected_in(Path(tmp))
     measured, reads = done.stdout.split()[-2:]
     if Path(measured) != repo.resolve():
         raise SystemExit(f"imported streamwatch from {measured}, not {repo}")
-    return int(collected.group(1)), int(reads)
+    return instructions, int(reads)
+
+
+async def serve_requests(repo: Path, upstream: str, requests: int, tokens: int) -> int:
+    """Instructions of a ``streamwatch serve`` run under callgrind that relayed ``requests``."""
+    from bench_tracing import load, serve
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proxy = await serve(
+            upstream,
+            {"PYTHONPATH": str(repo), "PYTHONHASHSEED": "0"},
+            wrapper=callgrind.run_in(Path(tmp)),
+            flags=("--watchdog-interval", "3600"),  # ticks are per second, not per request
+            start_timeout=600,
+        )
+        try:
+            await load(proxy.port, requests, tokens, 1)
+        finally:
+            await proxy.stop()
+        return callgrind.collected_in(Path(tmp))
+
+
+def serving_from(repo: Path) -> None:
+    """Make the ``serve`` this process starts import streamwatch from ``repo``, compiled."""
+    os.chdir(repo)  # ``python -m`` puts the working directory first on sys.path
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(repo / "streamwatch")], check=True
+    )
+    imported = subprocess.run(  # (compiled first: a run that writes .pyc files counts that too)
+        [sys.executable, "-c", "import streamwatch; print(streamwatch.__file__)"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(repo)},
+    )  # fmt: skip
+    if Path(imported.stdout.strip()).parent.parent != repo.resolve():
+        raise SystemExit(f"serve would import streamwatch from {imported.stdout}, not {repo}")
+
+
+async def per_request(repo: Path, requests: int, tokens: int) -> None:
+    """``--per-request``: instructions per request, from runs of N and 3N requests."""
+    from streamwatch.simulator.profile import Profile
+    from streamwatch.simulator.server import start_simulator
+
+    profile = Profile(weights={"normal": 1.0}, seed=1, ttft_s=0.0, gap_mean_s=0.0, gap_jitter_s=0.0)
+    runner, port = await start_simulator("127.0.0.1", 0, profile)
+    try:
+        upstream = f"http://127.0.0.1:{port}"
+        base, more = await asyncio.gather(  # side by side: instruction counts do not mind
+            serve_requests(repo, upstream, requests, tokens),
+            serve_requests(repo, upstream, 3 * requests, tokens),
+        )
+    finally:
+        await runner.cleanup()
+    print(
+        f"{repo}: {(more - base) / (2 * requests):,.0f} instructions per request "
+        f"({tokens} output events each; {requests} vs {3 * requests} requests: "
+        f"{base / 1e6:,.1f} M, {more / 1e6:,.1f} M)"
+    )
 
 
 def main() -> None:
@@ -131,10 +194,19 @@ def main() -> None:
     parser.add_argument(
         "--metrics", action="store_true", help="through the tap and Prometheus sink"
     )
+    parser.add_argument(
+        "--per-request", action="store_true", help="a real serve: instructions per request"
+    )
+    parser.add_argument("--requests", type=int, default=100, help="N (--per-request)")
+    parser.add_argument("--tokens", type=int, default=2, help="output events (--per-request)")
     parser.add_argument("--replay", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replay is not None:
         replay(args.repo, args.corpus, args.replay, metrics=args.metrics)
+        return
+    if args.per_request:
+        serving_from(args.repo.resolve())
+        asyncio.run(per_request(args.repo.resolve(), args.requests, args.tokens))
         return
     base, reads = count(args.repo, args.corpus, 1, metrics=args.metrics)
     more, _ = count(args.repo, args.corpus, 1 + args.passes, metrics=args.metrics)

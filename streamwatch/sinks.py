@@ -70,9 +70,9 @@ FinishHook = Callable[[StreamRecord | None, str | None], None]
 @dataclass(slots=True)
 class Exchange:
     """One proxied request as the sinks see it: facts, never bytes. The raw incoming headers are
-    there for trace-context propagation only; ``prompt`` is read (by the core) only when content
-    capture is on. ``status`` is written by the proxy alone: the response status, or the one it
-    answered with itself.
+    there for trace-context propagation only (the proxy leaves them empty when no tracer is
+    configured); ``prompt`` is read (by the core) only when content capture is on. ``status`` is
+    written by the proxy alone: the response status, or the one it answered with itself.
     """
 
     request_id: str
@@ -220,6 +220,11 @@ class Fanout:
                     hooks.response(status, api)
                 except Exception:
                     self._drop(hooks, "response")
+
+    @property
+    def adds_headers(self) -> bool:
+        """Whether a sink has an ``upstream_request`` hook (if none, the headers need no copy)."""
+        return any(hooks.upstream_request is not None for _, hooks in self._hooks)
 
     @property
     def wants_outputs(self) -> bool:

@@ -107,6 +107,7 @@ class Metrics:
         self.build_info.labels(version).set(1)
         self._per_model: dict[tuple[str, str, str, str], ModelChildren] = {}
         self._per_route_api: dict[tuple[str, str, str], RouteApiChildren] = {}
+        self._requests: dict[tuple[str, str, str, int], Counter] = {}
         for route, side in (routes or {spec.DEFAULT_ROUTE: spec.SIDES[0]}).items():
             self.prepare_route(route, side)
 
@@ -159,8 +160,14 @@ class Metrics:
         (met if verdict == MET else missed[verdict]).inc()
 
     def request_finished(self, route: str, side: str, api: str, code: int) -> None:
-        """Count a proxied request by the status code returned to the client (any request)."""
-        self.requests.labels(route, side, str(api), str(code)).inc()
+        """Count a proxied request by the status code returned to the client (any request); its
+        child is looked up once per label tuple (``labels()`` validates and locks on every call),
+        and the cache holds no child prometheus-client does not keep anyway."""
+        key = (route, side, api, code)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(route, side, str(api), str(code))
+        child.inc()
 
     def upstream_error(self, route: str, side: str, kind: str) -> None:
         """Count an upstream failure before a response (connect, tls, timeout or protocol)."""

@@ -11,8 +11,8 @@ Nothing here raises into the relay: telemetry that fails is logged and left out,
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -35,6 +35,17 @@ log = structlog.get_logger("streamwatch.telemetry")
 UNMATCHED_ROUTE = "unmatched"  # route label of requests no configured route accepts
 
 
+#: The version (4) and variant (RFC 9562) bits of a random UUID, as an integer mask and value.
+_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` writes it, from the same
+    122 bits of ``os.urandom``, without building a ``uuid.UUID`` (a third of the cost)."""
+    return "%032x" % (int.from_bytes(os.urandom(16)) & _UUID4_MASK | _UUID4_BITS)
+
+
 def _request_id(headers: Headers) -> str:
     for name, value in headers:
         if name.lower() == b"x-request-id":
@@ -47,7 +58,12 @@ def _request_id(headers: Headers) -> str:
             ):
                 return given
             break
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+#: An exchange's headers when no sink reads them: only the tracer does (trace context), so without
+#: one a request's headers are not converted at all.
+_UNREAD: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 def _as_text(headers: Headers) -> CIMultiDict[str]:
@@ -85,7 +101,7 @@ class Telemetry:
             request_model=None,
             stream_requested=None,
             t_request_ns=t_request_ns,
-            headers=CIMultiDictProxy(_as_text(headers)),
+            headers=CIMultiDictProxy(_as_text(headers)) if sinks.tracer is not None else _UNREAD,
             server_address=server[0],
             server_port=server[1],
             side=side,
@@ -99,7 +115,10 @@ class Telemetry:
             self.watchers = Fanout(())
 
     def inject(self, headers: Headers) -> Headers:
-        """The upstream request headers after every sink added its own (trace context)."""
+        """The upstream request headers after every sink added its own (trace context); the same
+        list when no sink adds any."""
+        if not self.watchers.adds_headers:
+            return headers
         text = _as_text(headers)
         self.watchers.upstream_request(text)
         try:

@@ -180,3 +180,25 @@ class TestOtherLines:
         assert line["level"] == "warning"
         assert_common(line, status)
         assert line["kind"] == "connect"
+
+
+class TestRequestId:
+    """A request without an ``X-Request-Id`` is logged under a generated id, as ``uuid4().hex``."""
+
+    async def test_generated_ids(self, serving: ProxyProcess) -> None:
+        """Two streams sent without an id get two different version-4 UUIDs, 32 hex digits each."""
+        model = "rid-" + uuid.uuid4().hex  # finds this test's lines: the request carries no id
+        for _ in range(2):
+            await raw_exchange(
+                serving.proxy_port, request_bytes(TARGET, {**STREAM, "model": model})
+            )
+
+        def lines() -> list[dict[str, Any]]:
+            return [line for line in serving.events() if line.get("request_model") == model]
+
+        await until(lambda: len(lines()) == 2, what="both stream lines")
+        ids = [line["request_id"] for line in lines()]
+        assert ids[0] != ids[1]
+        for rid in ids:
+            parsed = uuid.UUID(hex=rid)
+            assert (rid, parsed.version, parsed.variant) == (parsed.hex, 4, uuid.RFC_4122)
