@@ -16,8 +16,10 @@ the same wall time: the streams run side by side).
 * The workload is paced (``--gap-ms``) slowly enough that a proxy under callgrind (~50x slower)
   still reads one chunk at a time, as in real traffic; the client counts its body reads per chunk
   through each proxy and through a direct connection, which shows whether that held.
-* Streamwatch also runs with tracing on (100 % sampled, OTLP/HTTP to a local receiver) on 200- and
-  20-event streams against tracing off on the same streams: the issue's tracing targets, counted.
+* Streamwatch also runs with tracing on (100 % sampled, OTLP/HTTP to a local receiver that
+  discards) on 200- and 20-chunk streams against tracing off on the same streams: the issue's
+  tracing targets, counted. Two processes, one for the N and one for the 3N workloads, each
+  sending a workload's spans in one export request (``count_instructions``).
 """
 
 from __future__ import annotations
@@ -140,19 +142,37 @@ async def wait_spans(bodies: list[bytes], expected: int, timeout_s: float = 300.
         await asyncio.sleep(0.2)
 
 
+Counted = dict[tuple[int, int], tuple[Load, int]]  # (chunks a stream, streams) -> load, count
+
+
 async def count_instructions(
     name: str,
     upstream: Target,
     tmp: Path,
     args: argparse.Namespace,
-    lengths: tuple[int, ...],
+    workloads: tuple[tuple[int, int], ...],
     *,
     tracing: tuple[str, list[bytes]] | None = None,
-) -> dict[int, Marginal]:
-    """One target under callgrind: N and 3N streams of each length in ``lengths``."""
-    slug = name.replace("@", "-").replace("/", "_") + ("-tracing" if tracing else "")
+) -> Counted:
+    """One target under callgrind: the instructions of each (chunks a stream, streams) workload.
+
+    With ``tracing`` (endpoint, received bodies) every workload has the same number of streams,
+    and the span processor sends one export request per that many spans, never on its 5 s timer:
+    each workload's spans then leave in exactly one request, when its last stream ends. The
+    request's fixed cost (~4-5 M instructions) is the same in the N and the 3N process and
+    cancels, as it nearly does in production (up to 512 spans a request); the encoding of every
+    span stays in. On the timer, 1 or 2 requests fell in a workload by phase (the 20-chunk
+    figure moved by 10 % between runs); with a request per N spans, exports stalled the loop
+    mid-workload and chunks shared reads.
+    """
+    batch = max(streams for _tokens, streams in workloads)
+    slug = name.replace("@", "-").replace("/", "_") + (f"-tracing-{batch}" if tracing else "")
     out = tmp / f"callgrind-{slug}.out"
-    env = {**TRACING_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": tracing[0]} if tracing else None
+    env = None
+    if tracing:
+        env = {**TRACING_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": tracing[0],
+               "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(batch),
+               "OTEL_BSP_SCHEDULE_DELAY": str(3600 * 1000)}  # fmt: skip
     started = time.monotonic()
     target = start_target(
         name, upstream, tmp,
@@ -161,36 +181,40 @@ async def count_instructions(
     )  # fmt: skip
     if target is None:
         return {}
-    label = target.name + (", tracing on" if tracing else "")
+    label = target.name + (f", tracing on (export per {batch} spans)" if tracing else "")
     print(f"  {label}: up under callgrind in {time.monotonic() - started:.0f} s", flush=True)
     assert target.pid is not None
     control = callgrind.Control(target.pid, out)
     exported = 0
-    marginals: dict[int, Marginal] = {}
+    counted: Counted = {}
     try:
-        # instrumented from here; the warm-up (lazy imports, pools, first-request paths) and
-        # everything before it go into a dump that is not counted
+        # instrumented from here; the warm-up (lazy imports, pools, first-request paths, one
+        # export) and everything before it go into a dump that is not counted
         await asyncio.to_thread(control.instrument)
-        await load(target, upstream, args.streams, 10, args.gap_ms)
+        await load(target, upstream, batch, 10, args.gap_ms)
         if tracing:
-            exported += args.streams
+            exported += batch
             await wait_spans(tracing[1], exported)
         await asyncio.to_thread(control.dump)
-        for tokens in lengths:
-            loads, counted = [], []
-            for streams in (args.streams, 3 * args.streams):
-                loads.append(await load(target, upstream, streams, tokens, args.gap_ms))
-                if tracing:
-                    exported += streams
-                    await wait_spans(tracing[1], exported)
-                counted.append(await asyncio.to_thread(control.dump))
-            marginals[tokens] = Marginal(loads[0], loads[1], (counted[0], counted[1]))
-            print(f"  {label}, {tokens} chunks a stream: {marginals[tokens].per_chunk:,.0f} "
-                  f"instructions per chunk, client reads per chunk "
-                  f"{marginals[tokens].reads_per_chunk}", flush=True)  # fmt: skip
+        for tokens, streams in workloads:
+            before = len(tracing[1]) if tracing else 0
+            done = await load(target, upstream, streams, tokens, args.gap_ms)
+            if tracing:
+                exported += streams
+                await wait_spans(tracing[1], exported)
+            counted[tokens, streams] = (done, await asyncio.to_thread(control.dump))
+            posts = f", {len(tracing[1]) - before} export request(s)" if tracing else ""
+            print(f"  {label}, {streams} streams x {tokens} chunks: "
+                  f"{counted[tokens, streams][1] / 1e6:,.1f} M instructions, client reads per "
+                  f"chunk {done.reads / max(done.chunks, 1):.3f}{posts}", flush=True)  # fmt: skip
     finally:
         target.stop(wait_s=300)
-    return marginals
+    return counted
+
+
+def marginal(low: tuple[Load, int], high: tuple[Load, int]) -> Marginal:
+    """Per extra chunk between two counted workloads."""
+    return Marginal(low[0], high[0], (low[1], high[1]))
 
 
 # -- syscalls: strace ----------------------------------------------------------------------------
@@ -354,17 +378,29 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         direct = await load(Target("direct", up.port), up, args.streams, args.tokens, args.gap_ms)
         print("instructions (callgrind):", flush=True)
         async with receiver() as (endpoint, bodies):
-            for name in names:
+            n, n3 = args.streams, 3 * args.streams
+            for name, label in names.items():
                 swatch = name.startswith("streamwatch") and args.tracing
                 lengths = (args.tokens, *TRACING_TOKENS) if swatch else (args.tokens,)
-                found = await count_instructions(name, up, tmp, args, lengths)
-                if found:
-                    instructions[name] = found[args.tokens]
+                found = await count_instructions(
+                    name, up, tmp, args, tuple((t, s) for t in lengths for s in (n, n3))
+                )
+                if not found:
+                    continue
+                off = {t: marginal(found[t, n], found[t, n3]) for t in lengths}
+                instructions[name] = off[args.tokens]
+                print(f"  {label}: {off[args.tokens].per_chunk:,.0f} instructions per chunk",
+                      flush=True)  # fmt: skip
                 if swatch:
-                    on = await count_instructions(
-                        name, up, tmp, args, TRACING_TOKENS, tracing=(endpoint, bodies)
-                    )
-                    traced_runs[name] = (found, on)
+                    on_n, on_n3 = [
+                        await count_instructions(
+                            name, up, tmp, args, tuple((t, s) for t in TRACING_TOKENS),
+                            tracing=(endpoint, bodies),
+                        )
+                        for s in (n, n3)
+                    ]  # fmt: skip
+                    on = {t: marginal(on_n[t, n], on_n3[t, n3]) for t in TRACING_TOKENS}
+                    traced_runs[name] = (off, on)
         if args.syscalls:
             print("syscalls (strace, proxies run natively):", flush=True)
             for name, label in names.items():
