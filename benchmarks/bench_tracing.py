@@ -12,8 +12,9 @@ so the export's cost is in every round).
 thread, the span processor's too) per stream of 20 and of 200 output events, tracing off and on,
 replayed in one process through the proxy's ``Telemetry`` seam into the sinks ``serve`` builds
 (Prometheus, the log line and, on, the tracer with its ``BatchSpanProcessor``), spans encoded as
-OTLP protobuf by the exporter's own encoder and dropped instead of posted. Start-up cancels out:
-each figure is the difference between runs of 4 and 4 + ``--passes`` streams.
+OTLP protobuf by the exporter's own encoder and dropped instead of posted, all of a run's spans in
+one export at shutdown (no 5 s timer). Start-up and that export's fixed cost cancel out: each
+figure is the difference between runs of 4 and 4 + ``--passes`` streams.
 
 ``streamwatch serve`` runs as a subprocess (pinned to CPU 0 when there are two); the simulator
 upstream, the load client and the OTLP receiver share this process (CPU 1). Only the streamwatch
@@ -329,12 +330,15 @@ def count(repo: Path, tokens: int, streams: int, variant: str) -> int:
                 "--replay", f"{tokens},{streams},{variant}",
             ],
             capture_output=True, text=True, check=True,
-            # One export, at shutdown: a periodic one would land in a run or not by wall time.
+            # One export, at shutdown: a periodic one would land in a run or not by wall time
+            # (an export request costs ~0.3 M instructions beyond its spans: the span
+            # processor's 5 s timer moved the per-stream figures by tens of thousands).
             env={
                 **os.environ,
                 "PYTHONPATH": str(repo),
                 "PYTHONHASHSEED": "0",
                 "OTEL_METRIC_EXPORT_INTERVAL": str(24 * 3600 * 1000),
+                "OTEL_BSP_SCHEDULE_DELAY": str(24 * 3600 * 1000),
             },
         )  # fmt: skip
     if Path(done.stdout.split()[-1]) != repo.resolve():
