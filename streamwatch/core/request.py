@@ -65,6 +65,8 @@ def has_dot_segment(path: str) -> bool:
     Such paths are refused rather than normalised: normalising would forward bytes the client did
     not send, and no API client sends dot-segments.
     """
+    if "." not in path and "%" not in path:  # no dot, not even encoded: the usual API path
+        return False
     decoded = path
     for _ in range(3):  # also double-encoded (%252e): some stacks decode twice
         decoded, previous = urllib.parse.unquote(decoded, errors="surrogateescape"), decoded
