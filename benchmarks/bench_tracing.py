@@ -30,8 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import callgrind
 import psutil
 from aiohttp import web
 
@@ -64,12 +63,12 @@ METRICS_VARIANTS: dict[str, dict[str, str]] = {
 
 
 @contextlib.asynccontextmanager
-async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
-    """A minimal OTLP/HTTP endpoint: accepts POST /v1/traces and /v1/metrics, counts bytes."""
-    received: list[int] = []
+async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A minimal OTLP/HTTP endpoint: accepts POST /v1/traces and /v1/metrics, keeps the bodies."""
+    received: list[bytes] = []
 
     async def traces(request: web.Request) -> web.Response:
-        received.append(len(await request.read()))
+        received.append(await request.read())
         return web.Response(content_type="application/x-protobuf")
 
     app = web.Application()
@@ -194,7 +193,7 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 for proc in procs.values():
                     await proc.stop()
-            exported = sum(received)
+            exported = sum(map(len, received))
     finally:
         await runner.cleanup()
     base = statistics.median(per_event["off"])
@@ -326,8 +325,7 @@ def count(repo: Path, tokens: int, streams: int, variant: str) -> int:
         out = Path(tmp) / "callgrind.out"
         done = subprocess.run(
             [
-                shutil.which("valgrind") or "valgrind", "--tool=callgrind",
-                f"--callgrind-out-file={out}", sys.executable, __file__,
+                *callgrind.command(out), sys.executable, __file__,
                 "--replay", f"{tokens},{streams},{variant}",
             ],
             capture_output=True, text=True, check=True,
@@ -339,12 +337,9 @@ def count(repo: Path, tokens: int, streams: int, variant: str) -> int:
                 "OTEL_METRIC_EXPORT_INTERVAL": str(24 * 3600 * 1000),
             },
         )  # fmt: skip
-    collected = re.search(r"Collected : (\d+)", done.stderr)
-    if collected is None:
-        raise SystemExit(f"callgrind printed no total:\n{done.stderr}")
     if Path(done.stdout.split()[-1]) != repo.resolve():
         raise SystemExit(f"imported streamwatch from {done.stdout.split()[-1]}, not {repo}")
-    return int(collected.group(1))
+    return callgrind.collected(done.stderr)
 
 
 def instructions(repo: Path, passes: int, *, metrics: bool) -> None:

@@ -31,13 +31,13 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import callgrind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SSE_PROTOCOLS = ("openai_chat", "openai_responses", "anthropic_messages")
@@ -103,32 +103,12 @@ def replay_metrics(corpus: Path, passes: int) -> None:
     print(Path(streamwatch.__file__).parent.parent, sum(len(chunks) for _, chunks in streams))
 
 
-def callgrind(tmp: Path) -> list[str]:
-    """The command prefix that runs a program under callgrind, its output files in ``tmp``
-    (callgrind's own messages in ``tmp/callgrind.log``, read by :func:`collected`)."""
-    return [
-        shutil.which("valgrind") or "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={tmp / 'callgrind.out'}",
-        f"--log-file={tmp / 'callgrind.log'}",
-    ]
-
-
-def collected(tmp: Path) -> int:
-    """The instructions counted by the run of :func:`callgrind` whose files are in ``tmp``."""
-    text = (tmp / "callgrind.log").read_text()
-    found = re.search(r"Collected : (\d+)", text)
-    if found is None:
-        raise SystemExit(f"callgrind printed no total:\n{text}")
-    return int(found.group(1))
-
-
 def count(repo: Path, corpus: Path, passes: int, *, metrics: bool) -> tuple[int, int]:
     """(instructions, reads per pass) of a run with ``passes`` passes."""
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run(
             [
-                *callgrind(Path(tmp)),
+                *callgrind.run_in(Path(tmp)),
                 sys.executable,
                 __file__,
                 "--replay",
@@ -143,7 +123,7 @@ def count(repo: Path, corpus: Path, passes: int, *, metrics: bool) -> tuple[int,
             text=True,
             check=True,
         )
-        instructions = collected(Path(tmp))
+        instructions = callgrind.collected_in(Path(tmp))
     measured, reads = done.stdout.split()[-2:]
     if Path(measured) != repo.resolve():
         raise SystemExit(f"imported streamwatch from {measured}, not {repo}")
@@ -158,7 +138,7 @@ async def serve_requests(repo: Path, upstream: str, requests: int, tokens: int) 
         proxy = await serve(
             upstream,
             {"PYTHONPATH": str(repo), "PYTHONHASHSEED": "0"},
-            wrapper=callgrind(Path(tmp)),
+            wrapper=callgrind.run_in(Path(tmp)),
             flags=("--watchdog-interval", "3600"),  # ticks are per second, not per request
             start_timeout=600,
         )
@@ -166,7 +146,7 @@ async def serve_requests(repo: Path, upstream: str, requests: int, tokens: int) 
             await load(proxy.port, requests, tokens, 1)
         finally:
             await proxy.stop()
-        return collected(Path(tmp))
+        return callgrind.collected_in(Path(tmp))
 
 
 def serving_from(repo: Path) -> None:

@@ -64,6 +64,7 @@ class Results:
     streams: int = 0
     errors: int = 0
     body_bytes: int = 0
+    reads: int = 0  # body reads (``data_received`` calls after the head): chunks per read
     window: tuple[int, int] = (0, 1 << 62)  # monotonic ns; latencies and TTFTs count inside it
 
     @property
@@ -110,6 +111,7 @@ class _Conn(asyncio.Protocol):
         if not self.active:
             return
         now = time.monotonic_ns()
+        self.results.reads += self.in_body
         if self.rate_bps and self.transport is not None:
             self.transport.pause_reading()
             asyncio.get_running_loop().call_later(
@@ -205,18 +207,22 @@ async def run_load(
     tag: str,
     ramp_s: float,
     on_window: Callable[[bool], None] = lambda start: None,
+    streams_per_slot: int | None = None,
 ) -> Results:
     """``concurrency`` slots streaming back to back for ``duration_s``; returns what they saw.
 
     Stream starts are spread over ``ramp_s``; chunks and TTFTs count only in the steady window
     that follows, until the deadline (``on_window(True)`` / ``on_window(False)`` mark its ends).
+    With ``streams_per_slot`` each slot stops after that many streams and every chunk counts (a
+    fixed workload: ``concurrency * streams_per_slot`` streams; no new stream after the deadline).
     """
     loop = asyncio.get_running_loop()
     results = Results()
-    now_ns = time.monotonic_ns()
-    results.window = (now_ns + int(ramp_s * 1e9), now_ns + int(duration_s * 1e9))
-    loop.call_later(ramp_s, on_window, True)
-    loop.call_later(duration_s, on_window, False)
+    if streams_per_slot is None:
+        now_ns = time.monotonic_ns()
+        results.window = (now_ns + int(ramp_s * 1e9), now_ns + int(duration_s * 1e9))
+        loop.call_later(ramp_s, on_window, True)
+        loop.call_later(duration_s, on_window, False)
     deadline = loop.time() + duration_s
     host_header = f"{host}:{port}"
     rng = random.Random(1)
@@ -226,7 +232,9 @@ async def run_load(
         nonlocal counter
         await asyncio.sleep(rng.random() * ramp_s)  # spread stream phases: no synchronized bursts
         conn: _Conn | None = None
-        while loop.time() < deadline:
+        run = 0
+        while loop.time() < deadline and run != streams_per_slot:
+            run += 1
             done: asyncio.Future[bool] = loop.create_future()
 
             def on_done(ok: bool, done: asyncio.Future[bool] = done) -> None:

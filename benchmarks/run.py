@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,11 +112,11 @@ class Target:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(wait_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -139,10 +139,15 @@ def _gc_argv(gc_dir: Path | None, name: str) -> tuple[list[str], Path | None]:
 
 
 def start_printing_port(
-    name: str, argv: list[str], cpus: set[int] | None, gc_dir: Path | None = None
+    name: str,
+    argv: list[str],
+    cpus: set[int] | None,
+    gc_dir: Path | None = None,
+    wrap: Sequence[str] = (),
 ) -> Target:
+    """A Python script that prints ``port N`` once it listens (``wrap``: e.g. valgrind's argv)."""
     prefix, gc_file = _gc_argv(gc_dir, name)
-    proc = subprocess.Popen([argv[0], *prefix, *argv[1:]], stdout=subprocess.PIPE, cwd=HERE)
+    proc = subprocess.Popen([*wrap, argv[0], *prefix, *argv[1:]], stdout=subprocess.PIPE, cwd=HERE)
     _pin(proc, cpus)
     port = int(_wait_line(proc, b"port ").split()[1])
     return Target(name, port, proc, gc_file=gc_file)
@@ -156,19 +161,21 @@ def start_streamwatch(
     env: dict[str, str] | None = None,
     gc_dir: Path | None = None,
     name: str | None = None,
+    wrap: Sequence[str] = (),
+    start_timeout_s: float = 20.0,
 ) -> Target:
     port, admin = _free_port(), _free_port()
     log = tmp / f"streamwatch-{port}.log"
     # SWBENCH_CPROFILE=FILE runs streamwatch under cProfile; SWBENCH_WRAP=SCRIPT runs a script
     # standing in for ``-m streamwatch`` (e.g. one that records GC pauses).
-    profile, wrap = os.environ.get("SWBENCH_CPROFILE"), os.environ.get("SWBENCH_WRAP")
+    profile, script = os.environ.get("SWBENCH_CPROFILE"), os.environ.get("SWBENCH_WRAP")
     entry = (
-        [wrap]
-        if wrap
+        [script]
+        if script
         else [*(["-m", "cProfile", "-o", profile] if profile else []), "-m", "streamwatch"]
     )
     gc_prefix, gc_file = _gc_argv(gc_dir if workers == 1 else None, "streamwatch")
-    argv = [PYTHON, *gc_prefix, *entry, "serve", "--upstream", upstream,
+    argv = [*wrap, PYTHON, *gc_prefix, *entry, "serve", "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
             "--max-streams", "20000", "--max-connections", "20000", "--log-format", "json",
             "--workers", str(workers)]  # fmt: skip
@@ -177,7 +184,7 @@ def start_streamwatch(
             argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     _pin(proc, PROXY_CPU if workers == 1 else None)  # workers: both cores
-    _wait_http(port, proc)
+    _wait_http(port, proc, start_timeout_s)
     deadline = time.monotonic() + 20
     while workers > 1 and b'"workers":' not in log.read_bytes() and time.monotonic() < deadline:
         time.sleep(0.05)  # the parent logs streamwatch.started once every worker listens
@@ -185,7 +192,10 @@ def start_streamwatch(
     return Target(name, port, proc, log, gc_file=gc_file)
 
 
-def start_nginx(upstream_port: int, tmp: Path) -> Target | None:
+def start_nginx(
+    upstream_port: int, tmp: Path, wrap: Sequence[str] = (), start_timeout_s: float = 20.0
+) -> Target | None:
+    """nginx as one process (``daemon off; master_process off;``), so ``wrap`` sees it all."""
     if not os.access(NGINX, os.X_OK):
         return None
     port = _free_port()
@@ -216,20 +226,24 @@ http {{
     }}
 }}
 """)
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*wrap, NGINX, "-c", str(conf), "-p", str(tmp)], stderr=subprocess.DEVNULL
+    )
     _pin(proc, PROXY_CPU)
-    _wait_http(port, proc)
+    _wait_http(port, proc, start_timeout_s)
     return Target("nginx", port, proc)
 
 
-def _wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
+def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"target on port {port} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
+    proc.kill()  # not left running behind the error
+    proc.wait()
     raise RuntimeError(f"nothing listens on {port}")
 
 
@@ -461,6 +475,46 @@ async def bulk_memory(target: Target, upstream_port: int, size: int, rate_bps: f
 # --- main ---------------------------------------------------------------------------------------
 
 
+def start_target(
+    name: str,
+    upstream: Target,
+    tmp: Path,
+    *,
+    gc_dir: Path | None = None,
+    wrap: Sequence[str] = (),
+    start_timeout_s: float = 20.0,
+    env: dict[str, str] | None = None,
+) -> Target | None:
+    """The proxy a ``--targets`` name stands for, in front of ``upstream`` (None: no nginx here).
+
+    ``wrap`` runs it under another program (valgrind); ``env`` is added to streamwatch's.
+    """
+    url = f"http://127.0.0.1:{upstream.port}"
+    if name == "streamwatch":
+        return start_streamwatch(
+            url, tmp, gc_dir=gc_dir, wrap=wrap, start_timeout_s=start_timeout_s, env=env
+        )
+    if name in ("bare", "protocol"):
+        label, script = {
+            "bare": ("bare aiohttp", "bare_proxy.py"),
+            "protocol": ("protocol reference", "protocol_proxy.py"),
+        }[name]
+        return start_printing_port(
+            label, [PYTHON, script, "--upstream", url], PROXY_CPU, gc_dir, wrap
+        )
+    if name == "nginx":
+        return start_nginx(upstream.port, tmp, wrap, start_timeout_s)
+    if name.startswith("streamwatch@"):  # another checkout (a branch, a compiled build)
+        checkout = name.split("@", 1)[1]
+        return start_streamwatch(
+            url, tmp, env={"PYTHONPATH": checkout, **(env or {})}, gc_dir=gc_dir, name=name,
+            wrap=wrap, start_timeout_s=start_timeout_s,
+        )  # fmt: skip
+    if name.startswith("streamwatch-workers"):
+        return start_streamwatch(url, tmp, workers=int(name.rsplit("-", 1)[1]), wrap=wrap)
+    raise SystemExit(f"unknown target {name}")
+
+
 @contextlib.contextmanager
 def processes(args: argparse.Namespace) -> Iterator[tuple[Target, list[Target]]]:
     tmp = Path(tempfile.mkdtemp(prefix="swbench-"))
@@ -468,41 +522,13 @@ def processes(args: argparse.Namespace) -> Iterator[tuple[Target, list[Target]]]
     try:
         up = start_printing_port("upstream", [PYTHON, "upstream.py"], LOAD_CPU)
         started.append(up)
-        url = f"http://127.0.0.1:{up.port}"
         targets = [Target("direct", up.port)]
         gc_dir = tmp if args.gc else None
         for name in args.targets:
-            if name == "streamwatch":
-                target = start_streamwatch(url, tmp, gc_dir=gc_dir)
-            elif name == "bare":
-                target = start_printing_port(
-                    "bare aiohttp",
-                    [PYTHON, "bare_proxy.py", "--upstream", url],
-                    PROXY_CPU,
-                    gc_dir,
-                )
-            elif name == "protocol":
-                target = start_printing_port(
-                    "protocol reference",
-                    [PYTHON, "protocol_proxy.py", "--upstream", url],
-                    PROXY_CPU,
-                    gc_dir,
-                )
-            elif name == "nginx":
-                found = start_nginx(up.port, tmp)
-                if found is None:
-                    print("nginx not installed: skipped", file=sys.stderr)
-                    continue
-                target = found
-            elif name.startswith("streamwatch@"):  # another checkout (a branch, a compiled build)
-                checkout = name.split("@", 1)[1]
-                target = start_streamwatch(
-                    url, tmp, env={"PYTHONPATH": checkout}, gc_dir=gc_dir, name=name
-                )
-            elif name.startswith("streamwatch-workers"):
-                target = start_streamwatch(url, tmp, workers=int(name.rsplit("-", 1)[1]))
-            else:
-                raise SystemExit(f"unknown target {name}")
+            target = start_target(name, up, tmp, gc_dir=gc_dir)
+            if target is None:
+                print("nginx not installed: skipped", file=sys.stderr)
+                continue
             started.append(target)
             targets.append(target)
         yield up, targets
@@ -563,7 +589,9 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=100)
-    parser.add_argument("--gap-ms", type=int, default=30)  # 300 x 1000/30 = 10k chunks/s
+    parser.add_argument("--gap-ms", type=int, default=None,
+                        help="ms between a stream's chunks (30: 300 x 1000/30 = 10k chunks/s; "
+                        "--instructions: 100)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=None, help="steady window per run")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--sweep", type=lambda s: [int(x) for x in s.split(",")], default=None,
@@ -575,6 +603,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--gc", action="store_true",
                         help="record cyclic-GC pauses of the Python targets (gc_pauses.py)")  # fmt: skip
+    counting = parser.add_argument_group(
+        "--instructions", "instructions (callgrind) and syscalls (strace) per chunk, side by side "
+        "(count_proxies.py)")  # fmt: skip
+    counting.add_argument("--instructions", action="store_true",
+                          help="count instead of timing (~10 min)")  # fmt: skip
+    counting.add_argument("--streams", type=int, default=5,
+                          help="N: the workloads are N and 3N streams side by side")  # fmt: skip
+    counting.add_argument("--no-syscalls", dest="syscalls", action="store_false",
+                          help="skip the strace pass")  # fmt: skip
+    counting.add_argument("--no-tracing", dest="tracing", action="store_false",
+                          help="skip streamwatch with tracing on (200- and 20-chunk streams)")  # fmt: skip
     args = parser.parse_args()
     quick = args.quick
     args.seconds = args.seconds or (4.0 if quick else 10.0)
@@ -587,6 +626,15 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     if LOAD_CPU:
         os.sched_setaffinity(0, LOAD_CPU)
+    if args.instructions:
+        import count_proxies
+
+        args.gap_ms = args.gap_ms or 100
+        report = asyncio.run(count_proxies.main_async(args))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
+    args.gap_ms = args.gap_ms or 30
     try:
         import uvloop
     except ImportError:

@@ -234,8 +234,12 @@ class Fanout:
     def emit(self, events: Sequence[SinkEvent]) -> None:
         """One read's events (non-empty), to every listening sink in one call each."""
         listening = self._listening
-        if self._selective and all(type(event) is OutputReceived for event in events):
-            listening = self._taking_outputs
+        if self._selective:
+            for event in events:  # a plain loop: a generator for ``all`` costs more than the test
+                if type(event) is not OutputReceived:
+                    break
+            else:
+                listening = self._taking_outputs
         for hooks, on_events in listening:
             try:
                 on_events(events)

@@ -22,7 +22,7 @@ import asyncio
 import importlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from multidict import CIMultiDict
@@ -36,11 +36,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from streamwatch import __version__
 from streamwatch.config import Settings
-from streamwatch.core.api import Api
 from streamwatch.core.events import (
     ErrorFrameReceived,
     FirstTokenReceived,
-    OutputReceived,
     StallEnded,
     StallStarted,
 )
@@ -175,7 +173,7 @@ def _record_attributes(record: StreamRecord) -> dict[str, Any]:
     _set(attributes, sc.GEN_AI_RESPONSE_MODEL, record.response_model)
     _set(attributes, sc.GEN_AI_RESPONSE_ID, record.response_id)
     if record.finish_reasons:
-        attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = list(record.finish_reasons)
+        attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = record.finish_reasons
     elif record.outcome is not Outcome.COMPLETED:
         # Ended before its final event (truncated, reset, timeout, error frame, abort): the
         # conventions' "error"; error.type says which.
@@ -226,6 +224,10 @@ def error_type(
     return None
 
 
+#: The stream events that become span events (or, the first token, an attribute too).
+_SPAN_EVENTS: Final = frozenset({FirstTokenReceived, StallStarted, StallEnded, ErrorFrameReceived})
+
+
 class _SpanWatcher:
     """One request's span: started by ``trace``, events while the stream runs, ended in ``finish``."""
 
@@ -233,11 +235,11 @@ class _SpanWatcher:
         "_capture_limit",
         "_context",
         "_exchange",
-        "_facts_set",
         "_offset_ns",
         "_propagator",
         "_recording",
         "_span",
+        "_ttft",
         "trace_id",
     )
 
@@ -253,7 +255,7 @@ class _SpanWatcher:
         self._exchange = exchange
         self._propagator = propagator
         self._capture_limit = capture_limit
-        self._facts_set = False
+        self._ttft: float | None = None
         parent = propagator.extract(exchange.headers)
         attributes = _start_attributes(exchange)
         span = tracer.start_span(
@@ -288,15 +290,15 @@ class _SpanWatcher:
         if not self._recording:
             return
         for event in events:
-            if type(event) is not OutputReceived:  # the per-chunk event: nothing to do
+            if type(event) in _SPAN_EVENTS:  # not the per-chunk outputs, nor first byte, end...
                 self._event(event)
 
     def _event(self, event: SinkEvent) -> None:
         span = self._span
         match event:
             case FirstTokenReceived(at_ns=at, ttft_ns=ttft):
-                span.set_attribute(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttft / _NS)
-                span.add_event(sc.EVENT_FIRST_TOKEN, {sc.SW_TTFT: ttft / _NS}, at + self._offset_ns)
+                self._ttft = ttft / _NS  # an attribute at the end, with the record's others
+                span.add_event(sc.EVENT_FIRST_TOKEN, {sc.SW_TTFT: self._ttft}, at + self._offset_ns)
             case StallStarted(at_ns=at, since_ns=since, phase=phase):
                 span.add_event(
                     sc.EVENT_STALL_STARTED,
@@ -319,26 +321,8 @@ class _SpanWatcher:
                     },
                     at + self._offset_ns,
                 )
-            case _:
-                pass
-
-    def request_facts(self, status: int | None = None, api: Api | None = None) -> None:
-        """The request body's model and stream flag, learned while the body streamed through
-        after the span started: set once, at the response or the finish (the prompt is set with
-        the outcome)."""
-        exchange = self._exchange
-        if self._facts_set or not self._recording:
-            return
-        self._facts_set = True
-        if exchange.api is not None:
-            if exchange.request_model:
-                self._span.update_name(span_name(exchange))
-                self._span.set_attribute(sc.GEN_AI_REQUEST_MODEL, exchange.request_model)
-            if exchange.stream_requested is not None:
-                self._span.set_attribute(sc.GEN_AI_REQUEST_STREAM, exchange.stream_requested)
 
     def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
-        self.request_facts()
         span = self._span
         end_ns = time.time_ns() if record is None else record.t_end_ns + self._offset_ns
         try:
@@ -348,9 +332,18 @@ class _SpanWatcher:
             span.end(end_ns)  # always: a watcher dropped for a fault must not leak its span
 
     def _describe(self, record: StreamRecord | None, error_kind: str | None, end_ns: int) -> None:
+        """Every attribute learned after the start, set in one call (each ``set_attribute`` takes
+        the span's lock and cleans its value on its own): first the request body's model and
+        stream flag, which streamed through after the span started, then the outcome."""
         span = self._span
-        status = self._exchange.status
+        exchange = self._exchange
+        status = exchange.status
         attributes: dict[str, Any] = {}
+        if exchange.api is not None:
+            if exchange.request_model:
+                span.update_name(span_name(exchange))
+                attributes[sc.GEN_AI_REQUEST_MODEL] = exchange.request_model
+            _set(attributes, sc.GEN_AI_REQUEST_STREAM, exchange.stream_requested)
         if error_kind is None:  # a failed upstream sent no status; ours (502/504) is not its
             _set(attributes, sc.HTTP_RESPONSE_STATUS_CODE, status)
         prompt = self._exchange.prompt
@@ -359,6 +352,8 @@ class _SpanWatcher:
             attributes.update(prompt_attributes(prompt))
         if record is not None:
             attributes.update(_record_attributes(record))
+            if record.ttft_ns is None:  # analysis stopped after the first token: keep its TTFT
+                _set(attributes, sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, self._ttft)
             if record.outcome is Outcome.CLIENT_ABORT:
                 span.add_event(sc.EVENT_CLIENT_ABORT, None, end_ns)
             if self._capture_limit is not None:
@@ -394,7 +389,6 @@ class TracingSink:
         span = _SpanWatcher(self._tracer, self._propagator, exchange, self._capture_limit)
         hooks = Hooks(
             upstream_request=span.upstream_request,
-            response=span.request_facts,
             events=span.events,
             finish=span.finish,
             outputs=False,

@@ -297,10 +297,16 @@ def unlocked(value: object) -> bool:
     The per-read children (output events, gap buckets and sum) are written only by hooks, which
     run on the event loop's thread; the scrape (a worker thread) only reads them, and reading a
     float attribute is atomic. So the loop adds to ``_value`` directly: three lock round trips
-    per read saved. ``--workers``' values (mmap files, ``_multiprocess``) keep ``inc``, which also
-    writes the file.
+    per read saved; a sampled stream's read replaces its bucket's ``_exemplar`` the same way (one
+    attribute store, which the scrape reads whole), a fourth. ``--workers``' values (mmap files,
+    ``_multiprocess``) keep ``inc``, which also writes the file.
     """
     return not getattr(value, "_multiprocess", True)
+
+
+#: ``Exemplar`` is a ``NamedTuple``: ``tuple.__new__`` builds the same instance as its generated
+#: Python ``__new__`` does, without that call (a third of a sampled read's exemplar cost).
+_new_exemplar = tuple.__new__
 
 
 class BatchedHistogram:
@@ -327,14 +333,17 @@ class BatchedHistogram:
         if len(values_ns) == 1:  # the usual read: one output event
             value = values_ns[0]
             bucket = buckets[bisect_left(bounds, value)]
+            seconds = value / 1e9
             if self._unlocked:
                 bucket._value += 1
-                self._sum._value += value / 1e9
-            else:
-                bucket.inc(1)
-                self._sum.inc(value / 1e9)
+                self._sum._value += seconds
+                if exemplar is not None:  # one attribute the scrape reads, as ``_value``
+                    bucket._exemplar = _new_exemplar(Exemplar, (exemplar, seconds, time.time()))
+                return
+            bucket.inc(1)
+            self._sum.inc(seconds)
             if exemplar is not None:
-                bucket.set_exemplar(Exemplar(exemplar, value / 1e9, time.time()))
+                bucket.set_exemplar(Exemplar(exemplar, seconds, time.time()))
             return
         counts: dict[int, int] = {}
         for value in values_ns:
@@ -354,7 +363,10 @@ class BatchedHistogram:
             now = time.time()
             last = {bisect_left(bounds, value): value for value in values_ns}
             for index, value in last.items():
-                buckets[index].set_exemplar(Exemplar(exemplar, value / 1e9, now))
+                if unlocked:
+                    buckets[index]._exemplar = _new_exemplar(Exemplar, (exemplar, value / 1e9, now))
+                else:
+                    buckets[index].set_exemplar(Exemplar(exemplar, value / 1e9, now))
 
 
 class ModelChildren:

@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from streamwatch.config import ConfigError, load_settings
 from streamwatch.core.api import Api
-from streamwatch.core.events import OutputReceived
+from streamwatch.core.events import FirstTokenReceived, OutputReceived
 from streamwatch.core.record import CloseCause, Outcome, StreamRecord, Usage, unanalyzed_record
 from streamwatch.core.request import read_request
 from streamwatch.export import semconv as sc
@@ -323,6 +323,40 @@ class TestSpanLifecycle:
         assert not [k for k in span.attributes if k.startswith("gen_ai.")]
         assert span.status.status_code is StatusCode.UNSET
 
+    def test_request_facts_learned_after_the_start_name_the_span(
+        self, memory: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        """The body's model and stream flag, read after the span started, are on the ended span."""
+        provider, exporter = memory
+        exchange = _exchange(request_model=None, stream_requested=None)
+        finish = _finish_hook(TracingSink(provider.get_tracer("t")).trace(exchange).hooks)
+        exchange.request_model, exchange.stream_requested, exchange.status = "gpt-4o", False, 200
+        finish(None, None)
+        (span,) = exporter.get_finished_spans()
+        assert span.name == "chat gpt-4o"
+        assert span.attributes is not None
+        assert span.attributes[sc.GEN_AI_REQUEST_MODEL] == "gpt-4o"
+        assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is False
+
+    def test_first_token_time_survives_a_stopped_analysis(
+        self, memory: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        """TTFT seen before the analysis stopped stays on the span (its record has none)."""
+        provider, exporter = memory
+        exchange = _exchange()
+        hooks = TracingSink(provider.get_tracer("t")).trace(exchange).hooks
+        assert hooks.events is not None
+        hooks.events((FirstTokenReceived(250_000_000, 250_000_000, "gpt-4o-mini"),))
+        exchange.status = 200
+        _finish_hook(hooks)(_stream_record(analysis_failed=True), None)
+        (span,) = exporter.get_finished_spans()
+        assert span.attributes is not None
+        assert span.attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == 0.25
+        assert span.attributes[sc.SW_ANALYSIS_FAILED] is True
+        assert [(e.name, dict(e.attributes or {})) for e in span.events] == [
+            (sc.EVENT_FIRST_TOKEN, {sc.SW_TTFT: 0.25})
+        ]
+
     def test_span_ends_even_if_describing_it_fails(
         self, memory: tuple[TracerProvider, InMemorySpanExporter]
     ) -> None:
@@ -358,7 +392,7 @@ def _stream_record(**changes: Any) -> StreamRecord:
         cause=CloseCause.UPSTREAM_EOF,
         body_bytes=10,
     )
-    return dataclasses.replace(base, analysis_failed=False, **changes)
+    return dataclasses.replace(base, **{"analysis_failed": False, **changes})
 
 
 class TestCurrentConventions:

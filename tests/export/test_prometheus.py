@@ -351,7 +351,9 @@ class TestBatchedHistogram:
         def exemplars(h: Histogram) -> dict[str | None, tuple[dict[str, str], float] | None]:
             (family,) = h.collect()
             return {
-                s.labels.get("le"): None if s.exemplar is None else s.exemplar[:2]
+                s.labels.get("le"): None
+                if s.exemplar is None
+                else (s.exemplar.labels, s.exemplar.value)
                 for s in family.samples
                 if s.name == "h_bucket"
             }
