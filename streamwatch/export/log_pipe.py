@@ -45,7 +45,11 @@ class LogPipe:
     def __init__(self, fd: int, capacity: int, render: Render) -> None:
         self._fd = fd
         self._render = render
-        self._queue: queue.Queue[str | None] = queue.Queue(capacity)
+        # A SimpleQueue, bounded by the one check in ``put``: its put and get are C calls, where
+        # ``queue.Queue`` runs a Condition in Python on both threads for every line. Lines put
+        # from several threads at once may pass the bound by one each: still bounded.
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._capacity = capacity
         self._lock = threading.Lock()  # drops are counted on the putting and the writing thread
         self._dropped = 0
         self._on_drop: Callable[[int], None] | None = None
@@ -68,19 +72,15 @@ class LogPipe:
 
     def put(self, line: str) -> None:
         """Queue one rendered line (no newline) for the writer; drop and count it if the queue is full."""
-        try:
-            self._queue.put_nowait(line)
-        except queue.Full:
+        if self._queue.qsize() < self._capacity:
+            self._queue.put(line)
+        else:
             self._drop()
 
     def close(self, timeout: float = FLUSH_TIMEOUT) -> bool:
         """Write what is queued, for up to ``timeout`` seconds; whether every line was written."""
-        deadline = time.monotonic() + timeout
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return False
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._queue.put(None)  # the writer stops there, past every line queued before
+        self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _drop(self) -> None:

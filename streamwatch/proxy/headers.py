@@ -31,26 +31,33 @@ _REQUEST_ONLY = frozenset({b"host", b"content-length", b"expect"})
 _RESPONSE_ONLY = frozenset({b"content-length"})
 
 
+_DROP_REQUEST = HOP_BY_HOP | _REQUEST_ONLY
+_DROP_RESPONSE = HOP_BY_HOP | _RESPONSE_ONLY
+
+
 def tokens(headers: Headers, name: bytes) -> list[bytes]:
     """The comma-separated tokens of every ``name`` header, lower-cased."""
     out: list[bytes] = []
+    size = len(name)
     for key, value in headers:
-        if key.lower() == name:
+        if len(key) == size and key.lower() == name:  # (a length compares without a copy)
             out += [t.strip().lower() for t in value.split(b",") if t.strip()]
     return out
 
 
-def _end_to_end(headers: Headers, also_drop: frozenset[bytes]) -> Headers:
-    drop = HOP_BY_HOP | also_drop | set(tokens(headers, b"connection"))
+def _end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
+    named = tokens(headers, b"connection")
+    if named:
+        drop = drop.union(named)
     return [(k, v) for k, v in headers if k.lower() not in drop]
 
 
 def upstream_request_headers(headers: Headers) -> Headers:
     """Client request headers to send upstream: end-to-end ones only, as the client wrote them."""
-    return _end_to_end(headers, _REQUEST_ONLY)
+    return _end_to_end(headers, _DROP_REQUEST)
 
 
 def client_response_headers(headers: Headers, *, keep_length: bool = False) -> Headers:
     """Upstream response headers to send to the client; body framing is set by the relay
     (``keep_length``: a HEAD or 304 response, whose Content-Length describes another body)."""
-    return _end_to_end(headers, frozenset() if keep_length else _RESPONSE_ONLY)
+    return _end_to_end(headers, HOP_BY_HOP if keep_length else _DROP_RESPONSE)

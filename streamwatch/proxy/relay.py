@@ -188,8 +188,8 @@ class Exchange:
         lines += [name + b": " + value for name, value in headers]
         if self._chunked_in:
             lines.append(b"Transfer-Encoding: chunked")
-        elif self._content_length() or request.method in ("POST", "PUT", "PATCH"):
-            lines.append(b"Content-Length: %d" % self._content_length())
+        elif (length := self._content_length()) or request.method in ("POST", "PUT", "PATCH"):
+            lines.append(b"Content-Length: %d" % length)
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     async def _connect(self, origin: Origin) -> None:
