@@ -12,9 +12,10 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,18 @@ async def until(
 
 
 # -- upstreams ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: bound, never listening.
+
+    Held, not bound and closed: a closed port can be handed to the next bind to port 0 (once the
+    proxy's own listener got it, so the "dead" upstream was the proxy itself and answered 503).
+    """
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        yield int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -28,7 +28,7 @@ import yaml
 
 from streamwatch import metricspec as spec
 from tests.dashboards.mixin import MIXIN_CONFIG, RULE_FILES, named_exprs, rules, skip_unless
-from tests.dashboards.promserver import PROMETHEUS, PromServer, free_port
+from tests.dashboards.promserver import PROMETHEUS, PromServer
 from tests.harness import (
     CHAT,
     FAST_ARGS,
@@ -37,6 +37,7 @@ from tests.harness import (
     RESPONSES,
     Scrape,
     raw_exchange,
+    refusing_port,
     request_bytes,
     scrape,
     serve_process,
@@ -222,51 +223,52 @@ def wait_for_scrapes(prom: PromServer, instance: str, count: int) -> None:
 async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     skip_unless(shutil.which(PROMETHEUS) is not None, "prometheus not installed (apt prometheus)")
     config = tmp_path_factory.mktemp("live") / "routes.yaml"
-    dead = f"http://{LOOPBACK}:{free_port()}"
-    route = {"name": "dead", "prefix": DEAD_PREFIX, "upstream": dead, "strip_prefix": True}
-    config.write_text(yaml.safe_dump({"routes": [route]}))
-    async with (
-        # a process of its own: the probe daemon's canary must be answered while the module's
-        # synchronous tests hold the event loop still (an in-loop simulator timed it out)
-        simulate_process(*FAST_ARGS) as sim,
-        probe_daemon(sim, config.parent) as probe,
-        serve_process(
-            "--upstream", sim, "--config", str(config),
-            "--stall-threshold", "0.5", "--first-token-stall-threshold", "0.5",
-            "--watchdog-interval", "0.05",
-            # goodput objectives, so the goodput series, rules and panels have data
-            "--slo-ttft", "5", "--slo-tpot", "1", "--slo-no-stall", "true",
-            # captures of the mix's problem streams, so the capture panel has data
-            "--capture-dir", str(config.parent / "captures"),
-        ) as serve,
-    ):  # fmt: skip
-        instance = f"{LOOPBACK}:{serve.admin_port}"
-        prom = PromServer(instance, RULE_FILES, more_targets=[probe])
-        try:
-            await asyncio.to_thread(prom.wait_ready)
-            await asyncio.to_thread(prom.wait_for, f"count(up{{{JOB}}} == 1) == 2")
-            await drive(serve.proxy_port, warm_up())
-            await asyncio.to_thread(prom.wait_for, f"sum({spec.STREAMS.name}{{{PROXY}}}) >= 3")
-            await drive(serve.proxy_port, mix())
+    with refusing_port() as dead_port:  # refuses connections: the "dead" route's upstream
+        dead = f"http://{LOOPBACK}:{dead_port}"
+        route = {"name": "dead", "prefix": DEAD_PREFIX, "upstream": dead, "strip_prefix": True}
+        config.write_text(yaml.safe_dump({"routes": [route]}))
+        async with (
+            # a process of its own: the probe daemon's canary must be answered while the module's
+            # synchronous tests hold the event loop still (an in-loop simulator timed it out)
+            simulate_process(*FAST_ARGS) as sim,
+            probe_daemon(sim, config.parent) as probe,
+            serve_process(
+                "--upstream", sim, "--config", str(config),
+                "--stall-threshold", "0.5", "--first-token-stall-threshold", "0.5",
+                "--watchdog-interval", "0.05",
+                # goodput objectives, so the goodput series, rules and panels have data
+                "--slo-ttft", "5", "--slo-tpot", "1", "--slo-no-stall", "true",
+                # captures of the mix's problem streams, so the capture panel has data
+                "--capture-dir", str(config.parent / "captures"),
+            ) as serve,
+        ):  # fmt: skip
+            instance = f"{LOOPBACK}:{serve.admin_port}"
+            prom = PromServer(instance, RULE_FILES, more_targets=[probe])
+            try:
+                await asyncio.to_thread(prom.wait_ready)
+                await asyncio.to_thread(prom.wait_for, f"count(up{{{JOB}}} == 1) == 2")
+                await drive(serve.proxy_port, warm_up())
+                await asyncio.to_thread(prom.wait_for, f"sum({spec.STREAMS.name}{{{PROXY}}}) >= 3")
+                await drive(serve.proxy_port, mix())
 
-            async def all_closed() -> bool:
-                return (await scrape(serve.admin_port)).value(spec.STREAMS_ACTIVE.name) == 0
+                async def all_closed() -> bool:
+                    return (await scrape(serve.admin_port)).value(spec.STREAMS_ACTIVE.name) == 0
 
-            await until(all_closed, within=10, what="every stream closed")
-            final = await scrape(serve.admin_port)
-            streams = final.value(spec.STREAMS.name)
-            requests = final.value(spec.REQUESTS.name)
-            await asyncio.to_thread(
-                prom.wait_for,
-                f"sum({spec.STREAMS.name}{{{PROXY}}}) == {streams}"
-                f" and sum({spec.REQUESTS.name}{{{PROXY}}}) == {requests}",
-            )
-            # Series first seen in the last scrape need a second sample for rate(); the rules
-            # need an evaluation over it.
-            await asyncio.to_thread(wait_for_scrapes, prom, instance, 2)
-            yield Live(prom, instance, final)
-        finally:
-            await asyncio.to_thread(prom.close)
+                await until(all_closed, within=10, what="every stream closed")
+                final = await scrape(serve.admin_port)
+                streams = final.value(spec.STREAMS.name)
+                requests = final.value(spec.REQUESTS.name)
+                await asyncio.to_thread(
+                    prom.wait_for,
+                    f"sum({spec.STREAMS.name}{{{PROXY}}}) == {streams}"
+                    f" and sum({spec.REQUESTS.name}{{{PROXY}}}) == {requests}",
+                )
+                # Series first seen in the last scrape need a second sample for rate(); the rules
+                # need an evaluation over it.
+                await asyncio.to_thread(wait_for_scrapes, prom, instance, 2)
+                yield Live(prom, instance, final)
+            finally:
+                await asyncio.to_thread(prom.close)
 
 
 def alert_rule(name: str) -> dict[str, Any]:

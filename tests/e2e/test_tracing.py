@@ -34,6 +34,7 @@ from tests.harness import (
     LOOPBACK,
     MESSAGES,
     RESPONSES,
+    refusing_port,
     run_cli,
     serve_process,
     settings_for,
@@ -312,28 +313,25 @@ class TestStreamSpans:
 
     async def test_upstream_connect_failure(self) -> None:
         """Upstream refuses the connection: error.type upstream_connect and no response status."""
-        async with otlp_receiver() as receiver:
-            # Bind and close a port so nothing listens on it.
-            server = await asyncio.start_server(lambda r, w: None, LOOPBACK, 0)
-            dead = server.sockets[0].getsockname()[1]
-            server.close()
-            await server.wait_closed()
-            settings = settings_for(f"http://{LOOPBACK}:{dead}")
-            running = await start(
-                settings, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces"}
-            )
-            async with (
-                aiohttp.ClientSession() as session,
-                session.post(
-                    f"http://{LOOPBACK}:{running.proxy_port}{CHAT}", json=chat()
-                ) as response,
-            ):
-                assert response.status == 502
-            await stop(running, drain_timeout=0.5)
-            (span,) = receiver.spans
-            assert span.status_code == STATUS_ERROR
-            assert span.attributes[sc.ERROR_TYPE] == "upstream_connect"
-            assert sc.HTTP_RESPONSE_STATUS_CODE not in span.attributes
+        with refusing_port() as dead:
+            async with otlp_receiver() as receiver:
+                settings = settings_for(f"http://{LOOPBACK}:{dead}")
+                running = await start(
+                    settings,
+                    {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces"},
+                )
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.post(
+                        f"http://{LOOPBACK}:{running.proxy_port}{CHAT}", json=chat()
+                    ) as response,
+                ):
+                    assert response.status == 502
+                await stop(running, drain_timeout=0.5)
+                (span,) = receiver.spans
+                assert span.status_code == STATUS_ERROR
+                assert span.attributes[sc.ERROR_TYPE] == "upstream_connect"
+                assert sc.HTTP_RESPONSE_STATUS_CODE not in span.attributes
 
 
 CANARIES = {

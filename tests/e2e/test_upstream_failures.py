@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.harness import CHAT, LOOPBACK, raw_exchange, request_bytes, serve_process
+from tests.harness import (
+    CHAT,
+    LOOPBACK,
+    raw_exchange,
+    refusing_port,
+    request_bytes,
+    serve_process,
+)
 
 pytestmark = pytest.mark.e2e
 
 BODY = {"model": "m", "stream": True}
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening (the kernel just gave it out and it was closed)."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -66,8 +65,8 @@ class TestUpstreamFailureReasons:
 
     async def test_refused(self) -> None:
         """Nothing listening: kind connect, reason refused, the route and its address named."""
-        port = closed_port()
-        status, started, failed = await failed_line(f"http://{LOOPBACK}:{port}")
+        with refusing_port() as port:
+            status, started, failed = await failed_line(f"http://{LOOPBACK}:{port}")
         assert status == 502
         assert (failed["kind"], failed["reason"]) == ("connect", "refused")
         assert failed["route"] == "default"
@@ -102,8 +101,8 @@ class TestUpstreamFailureReasons:
     async def test_credentials_never_in_the_started_line(self) -> None:
         """The start-up line's upstream URLs come from the configuration, without userinfo
         (credentials in --upstream are refused at start-up, so there are none to leak)."""
-        port = closed_port()
-        async with serve_process("--upstream", f"http://{LOOPBACK}:{port}/base") as serving:
-            [started] = serving.events("streamwatch.started")
+        with refusing_port() as port:
+            async with serve_process("--upstream", f"http://{LOOPBACK}:{port}/base") as serving:
+                [started] = serving.events("streamwatch.started")
         assert started["upstreams"] == {"default": f"http://{LOOPBACK}:{port}/base"}
         assert "@" not in str(started["upstreams"])

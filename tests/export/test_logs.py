@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ from tests.harness import (
     CHAT,
     LOOPBACK,
     raw_exchange,
+    refusing_port,
     request_bytes,
     serve_process,
     simulator,
@@ -171,9 +171,8 @@ class TestOtherLines:
 
     async def test_upstream_refused(self) -> None:
         """Nothing listens upstream: ``upstream.failed`` at warning level, the kind named."""
-        with socket.socket() as bound:  # bound, never listening: connections are refused
-            bound.bind((LOOPBACK, 0))
-            upstream = f"http://{LOOPBACK}:{bound.getsockname()[1]}"
+        with refusing_port() as port:
+            upstream = f"http://{LOOPBACK}:{port}"
             async with serve_process("--upstream", upstream) as serving:
                 line, status, _ = await send(serving, {})
         assert line["event"] == "upstream.failed"
