@@ -15,11 +15,16 @@ leaving out the hooks it does not need. The hooks fire in this order:
 2. ``response(status, api)``: the upstream's response headers arrived. A forwarded request gets
    either this hook or an upstream failure (``finish`` with ``error_kind``), never both; a client
    that leaves before the headers arrive gets neither.
-3. ``events(events)``: zero or more calls, each with the non-empty batch of events one upstream
-   read produced, in order, only after ``response`` with an ``api`` (an analyzed event stream), as
-   soon as the analyzer produced them; then at most one :class:`AnalysisStopped` if the analyzer
-   raised, after which no event follows. One call per read, not per event, so a metrics sink can
-   record a read's output events with one update per instrument.
+3. ``events(events)``: zero or more calls, each with a non-empty batch of events in the order
+   the analyzer produced them, only after ``response`` with an ``api`` (an analyzed event stream);
+   then at most one :class:`AnalysisStopped` if the analyzer raised, after which no event follows.
+   A read that produced any other event is delivered at once; the reads that produced only
+   :class:`~streamwatch.core.events.OutputReceived` (one per token delta: nearly every read) are
+   held and delivered together, before the next other event, at the next watchdog tick
+   (:meth:`Fanout.flush`, every ``--watchdog-interval``), once :data:`HELD_OUTPUTS` are held, and
+   before ``finish``. A metrics sink so records many output events with one update per
+   instrument, and every read skips a chain of sink calls; a scrape sees them at most one tick
+   late.
 4. ``finish(record, error_kind)``: exactly once and always last, for every request, also refused
    ones (then it is the only hook), client aborts, upstream failures and shutdown. ``record`` is
    set for analyzed streams, ``error_kind`` when the upstream failed before answering; never both.
@@ -44,6 +49,10 @@ from streamwatch.core.record import StreamRecord
 from streamwatch.core.side import Side
 
 log = structlog.get_logger("streamwatch.sinks")
+
+#: Output events a stream's fan-out holds at most before delivering them (a bound on its memory
+#: between watchdog ticks, ~4 KiB; a batch this size already costs a sink little per event).
+HELD_OUTPUTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,19 +194,20 @@ class Sinks:
 class Fanout:
     """One request's hooks, called in sink order and guarded: a sink whose hook raises is dropped
     for the rest of this request and logged. Only sinks with an ``events`` hook are in the
-    per-read fan-out, which runs for every analyzed read; a read of output events alone skips the
-    sinks that ignore them (``Hooks.outputs`` false: the tracer, which waits for rarer events)."""
+    per-read fan-out; output events alone are held and delivered in batches (the module
+    docstring, step 3), to the sinks that take them only (``Hooks.outputs`` false: the tracer,
+    which waits for rarer events)."""
 
-    __slots__ = ("_hooks", "_listening", "_selective", "_taking_outputs")
+    __slots__ = ("_held", "_hooks", "_listening", "_taking_outputs")
 
     def __init__(self, hooks: Sequence[tuple[str, Hooks]]) -> None:
         self._hooks = tuple(hooks)
+        self._held: list[SinkEvent] = []
         self._listen()
 
     def _listen(self) -> None:
         self._listening = tuple((h, h.events) for _, h in self._hooks if h.events is not None)
         self._taking_outputs = tuple((h, e) for h, e in self._listening if h.outputs)
-        self._selective = len(self._taking_outputs) < len(self._listening)
 
     def _drop(self, hooks: Hooks, stage: str) -> None:
         name = next(n for n, h in self._hooks if h is hooks)
@@ -232,14 +242,29 @@ class Fanout:
         return bool(self._taking_outputs)
 
     def emit(self, events: Sequence[SinkEvent]) -> None:
-        """One read's events (non-empty), to every listening sink in one call each."""
-        listening = self._listening
-        if self._selective:
-            for event in events:  # a plain loop: a generator for ``all`` costs more than the test
-                if type(event) is not OutputReceived:
-                    break
-            else:
-                listening = self._taking_outputs
+        """One read's events (non-empty): held if they are all output events, else delivered to
+        every listening sink, in one call each, after the held ones (to the sinks taking them)."""
+        for event in events:  # a plain loop: a generator for ``all`` costs more than the test
+            if type(event) is not OutputReceived:
+                break
+        else:
+            held = self._held
+            held += events
+            if len(held) >= HELD_OUTPUTS:
+                self.flush()
+            return
+        self.flush()
+        self._deliver(self._listening, events)
+
+    def flush(self) -> None:
+        """Deliver the held output events (the watchdog's tick, and before ``finish``)."""
+        if self._held:
+            held, self._held = self._held, []
+            self._deliver(self._taking_outputs, held)
+
+    def _deliver(
+        self, listening: tuple[tuple[Hooks, EventsHook], ...], events: Sequence[SinkEvent]
+    ) -> None:
         for hooks, on_events in listening:
             try:
                 on_events(events)
@@ -247,6 +272,7 @@ class Fanout:
                 self._drop(hooks, "event")
 
     def finish(self, record: StreamRecord | None, error_kind: str | None) -> None:
+        self.flush()
         for _, hooks in self._hooks:
             if hooks.finish is not None:
                 try:

@@ -18,7 +18,7 @@ from streamwatch.core.events import (
     StreamEvent,
 )
 from streamwatch.core.record import StreamRecord
-from streamwatch.sinks import Exchange, Fanout, Hooks, SinkEvent, Sinks, Trace
+from streamwatch.sinks import HELD_OUTPUTS, Exchange, Fanout, Hooks, SinkEvent, Sinks, Trace
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -148,11 +148,11 @@ class TestWantsOutputs:
 
 
 class TestOutputsOnlyReads:
-    """A read of output events alone reaches only the sinks that take output events."""
+    """A read of output events alone is held, then reaches only the sinks that take outputs."""
 
     def test_a_sink_that_ignores_outputs_is_called_only_for_other_events(self) -> None:
-        """The outputs-only read skips it; a read that also carries another event reaches it
-        whole, and every read reaches the sink that takes outputs."""
+        """The outputs-only reads skip it and are held; a read that also carries another event
+        reaches it whole, after the held outputs reached the sink that takes them."""
         selective: list[Sequence[SinkEvent]] = []
         taking: list[Sequence[SinkEvent]] = []
         fanout = Fanout(
@@ -164,9 +164,10 @@ class TestOutputsOnlyReads:
         outputs = (OutputReceived(1, None), OutputReceived(2, 1))
         mixed = (OutputReceived(3, 1), FirstTokenReceived(3, 3, "gpt-4o-mini"))
         fanout.emit(outputs)
+        assert taking == []
         fanout.emit(mixed)
         assert selective == [mixed]
-        assert taking == [outputs, mixed]
+        assert taking == [list(outputs), mixed]
 
     def test_after_the_only_sink_taking_outputs_is_dropped(self) -> None:
         """Once the sink that took outputs has raised and is dropped, the other still gets
@@ -187,6 +188,48 @@ class TestOutputsOnlyReads:
         fanout.emit(stall)
         fanout.emit((OutputReceived(6, 5),))
         assert selective == [stall]
+
+
+class TestHeldOutputs:
+    """Output events are delivered in order, at most HELD_OUTPUTS at a time, by the watchdog's
+    flush or before the request's finish."""
+
+    def test_flush_delivers_what_is_held_once(self) -> None:
+        """Reads of outputs arrive together, in order, at the flush; a second flush is silent."""
+        taking: list[Sequence[SinkEvent]] = []
+        fanout = Fanout([("metrics", Hooks(events=taking.append))])
+        reads = [(OutputReceived(t, 1),) for t in range(1, 4)]
+        for read in reads:
+            fanout.emit(read)
+        fanout.flush()
+        fanout.flush()
+        assert taking == [[event for read in reads for event in read]]
+
+    def test_the_bound_delivers_without_a_flush(self) -> None:
+        """The HELD_OUTPUTS-th held event delivers the batch: memory stays bounded between ticks."""
+        taking: list[Sequence[SinkEvent]] = []
+        fanout = Fanout([("metrics", Hooks(events=taking.append))])
+        for t in range(HELD_OUTPUTS + 1):
+            fanout.emit((OutputReceived(t, 1),))
+        assert [len(batch) for batch in taking] == [HELD_OUTPUTS]
+
+    def test_finish_delivers_them_first(self) -> None:
+        """A request's held outputs reach the sink before its finish hook."""
+        calls: list[str] = []
+        fanout = Fanout(
+            [
+                (
+                    "metrics",
+                    Hooks(
+                        events=lambda events: calls.append(f"events {len(events)}"),
+                        finish=lambda record, kind: calls.append("finish"),
+                    ),
+                )
+            ]
+        )
+        fanout.emit((OutputReceived(1, None), OutputReceived(2, 1)))
+        fanout.finish(None, None)
+        assert calls == ["events 2", "finish"]
 
 
 class TestFaultIsolation:

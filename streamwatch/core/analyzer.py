@@ -24,6 +24,7 @@ from streamwatch.core.events import (
     StallStarted,
     StreamEvent,
     TerminalFrameReceived,
+    new_output,
 )
 from streamwatch.core.eventstream import BytesLeftOver, MessageCorrupt
 from streamwatch.core.formats import FORMATS, FRAME_TYPE
@@ -306,13 +307,13 @@ class StreamAnalyzer:
             self._first_output_index = index
             events.append(FirstTokenReceived(at_ns, at_ns - self.t_request_ns, self.model))
             if self._report_outputs:
-                events.append(OutputReceived(at_ns, None))
+                events.append(new_output(OutputReceived, (at_ns, None)))
             return
         gap = at_ns - last
         if self.max_gap_ns is None or gap > self.max_gap_ns:
             self.max_gap_ns = gap
         if self._report_outputs:
-            events.append(OutputReceived(at_ns, gap))
+            events.append(new_output(OutputReceived, (at_ns, gap)))
 
     # -- closing -------------------------------------------------------------------------------
 

@@ -56,7 +56,9 @@ class Tap:
             self.sinks.emit(events)
 
     def poll(self, now_ns: int) -> None:
-        """Watchdog tick: report a stall the moment it starts."""
+        """Watchdog tick: deliver the output events the fan-out holds, and report a stall the
+        moment it starts."""
+        self.sinks.flush()
         if self.failed:
             return
         try:

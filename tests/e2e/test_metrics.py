@@ -1,5 +1,5 @@
 """A scripted traffic mix through streamwatch gives exactly the /metrics the simulator's scripts
-imply, and a stall shows on /metrics while the stream is still open.
+imply, and a stall and the output events so far show on /metrics while the stream is still open.
 
 Expectations are computed from what the simulator sends (its ``plan`` of each scenario and the
 ``x-sim-*`` headers), never read back from streamwatch.
@@ -240,3 +240,32 @@ class TestScriptedMix:
             len(with_output) - 1
         )
         assert m.value("streamwatch_analysis_errors_total") == 0
+
+
+class TestLiveOutputs:
+    """Output events reach /metrics at the watchdog's next tick while their stream is still open."""
+
+    async def test_outputs_before_a_hang_are_counted_during_it(self) -> None:
+        """Three output events, then the upstream hangs (far below the stall threshold, so no
+        other event delivers them): all three are counted while the client still waits."""
+        hang = {"x-sim-stall-after": "3", "x-sim-stall-ms": "60000", **TIMING}
+        async with (
+            simulator() as sim,
+            streamwatch(sim, stall_threshold=600.0, watchdog_interval=0.05) as running,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", running.proxy_port)
+            try:
+                writer.write(request_bytes(CHAT, CHAT_BODY, hang))
+                received = b""
+                while received.count(b'"delta":{"content":') < 3:
+                    received += await asyncio.wait_for(reader.read(65536), LATE)
+
+                async def counted() -> bool:
+                    m = await scrape(running.admin_port)
+                    return m.value("streamwatch_output_events_total") == 3
+
+                await until(counted, within=LATE, what="three output events on /metrics")
+                m = await scrape(running.admin_port)
+                assert m.value("streamwatch_streams_active") == 1
+            finally:
+                writer.close()
