@@ -17,18 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from streamwatch.config import Route
     from streamwatch.proxy.upstream import UpstreamConnection
 
 IDLE_SECONDS = 10.0
 
-Origin = tuple[str, str, int]  # scheme, host, port
-
-
-def origin_of(route: Route) -> Origin:
-    """The pool key and connect target of ``route``'s upstream."""
-    url = route.upstream
-    return (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+Origin = tuple[str, str, int]  # scheme, host, port (Route.origin)
 
 
 class Pool:

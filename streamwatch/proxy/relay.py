@@ -41,7 +41,7 @@ from streamwatch.core.request import RequestFactsReader, has_dot_segment
 from streamwatch.proxy import responses
 from streamwatch.proxy.failures import failure_reason
 from streamwatch.proxy.headers import client_response_headers, tokens, upstream_request_headers
-from streamwatch.proxy.pool import Origin, origin_of
+from streamwatch.proxy.pool import Origin
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.tap import Tap
 from streamwatch.proxy.telemetry import Telemetry
@@ -130,7 +130,7 @@ class Exchange:
             elif self._content_length() > settings.max_request_body:
                 refusal = responses.BODY_TOO_LARGE
         self._route = route
-        origin = origin_of(route) if route is not None else None
+        origin = route.origin if route is not None else None
         self.telemetry = Telemetry(
             self.state.sinks,
             method=request.method,
@@ -176,15 +176,13 @@ class Exchange:
 
     def _upstream_head(self, route: Route) -> bytes:
         request = self.request
-        url = route.upstream
-        default_port = 443 if url.scheme == "https" else 80
-        host = (url.raw_host or "").encode("idna")
-        if url.port and url.port != default_port:
-            host += b":%d" % url.port
         target = route.target(request.target.decode("latin-1")).raw_path_qs.encode("latin-1")
         assert self.telemetry is not None  # noqa: S101 (start() built it)
         headers = self.telemetry.inject(upstream_request_headers(request.headers))
-        lines = [request.method.encode() + b" " + target + b" HTTP/1.1", b"Host: " + host]
+        lines = [
+            request.method.encode() + b" " + target + b" HTTP/1.1",
+            b"Host: " + route.authority,
+        ]
         lines += [name + b": " + value for name, value in headers]
         if self._chunked_in:
             lines.append(b"Transfer-Encoding: chunked")

@@ -25,7 +25,7 @@ from streamwatch.config import Settings, upstream_tls
 from streamwatch.core.analyzer import AnalyzerConfig
 from streamwatch.core.record import CloseCause
 from streamwatch.metricspec import REFUSED_MAX_CONNECTIONS
-from streamwatch.proxy.pool import Origin, Pool, origin_of
+from streamwatch.proxy.pool import Origin, Pool
 from streamwatch.proxy.recorder import Recorder
 from streamwatch.proxy.responses import Refusal
 from streamwatch.proxy.tap import Tap
@@ -72,7 +72,7 @@ class ProxyState:
                 context = contexts.get(route.ca_bundle)
                 if context is None:
                     context = contexts[route.ca_bundle] = upstream_tls(settings, route)
-                self.tls[origin_of(route)] = context
+                self.tls[route.origin] = context
         self.pool = Pool()
         self.connections: set[ClientConnection] = set()
         self.exchanges: set[Exchange] = set()

@@ -997,6 +997,22 @@ class TestUpstreamCredentials:
         assert secret not in output
 
 
+class TestUpstreamHost:
+    """An --upstream host that is no DNS name stops start-up with exit 2, naming the option."""
+
+    def test_refused_at_start_up(self) -> None:
+        """``http://a..b`` (an empty label, which the Host header's IDNA encoding refuses) exits 2."""
+        proxy = ProxyProcess("http://a..b:9")
+        try:
+            with pytest.raises(RuntimeError):
+                proxy.start(timeout=10)
+        finally:
+            proxy.stop()
+        assert proxy.proc is not None
+        assert proxy.proc.returncode == 2
+        assert "--upstream" in "".join(proxy.lines)
+
+
 class TestTrace:
     """Finding 6: TRACE is refused with 405 and never forwarded (it reflects credentials)."""
 
