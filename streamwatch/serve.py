@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from streamwatch import __version__
 from streamwatch.config import ConfigError, ListenError, Settings
+from streamwatch.core import compiled
 from streamwatch.export.log_pipe import LogPipe
 from streamwatch.export.logs import LogSink
 from streamwatch.export.otel import tracing_from_env
@@ -287,6 +288,7 @@ async def start(
     log.info(
         "streamwatch.started",
         version=__version__,
+        core="compiled" if compiled() else "python",
         listen=f"{host}:{running.proxy_port}",
         admin=f"{admin_host}:{running.admin_port}",
         routes={r.name: r.prefix for r in settings.routes},

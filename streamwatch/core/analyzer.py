@@ -69,7 +69,7 @@ class AnalyzerConfig:
     """Tool calls tracked per stream."""
 
 
-class StreamClosedError(RuntimeError):
+class StreamClosedError(Exception):
     """``feed`` or ``close`` after ``close``: a bug in the caller, never caused by remote input."""
 
 

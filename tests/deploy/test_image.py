@@ -199,6 +199,15 @@ class TestImageMetadata:
         assert "--metrics-dir (STREAMWATCH_METRICS_DIR)" in ran.stderr
         assert "Traceback" not in ran.stderr
 
+    def test_the_core_is_compiled(self, image: str) -> None:
+        """The image runs the mypyc-compiled core (``COMPILE_CORE``'s default), not its source."""
+        ran = docker(
+            "run", "--rm", "--read-only", "--network", "none",
+            "--entrypoint", "/opt/streamwatch/bin/python", image,
+            "-c", "import streamwatch.core as core; print(core.compiled())",
+        )  # fmt: skip
+        assert ran.stdout.strip() == "True"
+
     def test_admin_port_not_exposed(self, image: str) -> None:
         """Only the proxy port is EXPOSEd, so ``docker run -P`` never publishes the admin port."""
         exposed = docker("image", "inspect", "--format", "{{json .Config.ExposedPorts}}", image)

@@ -46,18 +46,17 @@ def _merge_usage(
     it has its output estimated from events and flagged. Out-of-range counts: ignored, malformed.
     """
     thinking = as_dict(usage.get("output_tokens_details")).get("thinking_tokens")
-    counts = read_usage(
-        input_tokens=usage.get("input_tokens"),
-        output_tokens=usage.get("output_tokens") if final else None,
-        cached_input_tokens=usage.get("cache_read_input_tokens"),
-        cache_creation_input_tokens=usage.get("cache_creation_input_tokens"),
-        reasoning_tokens=thinking,
-    )
-    if counts is None:
+    counts = {
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens") if final else None,
+        "cached_input_tokens": usage.get("cache_read_input_tokens"),
+        "cache_creation_input_tokens": usage.get("cache_creation_input_tokens"),
+        "reasoning_tokens": thinking,
+    }
+    if read_usage(**counts) is None:  # a count out of range: none of them is believed
         return _BAD_USAGE
-    fields = {name: getattr(counts, name) for name in counts.__slots__}
     reading.usage = replace(
-        current or Usage(), **{k: v for k, v in fields.items() if v is not None}
+        current or Usage(), **{k: v for k, v in counts.items() if v is not None}
     )
     return NONE
 
