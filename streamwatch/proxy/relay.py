@@ -149,8 +149,11 @@ class Exchange:
             return
         self._origin = origin
         self._chunked_in = b"chunked" in tokens(request.headers, b"transfer-encoding")
-        expects = tokens(request.headers, b"expect")
-        if request.version == "1.1" and b"100-continue" in expects and not request.complete:
+        if (  # Expect is read only when the body is still to come (a header scan saved)
+            request.version == "1.1"
+            and not request.complete
+            and b"100-continue" in tokens(request.headers, b"expect")
+        ):
             self.client.write(_CONTINUE)  # as nginx: the body is read now, so ask for it
         head = self._upstream_head(route)
         conn = self.state.pool.take(origin)
