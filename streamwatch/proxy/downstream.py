@@ -108,7 +108,7 @@ class ClientConnection(asyncio.Protocol):
         elif phase is Phase.LINGER:
             self._timer.arm(LINGER_S)
         else:
-            self._timer.cancel()
+            self._timer.disarm()
 
     def _expired(self) -> None:
         phase = self.phase

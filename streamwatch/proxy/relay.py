@@ -68,6 +68,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: draft-ietf-httpapi-idempotency-key-header (Go's http.Transport also honours the X- form):
 #: the client says a repeat of this POST is safe.
 _IDEMPOTENCY_KEYS = (b"idempotency-key", b"x-idempotency-key")
+_IDEMPOTENCY_KEY_SIZES = frozenset(len(key) for key in _IDEMPOTENCY_KEYS)
 
 
 class Exchange:
@@ -166,11 +167,14 @@ class Exchange:
         request = self.request
         if request.method in _IDEMPOTENT or self.state.settings.upstream_retry_non_idempotent:
             return True
-        return any(name.lower() in _IDEMPOTENCY_KEYS for name, _ in request.headers)
+        return any(
+            len(name) in _IDEMPOTENCY_KEY_SIZES and name.lower() in _IDEMPOTENCY_KEYS
+            for name, _ in request.headers
+        )
 
     def _content_length(self) -> int:
         for name, value in self.request.headers:
-            if name.lower() == b"content-length":
+            if len(name) == 14 and name.lower() == b"content-length":  # (length: no copy)
                 return int(value.strip() or b"0")  # llhttp accepted it: digits only
         return 0
 
@@ -294,7 +298,18 @@ class Exchange:
         request = self.request
         te = tokens(headers, b"transfer-encoding")
         chunked = bool(te) and te[-1] == b"chunked"
-        has_cl = any(k.lower() == b"content-length" for k, _ in headers)
+        content_length: bytes | None = None  # the first Content-Length line, as it came
+        content_type = content_encoding = None
+        for name, value in headers:  # (a length compares without lower-casing a copy)
+            size = len(name)
+            if size == 14 and name.lower() == b"content-length":
+                if content_length is None:
+                    content_length = name + b": " + value
+            elif size == 12 and name.lower() == b"content-type":
+                content_type = value.decode("latin-1")
+            elif size == 16 and name.lower() == b"content-encoding":
+                content_encoding = value.decode("latin-1")
+        has_cl = content_length is not None
         no_body = request.method == "HEAD" or status in _NO_BODY_STATUSES
         self._close_delimited_in = not no_body and not chunked and (bool(te) or not has_cl)
         keep = request.keep_alive and request.version == "1.1" and not self.state.draining
@@ -302,8 +317,8 @@ class Exchange:
         lines = [b"HTTP/1.1 %d %s" % (status, reason)]
         lines += [name + b": " + value for name, value in out]
         if not no_body:
-            if has_cl and not te:
-                lines += [k + b": " + v for k, v in headers if k.lower() == b"content-length"][:1]
+            if content_length is not None and not te:
+                lines.append(content_length)
             elif request.version == "1.1":
                 lines.append(b"transfer-encoding: chunked")
                 self._chunked_out = True
@@ -319,13 +334,6 @@ class Exchange:
         self._head_sent = True
         self.read_ns = time.monotonic_ns()
         assert self.telemetry is not None  # noqa: S101
-        content_type = content_encoding = None
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == b"content-type":
-                content_type = value.decode("latin-1")
-            elif lowered == b"content-encoding":
-                content_encoding = value.decode("latin-1")
         override = self._route.api if self._route is not None else None
         self._tap = self.telemetry.response(
             status,
