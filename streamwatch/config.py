@@ -64,7 +64,8 @@ class Route:
     origin: tuple[str, str, int] = field(init=False, repr=False, compare=False)
     """``upstream``'s scheme, host and port (the default one if none is given)."""
     authority: bytes = field(init=False, repr=False, compare=False)
-    """``upstream``'s host (IDNA-encoded) and port unless the default: the ``Host`` it is sent."""
+    """``upstream``'s host (IDNA-encoded; an IPv6 literal in brackets) and port unless the default:
+    the ``Host`` it is sent."""
     _base: str = field(init=False, repr=False, compare=False)  # target()'s origin and base path
 
     def __post_init__(self) -> None:
@@ -72,7 +73,8 @@ class Route:
         # about 25k instructions a request.
         url = self.upstream
         default_port = 443 if url.scheme == "https" else 80
-        authority = (url.raw_host or "").encode("idna")
+        host = url.raw_host or ""  # an IPv6 literal without its brackets: they go back on
+        authority = b"[%s]" % host.encode("ascii") if ":" in host else host.encode("idna")
         if url.port and url.port != default_port:
             authority += b":%d" % url.port
         object.__setattr__(
