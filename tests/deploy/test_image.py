@@ -222,10 +222,17 @@ class TestContainers:
         text, finish = chat(stack["proxy"])
         assert text
         assert finish == "stop"
-        with urllib.request.urlopen(f"{stack['admin']}/metrics", timeout=5) as response:  # noqa: S310
-            scraped = Scrape(response.read().decode())
-        assert scraped.value("streamwatch_streams_total", outcome="completed") >= 1
-        assert scraped.value("streamwatch_build_info") >= 1
+        scraped: list[Scrape] = []
+
+        def counted() -> bool:
+            # The worker records a stream after writing its last bytes, on another core than the
+            # client that read them: the count can come a moment after the SDK returned.
+            with urllib.request.urlopen(f"{stack['admin']}/metrics", timeout=5) as response:  # noqa: S310
+                scraped[:] = [Scrape(response.read().decode())]
+            return scraped[0].value("streamwatch_streams_total", outcome="completed") >= 1
+
+        wait_for(counted, 30, "the stream counted on /metrics")
+        assert scraped[0].value("streamwatch_build_info") >= 1
         wait_for(stack["sw"].healthy, 30, "streamwatch container healthy")
         wait_for(stack["sim"].healthy, 30, "simulate container healthy (not marked unhealthy)")
 
