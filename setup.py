@@ -34,9 +34,8 @@ if os.environ.get("STREAMWATCH_COMPILE") == "1":
         from mypyc.build import mypycify
     except ImportError as exc:
         raise SystemExit(
-            "STREAMWATCH_COMPILE=1 needs mypy (mypyc) in the build environment: "
-            "pip install 'mypy==2.4.1' 'setuptools>=77' orjson, then pip install "
-            "--no-build-isolation ."
+            "STREAMWATCH_COMPILE=1 needs mypy (mypyc) in the build environment and "
+            "pip install --no-build-isolation: see setup.py's docstring"
         ) from exc
     ext_modules = mypycify(compiled_modules(), opt_level="3")
 
