@@ -372,18 +372,21 @@ def _figures(runs: dict[str, Run], name: str) -> tuple[float, float, float]:
 
 
 def ratios(runs: dict[str, Run]) -> list[str]:
-    """streamwatch / each reference measured in the same run: CPU and added p50 / p99."""
-    if "streamwatch" not in runs or "direct" not in runs:
+    """Each streamwatch target / each reference measured in the same run: CPU, added p50 / p99."""
+    if "direct" not in runs:
         return []
-    cpu, p50, p99 = _figures(runs, "streamwatch")
-    lines = ["| streamwatch / | CPU per chunk | added p50 | added p99 |", "|---|---|---|---|"]
-    for ref in REFERENCES:
-        if ref in runs:
-            ref_cpu, ref_p50, ref_p99 = _figures(runs, ref)
-            cells = [f"{a / b:.2f}x" if b > 0 else "-" for a, b in
-                     ((cpu, ref_cpu), (p50, ref_p50), (p99, ref_p99))]  # fmt: skip
-            lines.append(f"| {ref} | " + " | ".join(cells) + " |")
-    return lines
+    lines = ["| target / reference | CPU per chunk | added p50 | added p99 |", "|---|---|---|---|"]
+    for name in runs:
+        if not name.startswith("streamwatch"):
+            continue
+        cpu, p50, p99 = _figures(runs, name)
+        for ref in REFERENCES:
+            if ref in runs:
+                ref_cpu, ref_p50, ref_p99 = _figures(runs, ref)
+                cells = [f"{a / b:.2f}x" if b > 0 else "-" for a, b in
+                         ((cpu, ref_cpu), (p50, ref_p50), (p99, ref_p99))]  # fmt: skip
+                lines.append(f"| {name} / {ref} | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
 
 
 async def scenario(targets: list[Target], upstream_port: int, *, concurrency: int, seconds: float,
