@@ -50,8 +50,9 @@ def benchmarks(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModuleType]:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
     import callgrind
     import count_proxies
+    import run
 
-    return {"callgrind": callgrind, "count_proxies": count_proxies}
+    return {"callgrind": callgrind, "count_proxies": count_proxies, "run": run}
 
 
 class TestCallgrind:
@@ -94,3 +95,33 @@ class TestStrace:
             benchmarks["count_proxies"].strace_counts(
                 "strace: attach: ptrace(...): Operation not permitted\n"
             )
+
+
+class TestRatios:
+    """Every streamwatch target measured in a run gets its ratios to every reference in it."""
+
+    @staticmethod
+    def _run(benchmarks: dict[str, ModuleType], cpu_us: float, added_ms: float) -> object:
+        run = benchmarks["run"].Run()
+        run.latencies_ns = [round(added_ms * 1e6)] * 10
+        run.chunks = 1000
+        run.cpu_s = cpu_us * 1000 / 1e6
+        return run
+
+    def test_a_row_per_streamwatch_target_and_reference(
+        self, benchmarks: dict[str, ModuleType]
+    ) -> None:
+        runs = {
+            "direct": self._run(benchmarks, 0, 1),
+            "streamwatch-compiled": self._run(benchmarks, 60, 3),
+            "streamwatch": self._run(benchmarks, 80, 5),
+            "nginx": self._run(benchmarks, 30, 2),
+        }
+        assert benchmarks["run"].ratios(runs)[2:] == [
+            "| streamwatch-compiled / nginx | 2.00x | 2.00x | 2.00x |",
+            "| streamwatch / nginx | 2.67x | 4.00x | 4.00x |",
+        ]
+
+    def test_none_without_a_direct_run(self, benchmarks: dict[str, ModuleType]) -> None:
+        runs = {"streamwatch": self._run(benchmarks, 80, 5), "nginx": self._run(benchmarks, 30, 2)}
+        assert benchmarks["run"].ratios(runs) == []
