@@ -9,7 +9,7 @@ httptools (``protocol_proxy.py``), and nginx when installed.
 The upstream is the streamwatch simulator (``benchmarks/upstream.py``) stamping each output event
 with its send time; the load client runs in this process. Proxies are pinned to CPU 0, upstream and
 client to CPU 1 (when there are two). Targets are measured interleaved (A B C D A B C D ...) so drift
-hits all of them alike. Prints markdown tables; ``--json FILE`` keeps the raw figures.
+hits all of them alike. Prints markdown tables; ``--json FILE`` keeps them, one key per section.
 """
 
 from __future__ import annotations
