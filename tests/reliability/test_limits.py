@@ -15,6 +15,7 @@ import pytest
 
 from tests.reliability.conftest import DEFAULT_OPTIONS
 from tests.reliability.harness.checks import (
+    EARLY,
     LATE,
     Baseline,
     assert_aborted,
@@ -234,7 +235,7 @@ class TestStalledConsumer:
         assert proxy.wait_log(lambda e: e.get("event") == "client.write_timeout") is not None
         assert wait_until(lambda: upstream.connections_for(key)[-1].closed_ns is not None, 1.0)
         print(f"T08 stalled client aborted after {elapsed:.2f} s (timeout 2 s)")
-        assert 2.0 <= elapsed <= 2.0 + LATE
+        assert 2.0 - EARLY <= elapsed <= 2.0 + LATE
         client.close()
         base.check(rss_slack=8 << 20)
 
@@ -243,7 +244,9 @@ class TestOverload:
     """T25: past max_streams new requests get a fast 503 with Retry-After; admitted streams carry on."""
 
     def test_shed(self, proxy: ProxyProcess, upstream: FakeUpstream) -> None:
-        """8 hanging streams admitted, 10 more shed in < 100 ms each, the 8 still complete."""
+        """8 hanging streams admitted, 10 more shed at once, the 8 still complete; when their
+        clients hang up, their slots and connections are released (the next test starts clean)."""
+        base = Baseline(proxy)
         key = upstream.add(Scenario([Headers(), Send(EVENT), Hang()]))
         held = []
         for _ in range(SHORT["max_streams"]):
@@ -271,6 +274,7 @@ class TestOverload:
         for c in held:
             assert c.response.status == 200
             c.close()
+        base.check()
 
 
 class TestSlowloris:
@@ -320,7 +324,7 @@ class TestSlowloris:
         print(
             f"T26 slow headers closed after {min(closed_after):.2f}-{max(closed_after):.2f} s (timeout 2 s)"
         )
-        assert min(closed_after) >= 2.0
+        assert min(closed_after) >= 2.0 - EARLY
         assert max(closed_after) <= 2.0 + LATE
         assert legit_ok
         base.check()
