@@ -11,8 +11,8 @@ from tests.reliability.harness.client import Response
 from tests.reliability.harness.proxy import ProxyProcess
 
 # How late a timer may fire on a loaded 2-core box shared with other suites. Timing assertions
-# keep their lower bound (a timeout that fires early is a bug) and use this as the upper one: it
-# still tells the timer under test from the slower outcome it prevents.
+# keep their lower bound (a timeout that fires early, beyond EARLY below, is a bug) and use this as
+# the upper one: it still tells the timer under test from the slower outcome it prevents.
 LATE = 10.0
 # How early a loop timer may fire: libuv keeps the loop's time in whole milliseconds and uvloop
 # rounds a delay to them, so a deadline can pass up to ~1 ms before the same span measured with
