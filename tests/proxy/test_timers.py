@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from streamwatch.proxy.timers import StateTimer
 
 GENEROUS = 10.0  # seconds: a bound on waits that end at once when the code is right
@@ -54,26 +56,16 @@ class TestStateTimer:
         assert start + 0.05 - SLACK <= await fired.first() < start + GENEROUS * 10
         timer.cancel()
 
-    async def test_disarmed_wake_up_does_not_fire(self) -> None:
-        """Disarmed, then armed later than the wake-up left pending: only the new deadline fires."""
+    @pytest.mark.parametrize("clear", ["disarm", "cancel"])
+    async def test_cleared_then_armed_later(self, clear: str) -> None:
+        """Disarmed (the wake-up stays pending) or cancelled (it goes), then armed for later than
+        that wake-up: only the new deadline fires, the old one never does."""
         loop = asyncio.get_running_loop()
         fired = Fired(loop)
         timer = StateTimer(loop, fired)
         timer.arm(0.05)
-        timer.disarm()
+        getattr(timer, clear)()
         rearmed = loop.time()
         timer.arm(0.3)
         assert await fired.first() >= rearmed + 0.3 - SLACK
-        assert len(fired.at) == 1
-
-    async def test_cancelled(self) -> None:
-        """Cancelled, then armed again: the new deadline fires, the old one never did."""
-        loop = asyncio.get_running_loop()
-        fired = Fired(loop)
-        timer = StateTimer(loop, fired)
-        timer.arm(0.05)
-        timer.cancel()
-        rearmed = loop.time()
-        timer.arm(0.2)
-        assert await fired.first() >= rearmed + 0.2 - SLACK
         assert len(fired.at) == 1
