@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from streamwatch.simulator.scenario import TIMESTAMP_FIELD
-from streamwatch.simulator.server import start_simulator
+from streamwatch.simulator.server import SHUTDOWN_TIMEOUT_S, start_simulator
 
 from .conftest import FAST
 
@@ -132,8 +132,9 @@ class TestTransport:
         finally:
             started = time.monotonic()
             await runner.cleanup()
-        # A handler still generating would hold shutdown for the full shutdown timeout.
-        assert time.monotonic() - started < 1.0
+        # A handler still generating holds shutdown for the whole shutdown timeout; one that
+        # stopped at the disconnect does not (the bound is that timeout, not a guess below it).
+        assert time.monotonic() - started < SHUTDOWN_TIMEOUT_S
 
 
 class TestOverrides:
