@@ -229,6 +229,15 @@ class TestDaemon:
                         for s in f.samples
                     }
 
+                def streams(found: dict[Any, float], outcome: str, route: str) -> float:
+                    return sum(
+                        v
+                        for (name, labels), v in found.items()
+                        if name == "streamwatch_streams_total"
+                        and ("outcome", outcome) in labels
+                        and ("route", route) in labels
+                    )
+
                 deadline = time.monotonic() + 30
                 while True:
                     found = await asyncio.to_thread(values)
@@ -254,7 +263,17 @@ class TestDaemon:
                         and ("route", "down") in labels
                         and ("kind", "connect") in labels
                     )
-                    if passed >= 2 and failed >= 2 and down >= 2 and down_errors >= 2:
+                    # and the streams: a probe's verdict is counted before its stream's record
+                    completed = streams(found, "completed", "good")
+                    errored = streams(found, "error_frame", "bad")
+                    if (
+                        passed >= 2
+                        and failed >= 2
+                        and down >= 2
+                        and down_errors >= 2
+                        and completed >= 2
+                        and errored >= 2
+                    ):
                         break
                     assert time.monotonic() < deadline, found
                     await asyncio.sleep(0.1)
@@ -286,20 +305,6 @@ class TestDaemon:
         stream_samples = [k for k in found if k[0] == "streamwatch_streams_total"]
         assert stream_samples
         assert all(("source", "probe") in labels for _, labels in stream_samples)
-        completed = sum(
-            v
-            for (name, labels), v in found.items()
-            if name == "streamwatch_streams_total"
-            and ("outcome", "completed") in labels
-            and ("route", "good") in labels
-        )
-        errored = sum(
-            v
-            for (name, labels), v in found.items()
-            if name == "streamwatch_streams_total"
-            and ("outcome", "error_frame") in labels
-            and ("route", "bad") in labels
-        )
         assert completed >= 2
         assert errored >= 2
         ttft = [
